@@ -1,0 +1,1 @@
+"""The benchmark knowledge base: PEFT method-comparison results, imported into a snapshot."""

@@ -1,0 +1,214 @@
+"""``peft-advise``: the command line front end. Thin by design.
+
+Each command parses its options, calls one library function and hands the result to the
+output layer. Heavy or slow modules are imported inside the command that needs them, so the
+default command (the recommender) starts fast. User mistakes raise :class:`UserError`, which
+becomes a one-line ``Error: ...`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from advisor.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="peft-advise",
+    help="Choose a PEFT method for your GPU and task from PEFT's own benchmark results.",
+    invoke_without_command=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def user_errors(func: F) -> F:
+    """Turn a :class:`UserError` into ``Error: <message>`` on stderr and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _split_csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in (value or "").split(",") if part.strip())
+
+
+@app.callback()
+@user_errors
+def recommend_command(
+    ctx: typer.Context,
+    vram: Annotated[float | None, typer.Option("--vram", help="GPU memory budget in GiB (a '24 GB' card: 24).")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="math, code, chat, image, ... (see README).")] = None,
+    objective: Annotated[str, typer.Option(help="score | memory | speed | size | balanced")] = "score",
+    metric: Annotated[str | None, typer.Option(help="Rank by another metric, e.g. forgetting or drift.")] = None,
+    require: Annotated[
+        str | None, typer.Option(help="Comma list of: merge, lora-convertible, vllm, diffusers, quantized.")
+    ] = None,
+    top: Annotated[int | None, typer.Option(help="Show only the first N rows.")] = None,
+    all_variants: Annotated[bool, typer.Option("--all-variants", help="Every run, not the best per method.")] = False,
+    show_config: Annotated[
+        str | None, typer.Option("--show-config", metavar="METHOD", help="Print the PEFT config of METHOD's run.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable shape, see README).")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf).")] = None,
+) -> None:
+    """Rank PEFT methods that fit --vram for --task (the default command)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if vram is None or task is None:
+        missing = " and ".join(name for name, value in (("--vram", vram), ("--task", task)) if value is None)
+        raise UserError(f"{missing} missing; e.g. `peft-advise --vram 24 --task math` (see --help)")
+
+    from advisor.benchmarks.store import load_snapshot
+    from advisor.methods.registry import load_registry
+    from advisor.recommend import Query, recommend
+
+    query = Query(
+        vram_gib=vram,
+        task=task,
+        objective=objective.strip().lower(),
+        metric=metric,
+        require=_split_csv(require),
+        top=top,
+        all_variants=all_variants,
+    )
+    registry = load_registry()
+    rec = recommend(query, load_snapshot(), registry)
+    if show_config:
+        _show_config(rec, show_config, registry, as_json)
+        return
+    if plot is not None:
+        from advisor.output.plots import pareto_plot
+
+        pareto_plot(rec, plot)
+    _render_recommendation(rec, as_json, plot)
+
+
+def _render_recommendation(rec: Any, as_json: bool, plot: Path | None) -> None:
+    from advisor.output import emit_json, print_lines, print_table
+    from advisor.output import recommend_view as view
+
+    if as_json:
+        emit_json(view.recommendation_json(rec))
+        return
+    print_lines(view.header_lines(rec))
+    if rec.nothing_fits is not None:
+        print_lines(view.nothing_fits_lines(rec))
+    else:
+        print_table(view.table_spec(rec))
+    print_lines(view.footer_lines(rec))
+    if plot is not None:
+        print_lines([f"Plot written to {plot}"])
+
+
+def _show_config(rec: Any, wanted: str, registry: Any, as_json: bool) -> None:
+    """The config of METHOD's run in this recommendation (or its best run, if none fits)."""
+    from advisor.benchmarks.store import load_snapshot
+    from advisor.config_snippet import config_snippet
+    from advisor.output import emit_json, print_lines
+
+    name, _, variant = wanted.partition("/")
+    method = registry.resolve(name)
+    runs = [r.run for r in rec.rows if r.method.name == method.name]
+    if not runs or variant:
+        runs = [r for r in load_snapshot().runs_for(rec.benchmark.key) if r.method == method.name]
+    if variant:
+        runs = [r for r in runs if r.variant == variant or r.experiment.endswith("/" + variant)]
+    if not runs:
+        raise UserError(f"{rec.benchmark.key} has no {method.name} run{f' named {variant!r}' if variant else ''}")
+    key = rec.metric.key
+    run = max(runs, key=lambda r: (r.metrics.get(key) or 0) * (1 if rec.metric.higher_is_better else -1))
+    snippet = config_snippet(run, method, registry.peft_version)
+    if as_json:
+        emit_json({"method": method.name, "experiment": run.experiment, "benchmark": run.benchmark, "snippet": snippet})
+    else:
+        print_lines([snippet])
+
+
+@app.command("refresh-benchmarks")
+@user_errors
+def refresh_benchmarks_command(
+    source: Annotated[
+        str,
+        typer.Option("--from", help="PEFT checkout or results folder, 'github[:REF]', or a github.com repo URL."),
+    ],
+    output: Annotated[Path | None, typer.Option(help="Write the snapshot here instead of the user data dir.")] = None,
+    commit: Annotated[str | None, typer.Option(help="Upstream commit of a local folder, if it cannot be found.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Rebuild the benchmark snapshot from PEFT's method-comparison result files."""
+    from advisor.benchmarks.importer import build_snapshot, compare
+    from advisor.benchmarks.sources import open_source
+    from advisor.benchmarks.store import load_snapshot, save_snapshot, user_snapshot_path
+    from advisor.output import emit_json
+    from advisor.output.progress import progress_reporter
+    from advisor.output.refresh_view import print_report, report_json
+
+    target = output or user_snapshot_path()
+    try:
+        previous = load_snapshot(target) if target.exists() else load_snapshot()
+    except UserError:
+        previous = None  # an unreadable old snapshot is simply replaced
+    src = open_source(source, commit)
+    with progress_reporter("reading result files", enabled=not as_json) as progress:
+        snapshot = build_snapshot(src, progress=progress)
+    save_snapshot(snapshot, target)
+    report = compare(previous, snapshot)
+    if as_json:
+        emit_json(report_json(report, target))
+    else:
+        print_report(report, target)
+
+
+@app.command("methods")
+@user_errors
+def methods_command(
+    name: Annotated[str | None, typer.Argument(help="Show one method (any alias).")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Re-read capabilities from the installed peft.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the PEFT method registry and what each method can do."""
+    from advisor.methods.registry import load_registry, refresh_registry, registry_staleness
+    from advisor.output import emit_json, print_lines
+    from advisor.output.methods_view import methods_json, methods_table
+    from advisor.output.tables import print_table
+
+    if refresh:
+        registry, path = refresh_registry()
+        if not as_json:
+            print_lines([f"Read {len(registry.methods) - 1} methods from peft {registry.peft_version}; cached in {path}"])
+    else:
+        registry = load_registry()
+    methods = [registry.resolve(name)] if name else list(registry.methods)
+    if as_json:
+        emit_json(methods_json(registry, methods))
+        return
+    print_table(methods_table(registry, methods))
+    stale = registry_staleness(registry)
+    if stale:
+        print_lines([f"Note: {stale}"])
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

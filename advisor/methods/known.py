@@ -1,0 +1,94 @@
+"""What the installed peft cannot tell us about its methods, keyed by ``PeftType`` value.
+
+This is the only hand-written knowledge about PEFT methods in the project: display names,
+extra aliases, the non-peft baseline (full fine-tuning), and which methods serving stacks load
+natively. Capabilities (merge, layer types, quantisation, peft's own LoRA conversion) are
+introspected, not listed here.
+"""
+
+from __future__ import annotations
+
+DISPLAY_NAMES: dict[str, str] = {
+    "LORA": "LoRA",
+    "ADALORA": "AdaLoRA",
+    "ADAMSS": "AdaMSS",
+    "ADAPTION_PROMPT": "Adaption prompt",
+    "BEFT": "BEFT",
+    "BOFT": "BOFT",
+    "C3A": "C3A",
+    "CARTRIDGE": "Cartridge",
+    "CPT": "CPT",
+    "DEFT": "DEFT",
+    "DELORA": "DeLoRA",
+    "FOURIERFT": "FourierFT",
+    "FROD": "FRoD",
+    "GLORA": "GLoRA",
+    "GRALORA": "GraLoRA",
+    "HIRA": "HiRA",
+    "HRA": "HRA",
+    "IA3": "IA³",
+    "LILY": "Lily",
+    "LN_TUNING": "LN tuning",
+    "LOHA": "LoHa",
+    "LOKR": "LoKr",
+    "MISS": "MiSS",
+    "MULTITASK_PROMPT_TUNING": "Multitask prompt tuning",
+    "OFT": "OFT",
+    "OSF": "OSF",
+    "P_TUNING": "P-tuning",
+    "PEANUT": "PEANuT",
+    "POLY": "Poly",
+    "PREFIX_TUNING": "Prefix tuning",
+    "PROMPT_TUNING": "Prompt tuning",
+    "PSOFT": "PSOFT",
+    "PVERA": "PVeRA",
+    "RANDLORA": "RandLoRA",
+    "ROAD": "RoAd",
+    "SHADOW": "Shadow",
+    "SHIRA": "SHiRA",
+    "SUPERTUNING": "SuperTuning",
+    "TINYLORA": "TinyLoRA",
+    "TRAINABLE_TOKENS": "Trainable tokens",
+    "UNILORA": "UniLoRA",
+    "VBLORA": "VB-LoRA",
+    "VERA": "VeRA",
+    "WAVEFT": "WaveFT",
+    "XLORA": "X-LoRA",
+}
+
+# Extra spellings. Case, '-', '_' and spaces are ignored anyway ("prefix-tuning" == "prefixtuning").
+EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
+    "IA3": ("(ia)^3", "(ia)3", "ia³"),
+    "ADAPTION_PROMPT": ("llama-adapter", "adaptation prompt"),
+    "P_TUNING": ("prompt encoder",),
+    "LN_TUNING": ("layernorm tuning", "layer norm tuning"),
+    "FULL": ("full fine-tuning", "full finetuning", "full-ft", "fft"),
+}
+
+# Full fine-tuning is no PEFT method, but the benchmarks run it as the baseline to beat.
+FULL_FINETUNING: dict = {
+    "peft_type": None,
+    "name": "full",
+    "kind": "full",
+    "config_class": None,
+    "tuner_module": None,
+    "config_defaults": {},
+    "layer_types": ["all"],
+    "can_merge": True,
+    "peft_to_lora": "no",
+    "peft_to_lora_layers": {},
+    "quantization": [],
+}
+
+# Adapters that a serving stack loads as trained (../shared/docs/lora-consumers.md):
+# vLLM reads plain LoRA only; Diffusers reads LoRA (DoRA and bias too) and LoKr.
+VLLM_NATIVE = frozenset({"LORA"})
+DIFFUSERS_NATIVE = frozenset({"LORA", "LOKR"})
+
+# Methods that peft-advisor's own converter (converters/) exports to LoRA. Filled in by the
+# converter work; empty until that exists, so no flag claims a conversion we cannot do.
+OUR_CONVERTER: frozenset[str] = frozenset()
+
+# Config fields a method fills in *during* training (AdaLoRA's pruned rank masks): part of a
+# trained adapter's config, but not something to copy into a new run.
+LEARNED_CONFIG_FIELDS: dict[str, frozenset[str]] = {"ADALORA": frozenset({"rank_pattern"})}

@@ -1,0 +1,59 @@
+"""Named variants of a method, read from a run's PEFT config and training settings.
+
+LoRA has many switches that change its behaviour, memory or servability (rsLoRA, DoRA,
+LoRA-FA ...). The recommender needs them to tell "plain LoRA" from "the best LoRA variant".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Initialisations vLLM accepts (../shared/docs/lora-consumers.md §1.2); others change the base.
+VLLM_OK_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga"})
+
+
+def variant_flags(peft_type: str | None, peft_config: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
+    """Short labels for every non-default switch that makes a run a variant of its method."""
+    flags: list[str] = []
+    if peft_type == "LORA":
+        if peft_config.get("use_rslora"):
+            flags.append("rsLoRA")
+        if peft_config.get("use_dora"):
+            flags.append("DoRA")
+        if peft_config.get("use_bdlora"):
+            flags.append("BD-LoRA")
+        if peft_config.get("lora_bias"):
+            flags.append("LoRA-bias")
+        if peft_config.get("use_qalora"):
+            flags.append("QA-LoRA")
+        init = peft_config.get("init_lora_weights", True)
+        if isinstance(init, str):
+            flags.append(f"init={init}")
+        elif init is False:
+            flags.append("init=zeros")
+    optimizer = str(train_config.get("optimizer_type") or "")
+    if optimizer.lower() in ("lora-fa", "lorafa"):
+        flags.append("LoRA-FA")
+    return flags
+
+
+def vllm_blockers(peft_type: str | None, peft_config: dict[str, Any]) -> list[str]:
+    """Why vLLM would refuse this adapter as trained (empty: it loads with --enable-lora).
+
+    Rules from ../shared/docs/lora-consumers.md §1 (vLLM 0.33): plain LoRA only; DoRA, bias,
+    base-changing initialisations, layer replication and saved full modules are rejected.
+    """
+    if peft_type != "LORA":
+        return ["vLLM loads only LoRA adapters"]
+    blockers = []
+    if peft_config.get("use_dora"):
+        blockers.append("DoRA")
+    if peft_config.get("bias", "none") != "none" or peft_config.get("lora_bias"):
+        blockers.append("bias")
+    init = peft_config.get("init_lora_weights", True)
+    if isinstance(init, str) and init not in VLLM_OK_INITS:
+        blockers.append(f"init_lora_weights={init}")
+    for key in ("use_bdlora", "use_qalora", "layer_replication", "alora_invocation_tokens", "modules_to_save"):
+        if peft_config.get(key):
+            blockers.append(key)
+    return blockers

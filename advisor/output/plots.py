@@ -1,0 +1,60 @@
+"""Score-vs-memory plot of a recommendation (PNG), drawn with matplotlib, imported lazily."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from advisor.errors import UserError
+from advisor.recommend import Recommendation
+
+
+def pareto_plot(rec: Recommendation, path: Path) -> Path:
+    """Every row as a point, the frontier as a line, LoRA runs highlighted, the budget marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UserError("plotting needs matplotlib: pip install 'peft-advisor[plot]'") from exc
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"--plot {path}: use a .png, .svg or .pdf file name")
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    rows = rec.rows
+    xs = [r.run.peak_memory_gib for r in rows]
+    ys = [r.score for r in rows]
+    lora = [r.method.peft_type == "LORA" for r in rows]
+    ax.scatter([x for x, is_l in zip(xs, lora) if not is_l], [y for y, is_l in zip(ys, lora) if not is_l],
+               color="#4c72b0", label="other methods", zorder=3)
+    ax.scatter([x for x, is_l in zip(xs, lora) if is_l], [y for y, is_l in zip(ys, lora) if is_l],
+               color="#dd8452", s=80, marker="D", label="LoRA", zorder=4)
+    front = sorted((r.run.peak_memory_gib, r.score) for r in rows if r.pareto)
+    if front:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#55a868", label="Pareto frontier")
+    for r in rows:
+        if r.pareto or r.method.peft_type == "LORA" or r.rank <= 3:
+            ax.annotate(r.method.display_name, (r.run.peak_memory_gib, r.score), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.axvline(rec.query.vram_gib, color="#c44e52", linestyle="--", label=f"budget {rec.query.vram_gib:g} GiB")
+    ax.set_xlabel("peak GPU memory (GiB)")
+    ax.set_ylabel(rec.metric.label + ("" if rec.metric.higher_is_better else " (lower is better)"))
+    ax.set_title(f"{rec.benchmark.key}: {rec.metric.short} vs memory ({rec.setup.model_id})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

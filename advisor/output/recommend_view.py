@@ -1,0 +1,265 @@
+"""How a :class:`~advisor.recommend.Recommendation` looks: header, table, LoRA lines, JSON.
+
+The JSON shape is a stable interface (documented in the README): ``task``, ``benchmark``,
+``unit``, ``budget``, ``rows`` (``rank``, ``method``, ``variant``, ``score``,
+``peak_memory_gib``, ``pareto``, ``within_noise`` and more) and ``lora``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup
+from advisor.output.tables import Column, TableSpec
+from advisor.recommend import LoraMark, Recommendation, Row
+
+_OBJECTIVE_WORDS = {
+    "score": "by {metric} ({direction})",
+    "memory": "by peak memory (lowest first), then {metric}",
+    "speed": "by train time (fastest first), then {metric}",
+    "size": "by checkpoint size (smallest first), then {metric}",
+    "balanced": "by Pareto layer of {metric} vs memory (frontier first), then {metric}",
+}
+
+
+def _gib(n_bytes: int | None) -> float | None:
+    return round(n_bytes / GIB, 3) if n_bytes is not None else None
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def setup_text(setup: BenchmarkSetup, seq_label: str) -> str:
+    parts = [setup.model_id, setup.dtype]
+    if setup.batch_size:
+        parts.append(f"batch {setup.batch_size}")
+    if setup.seq_len:
+        parts.append(f"{seq_label} {setup.seq_len}" if seq_label == "seq" else f"{setup.seq_len} {seq_label}")
+    if setup.grad_checkpointing is not None:
+        parts.append("gradient checkpointing" if setup.grad_checkpointing else "no gradient checkpointing")
+    if setup.gpu:
+        parts.append(setup.gpu)
+    return ", ".join(p for p in parts if p)
+
+
+def variant_text(run: BenchmarkRun) -> str:
+    extra = [f for f in run.variant_flags if f.lower() not in run.variant.lower()]
+    return " · ".join([run.variant, *extra])
+
+
+def _flags(row: Row) -> str:
+    caps = row.caps
+    marks = [
+        ("merge", caps.can_merge),
+        ("lora", caps.lora_convertible),
+        ("vllm", caps.vllm_servable),
+        ("diffusers", caps.diffusers_loadable),
+        ("4/8bit", caps.quantized_base),
+    ]
+    return " ".join(name for name, ok in marks if ok) or "-"
+
+
+def _points(gap: float, is_accuracy: bool) -> str:
+    return f"{gap * 100:.1f} points" if is_accuracy else f"{gap:.3f}"
+
+
+def header_lines(rec: Recommendation) -> list[str]:
+    q = rec.query
+    metric = rec.metric
+    direction = "higher is better" if metric.higher_is_better else "lower is better"
+    order = _OBJECTIVE_WORDS[q.objective].format(metric=metric.label, direction=direction)
+    scope = "every run" if q.all_variants else "best run per method"
+    lines = [
+        f"Task: {rec.task.name} → {rec.benchmark.key}: {rec.benchmark.title}",
+        f"Budget: {q.vram_gib:g} GiB of GPU memory (GiB = 2^30 bytes; a '24 GB' card is 24 GiB)",
+        f"Measured on: {setup_text(rec.setup, rec.benchmark.seq_label)}",
+        f"Ranked {order}; {scope}; {rec.total_rows} row(s), {rec.excluded['over_budget']} run(s) over budget"
+        + (f", {rec.excluded['requirements']} not meeting --require" if rec.excluded["requirements"] else "")
+        + (f", {rec.excluded['no_metric']} without {metric.short}" if rec.excluded["no_metric"] else ""),
+    ]
+    lines += [f"Note: {note}" for note in rec.notes]
+    return lines
+
+
+def table_spec(rec: Recommendation) -> TableSpec:
+    columns = (
+        Column("#", "right"),
+        Column("method"),
+        Column("variant"),
+        Column(rec.metric.short, "right"),
+        Column("peak GiB", "right"),
+        Column("frontier"),
+        Column("≈best"),
+        Column("train min", "right"),
+        Column("ckpt MB", "right"),
+        Column("trainable", "right"),
+        Column("can"),
+    )
+    rows = []
+    highlight = set()
+    for index, row in enumerate(rec.rows):
+        run = row.run
+        rows.append(
+            (
+                str(row.rank),
+                row.method.display_name,
+                variant_text(run),
+                f"{row.score:.4f}",
+                f"{run.peak_memory_gib:.2f}",
+                "yes" if row.pareto else "",
+                "yes" if row.within_noise else "",
+                f"{run.train_time_s / 60:.1f}" if run.train_time_s is not None else "-",
+                f"{run.checkpoint_bytes / 1e6:.1f}" if run.checkpoint_bytes is not None else "-",
+                f"{run.trainable_params:,}" if run.trainable_params is not None else "-",
+                _flags(row),
+            )
+        )
+        if row.method.peft_type == "LORA":
+            highlight.add(index)
+    return TableSpec(columns=columns, rows=tuple(rows), highlight_rows=frozenset(highlight))
+
+
+def _mark_line(mark: LoraMark | None, label: str, rec: Recommendation) -> str:
+    if mark is None:
+        return f"{label}: no such run in the benchmark"
+    accuracy = rec.metric.key.endswith("accuracy")
+    run = mark.run
+    where = f"row {mark.rank}" if mark.rank else ("not a row (another run of its method ranks higher)" if mark.fits else "does not fit")
+    text = f"{label} ({variant_text(run)}): {mark.score:.4f} at {run.peak_memory_gib:.2f} GiB, {where}"
+    if not mark.fits:
+        text += f" (needs {run.peak_memory_gib - rec.query.vram_gib:.2f} GiB more)"
+    if mark.gain_of_best is not None and rec.rows:
+        best = rec.rows[0] if rec.query.objective == "score" else max(rec.rows, key=lambda r: -r.gap_to_best)
+        if mark.gain_of_best > 1e-12:
+            noise = " — within noise" if mark.within_noise else (" — beyond noise" if mark.within_noise is False else "")
+            text += f"; best row ({best.method.display_name}) is {_points(mark.gain_of_best, accuracy)} better{noise}"
+        elif mark.gain_of_best < -1e-12:
+            text += f"; {_points(-mark.gain_of_best, accuracy)} better than every row shown"
+        else:
+            text += "; it is the best row"
+    return text
+
+
+def footer_lines(rec: Recommendation) -> list[str]:
+    lines = [
+        _mark_line(rec.lora.plain, "Plain LoRA", rec),
+        _mark_line(rec.lora.best_variant, "Best LoRA variant", rec),
+        f"Noise rule: {rec.noise_rule}",
+        "frontier = Pareto-optimal on score vs peak memory among the rows; "
+        "can = merge / lora (LoRA-convertible) / vllm / diffusers (served as trained) / 4/8bit (bitsandbytes base)",
+    ]
+    if len(rec.rows) < rec.total_rows:
+        lines.append(f"Showing the top {len(rec.rows)} of {rec.total_rows} rows (--top).")
+    src = rec.snapshot_source
+    commit = (src.get("upstream_commit") or "unknown")[:12]
+    lines.append(f"Data: PEFT method-comparison results @ {commit}, imported {src.get('imported_at', '?')[:10]}")
+    return lines
+
+
+def nothing_fits_lines(rec: Recommendation) -> list[str]:
+    assert rec.nothing_fits is not None
+    small = rec.nothing_fits.smallest
+    return [
+        f"No {rec.benchmark.key} run fits {rec.query.vram_gib:g} GiB.",
+        f"The smallest is {small.experiment} at {small.peak_memory_gib:.2f} GiB: "
+        f"it needs {rec.nothing_fits.shortfall_gib:.2f} GiB more.",
+        "These are measured figures for the setup above: a smaller batch, shorter sequences, gradient "
+        "checkpointing or a quantised base need less memory than shown.",
+    ]
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    run = row.run
+    return {
+        "rank": row.rank,
+        "method": row.method.name,
+        "method_display": row.method.display_name,
+        "peft_type": row.method.peft_type,
+        "variant": run.variant,
+        "experiment": run.experiment,
+        "variant_flags": list(run.variant_flags),
+        "score": row.score,
+        "score_se": _round(row.score_se, 5),
+        "gap_to_best": _round(row.gap_to_best, 5),
+        "peak_memory_gib": _gib(run.peak_memory_bytes),
+        "p99_memory_gib": _gib(run.p99_memory_bytes),
+        "pareto": row.pareto,
+        "within_noise": row.within_noise,
+        "train_time_s": _round(run.train_time_s, 1),
+        "checkpoint_bytes": run.checkpoint_bytes,
+        "trainable_params": run.trainable_params,
+        "metrics": run.metrics,
+        "can_merge": row.caps.can_merge,
+        "lora_convertible": row.caps.lora_convertible,
+        "vllm_servable": row.caps.vllm_servable,
+        "diffusers_loadable": row.caps.diffusers_loadable,
+        "quantized_base": row.caps.quantized_base,
+        "key_config": run.key_config,
+        "learning_rate": run.learning_rate,
+        "source_file": run.source_file,
+    }
+
+
+def _mark_json(mark: LoraMark | None) -> dict[str, Any] | None:
+    if mark is None:
+        return None
+    return {
+        "method": mark.run.method,
+        "variant": mark.run.variant,
+        "experiment": mark.run.experiment,
+        "variant_flags": list(mark.run.variant_flags),
+        "score": mark.score,
+        "peak_memory_gib": _gib(mark.run.peak_memory_bytes),
+        "fits": mark.fits,
+        "rank": mark.rank,
+        "gain_of_best": _round(mark.gain_of_best, 5),
+        "within_noise": mark.within_noise,
+    }
+
+
+def recommendation_json(rec: Recommendation) -> dict[str, Any]:
+    setup = rec.setup
+    nothing = rec.nothing_fits
+    return {
+        "task": rec.task.name,
+        "benchmark": rec.benchmark.key,
+        "task_note": rec.task.note,
+        "unit": "GiB",
+        "budget": rec.query.vram_gib,
+        "objective": rec.query.objective,
+        "metric": {
+            "name": rec.metric.short,
+            "key": rec.metric.key,
+            "label": rec.metric.label,
+            "higher_is_better": rec.metric.higher_is_better,
+        },
+        "all_variants": rec.query.all_variants,
+        "require": list(rec.query.require),
+        "setup": {
+            "model": setup.model_id,
+            "dtype": setup.dtype,
+            "batch_size": setup.batch_size,
+            "sequence_length" if rec.benchmark.domain == "llm" else "resolution": setup.seq_len,
+            "gradient_checkpointing": setup.grad_checkpointing,
+            "max_steps": setup.max_steps,
+            "gpu": setup.gpu,
+            "memory_figure": "peak reserved accelerator memory over the whole run (torch), bytes → GiB",
+        },
+        "noise_rule": rec.noise_rule,
+        "rows": [_row_json(r) for r in rec.rows],
+        "total_rows": rec.total_rows,
+        "lora": {"plain": _mark_json(rec.lora.plain), "best_variant": _mark_json(rec.lora.best_variant)},
+        "excluded": rec.excluded,
+        "nothing_fits": (
+            {
+                "smallest": nothing.smallest.experiment,
+                "peak_memory_gib": _gib(nothing.smallest.peak_memory_bytes),
+                "shortfall_gib": round(nothing.shortfall_gib, 3),
+            }
+            if nothing
+            else None
+        ),
+        "notes": list(rec.notes),
+        "snapshot": rec.snapshot_source,
+    }

@@ -1,0 +1,349 @@
+"""Rank PEFT methods for a VRAM budget and a task, from the stored benchmark runs.
+
+Honest by construction: only runs whose *measured* peak memory fits the budget are ranked,
+the score-vs-memory Pareto frontier is marked, runs whose score is statistically
+indistinguishable from the best are flagged (the rule is part of the result), and plain LoRA
+and the best LoRA variant are always located, even when they are not in the table.
+
+This module imports neither torch nor peft: it runs on every ``peft-advise`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from advisor.benchmarks.definitions import BENCHMARKS, BenchmarkDef, MetricDef
+from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup, Snapshot
+from advisor.errors import UserError
+from advisor.methods.registry import MethodInfo, Registry
+from advisor.methods.variants import vllm_blockers
+from advisor.tasks import TaskChoice, resolve_task
+
+OBJECTIVES = ("score", "memory", "speed", "size", "balanced")
+REQUIREMENTS = ("merge", "lora-convertible", "vllm", "diffusers", "quantized")
+Z_95 = 1.96  # two-sided 95% for the difference of two independent scores
+
+
+@dataclass(frozen=True)
+class Query:
+    vram_gib: float
+    task: str
+    objective: str = "score"
+    metric: str | None = None
+    require: tuple[str, ...] = ()
+    top: int | None = None
+    all_variants: bool = False
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a run's adapter can do as trained: merge, convert, be served."""
+
+    can_merge: bool
+    lora_convertible: bool
+    vllm_servable: bool
+    diffusers_loadable: bool
+    quantized_base: bool
+
+    def satisfies(self, requirement: str) -> bool:
+        return {
+            "merge": self.can_merge,
+            "lora-convertible": self.lora_convertible,
+            "vllm": self.vllm_servable,
+            "diffusers": self.diffusers_loadable,
+            "quantized": self.quantized_base,
+        }[requirement]
+
+
+@dataclass(frozen=True)
+class Row:
+    rank: int
+    run: BenchmarkRun
+    method: MethodInfo
+    score: float
+    score_se: float | None
+    pareto: bool
+    within_noise: bool
+    gap_to_best: float  # best score minus this score, in the metric's "better" direction (≥ 0)
+    caps: Capabilities
+
+
+@dataclass(frozen=True)
+class LoraMark:
+    """Where one LoRA run stands relative to the best row."""
+
+    label: str  # "plain LoRA" / "best LoRA variant"
+    run: BenchmarkRun
+    score: float
+    fits: bool
+    rank: int | None  # its position in the table, when it is a row
+    gain_of_best: float | None  # best row's score minus this score (≥ 0 means the best row is better)
+    within_noise: bool | None
+
+
+@dataclass(frozen=True)
+class LoraStanding:
+    plain: LoraMark | None
+    best_variant: LoraMark | None
+
+
+@dataclass(frozen=True)
+class NothingFits:
+    smallest: BenchmarkRun
+    shortfall_gib: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    query: Query
+    task: TaskChoice
+    benchmark: BenchmarkDef
+    setup: BenchmarkSetup
+    metric: MetricDef
+    rows: tuple[Row, ...]
+    total_rows: int  # rows before --top
+    lora: LoraStanding
+    noise_rule: str
+    excluded: dict[str, int]
+    nothing_fits: NothingFits | None
+    snapshot_source: dict
+    notes: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def capabilities(run: BenchmarkRun, method: MethodInfo, bench: BenchmarkDef) -> Capabilities:
+    if method.kind == "full":
+        vllm = bench.domain == "llm"  # served as a whole model, not as an adapter
+        diffusers = bench.domain == "image"
+    else:
+        vllm = bench.domain == "llm" and not vllm_blockers(method.peft_type, run.peft_config)
+        diffusers = bench.domain == "image" and method.diffusers_native
+    return Capabilities(
+        can_merge=method.can_merge,
+        lora_convertible=method.lora_convertible and method.kind != "full",
+        vllm_servable=vllm,
+        diffusers_loadable=diffusers,
+        quantized_base=method.quantized_base,
+    )
+
+
+def _oriented(metric: MetricDef, value: float) -> float:
+    """Higher is better after orientation, whatever the metric's direction."""
+    return value if metric.higher_is_better else -value
+
+
+def score_se(run: BenchmarkRun, metric: MetricDef, setup: BenchmarkSetup) -> float | None:
+    noise = metric.noise
+    value = run.metrics.get(metric.key)
+    if noise is None or value is None:
+        return None
+    if noise.kind == "binomial" and noise.n:
+        p = min(max(value, 0.0), 1.0)
+        return math.sqrt(max(p * (1 - p), 0.25 / noise.n) / noise.n)  # floor avoids SE 0 at p∈{0,1}
+    return setup.noise_se.get(metric.key)
+
+
+def noise_rule(metric: MetricDef, setup: BenchmarkSetup) -> str:
+    noise = metric.noise
+    if noise is None:
+        return f"no noise model for {metric.short}: within_noise is false for every row"
+    if noise.kind == "binomial":
+        return (
+            f"within noise: best − score ≤ {Z_95}·√(SE_best² + SE²), SE = √(p(1−p)/n), n = {noise.n} "
+            "test items (binomial, 95%)"
+        )
+    se = setup.noise_se.get(metric.key)
+    shown = f"{se:.3f}" if se is not None else "unavailable"
+    return (
+        f"within noise: best − score ≤ {Z_95}·√2·SE, SE = {shown} (spread of the last "
+        f"{noise.last_k} validation scores scaled to the test-set size, median over runs)"
+    )
+
+
+def pareto_flags(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Non-dominated points for (oriented score ↑, memory ↓)."""
+    flags = []
+    for i, (score_i, mem_i) in enumerate(points):
+        dominated = any(
+            s >= score_i and m <= mem_i and (s > score_i or m < mem_i) for j, (s, m) in enumerate(points) if j != i
+        )
+        flags.append(not dominated)
+    return flags
+
+
+def pareto_layers(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Non-dominated sorting: layer 0 is the frontier, layer 1 the frontier of the rest, ..."""
+    layers = [-1] * len(points)
+    remaining = list(range(len(points)))
+    layer = 0
+    while remaining:
+        flags = pareto_flags([points[i] for i in remaining])
+        front = [idx for idx, flag in zip(remaining, flags) if flag]
+        for idx in front:
+            layers[idx] = layer
+        remaining = [idx for idx in remaining if layers[idx] == -1]
+        layer += 1
+    return layers
+
+
+def _sort_key(objective: str, metric: MetricDef, layer_of: dict[str, int]) -> Callable[[BenchmarkRun], tuple]:
+    def key(run: BenchmarkRun) -> tuple:
+        score = -_oriented(metric, run.metrics[metric.key])  # type: ignore[arg-type]
+        inf = math.inf
+        if objective == "memory":
+            return (run.peak_memory_bytes, score)
+        if objective == "speed":
+            return (run.train_time_s if run.train_time_s is not None else inf, score)
+        if objective == "size":
+            return (run.checkpoint_bytes if run.checkpoint_bytes is not None else inf, score)
+        if objective == "balanced":
+            return (layer_of[run.id], score, run.peak_memory_bytes)
+        return (score, run.peak_memory_bytes)
+
+    return key
+
+
+def _validate(query: Query, bench: BenchmarkDef) -> None:
+    if not (query.vram_gib > 0 and math.isfinite(query.vram_gib)):
+        raise UserError(f"--vram must be a positive number of GiB, got {query.vram_gib}")
+    if query.objective not in OBJECTIVES:
+        raise UserError(f"unknown objective {query.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    for req in query.require:
+        if req not in REQUIREMENTS:
+            raise UserError(f"unknown requirement {req!r}; choose from: {', '.join(REQUIREMENTS)}")
+    if "vllm" in query.require and bench.domain != "llm":
+        raise UserError("vLLM does not serve image-generation models; for image tasks use --require diffusers")
+    if "diffusers" in query.require and bench.domain != "image":
+        raise UserError("Diffusers serves image models only; for LLM tasks use --require vllm")
+    if query.top is not None and query.top < 1:
+        raise UserError(f"--top must be at least 1, got {query.top}")
+
+
+def _lora_standing(
+    candidates: list[BenchmarkRun],
+    fitting_ids: set[str],
+    rows: list[Row],
+    metric: MetricDef,
+    setup: BenchmarkSetup,
+) -> LoraStanding:
+    """Locate plain LoRA and the best LoRA variant among runs meeting the requirements.
+
+    Budget does not exclude them here: a user should learn that LoRA needs more memory than
+    they have, not just see it vanish.
+    """
+    best = rows[0] if rows else None
+    best_score = max((r.score for r in rows), key=lambda s: _oriented(metric, s), default=None)
+    best_se = next((r.score_se for r in rows if r.score == best_score), None) if best else None
+    row_rank = {r.run.id: r.rank for r in rows}
+
+    def mark(label: str, pool: list[BenchmarkRun]) -> LoraMark | None:
+        if not pool:
+            return None
+        fitting = [r for r in pool if r.id in fitting_ids]
+        chosen = max(fitting or pool, key=lambda r: _oriented(metric, r.metrics[metric.key]))  # type: ignore[arg-type]
+        score = chosen.metrics[metric.key]
+        assert score is not None
+        gain = within = None
+        if best_score is not None:
+            gain = _oriented(metric, best_score) - _oriented(metric, score)
+            se = score_se(chosen, metric, setup)
+            if se is not None and best_se is not None:
+                within = gain <= Z_95 * math.hypot(best_se, se)
+        return LoraMark(label, chosen, score, chosen.id in fitting_ids, row_rank.get(chosen.id), gain, within)
+
+    lora_runs = [r for r in candidates if r.peft_type == "LORA"]
+    return LoraStanding(
+        plain=mark("plain LoRA", [r for r in lora_runs if not r.variant_flags]),
+        best_variant=mark("best LoRA variant", [r for r in lora_runs if r.variant_flags]),
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommendation:
+    task = resolve_task(query.task)
+    bench = BENCHMARKS[task.benchmark]
+    _validate(query, bench)
+    metric = bench.metric(query.metric)
+    setup = snapshot.setups.get(bench.key)
+    runs = snapshot.runs_for(bench.key)
+    if setup is None or not runs:
+        raise UserError(f"the benchmark snapshot has no {bench.key} runs; run `peft-advise refresh-benchmarks`")
+
+    methods = {r.id: registry.get(r.method) or registry.resolve(r.peft_type or "full") for r in runs}
+    caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}
+    excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0}
+    candidates = []
+    for run in runs:
+        if not all(caps[run.id].satisfies(req) for req in query.require):
+            excluded["requirements"] += 1
+        elif run.metrics.get(metric.key) is None:
+            excluded["no_metric"] += 1
+        else:
+            candidates.append(run)
+    budget_bytes = query.vram_gib * GIB
+    fitting = [r for r in candidates if r.peak_memory_bytes <= budget_bytes]
+    excluded["over_budget"] = len(candidates) - len(fitting)
+
+    if not candidates:
+        raise UserError(
+            f"no {bench.key} run meets --require {','.join(query.require)}; drop a requirement or pick another task"
+        )
+    nothing_fits = None
+    if not fitting:
+        smallest = min(candidates, key=lambda r: r.peak_memory_bytes)
+        nothing_fits = NothingFits(smallest, smallest.peak_memory_gib - query.vram_gib)
+
+    points = [(_oriented(metric, r.metrics[metric.key]), float(r.peak_memory_bytes)) for r in fitting]  # type: ignore[arg-type]
+    layer_of = {r.id: layer for r, layer in zip(fitting, pareto_layers(points))}
+    key = _sort_key(query.objective, metric, layer_of)
+    if query.all_variants:
+        chosen = list(fitting)
+    else:
+        best_per_method: dict[str, BenchmarkRun] = {}
+        for run in sorted(fitting, key=key):
+            best_per_method.setdefault(run.method, run)
+        chosen = list(best_per_method.values())
+    chosen.sort(key=key)
+
+    frontier = pareto_flags([(_oriented(metric, r.metrics[metric.key]), float(r.peak_memory_bytes)) for r in chosen])  # type: ignore[arg-type]
+    best_run = max(chosen, key=lambda r: _oriented(metric, r.metrics[metric.key]), default=None)  # type: ignore[arg-type]
+    best_oriented = _oriented(metric, best_run.metrics[metric.key]) if best_run else 0.0  # type: ignore[arg-type]
+    best_se = score_se(best_run, metric, setup) if best_run else None
+    rows: list[Row] = []
+    for position, (run, on_front) in enumerate(zip(chosen, frontier), start=1):
+        score = run.metrics[metric.key]
+        assert score is not None
+        se = score_se(run, metric, setup)
+        gap = best_oriented - _oriented(metric, score)
+        within = run is best_run or (se is not None and best_se is not None and gap <= Z_95 * math.hypot(best_se, se))
+        rows.append(Row(position, run, methods[run.id], score, se, on_front, within, gap, caps[run.id]))
+
+    lora = _lora_standing(candidates, {r.id for r in fitting}, rows, metric, setup)
+    shown = rows[: query.top] if query.top else rows
+    notes = [task.note] if task.note else []
+    if metric.key == "test accuracy":
+        notes.append(
+            "peak memory is PyTorch's peak reserved memory over the whole run, including evaluation "
+            "(generation at batch 50); the CUDA context adds ~0.3–0.5 GiB on top"
+        )
+    return Recommendation(
+        query=query,
+        task=task,
+        benchmark=bench,
+        setup=setup,
+        metric=metric,
+        rows=tuple(shown),
+        total_rows=len(rows),
+        lora=lora,
+        noise_rule=noise_rule(metric, setup),
+        excluded=excluded,
+        nothing_fits=nothing_fits,
+        snapshot_source=dict(snapshot.source, file=snapshot.origin),
+        notes=tuple(notes),
+    )
