@@ -65,7 +65,9 @@ def recommend_command(
     show_config: Annotated[
         str | None, typer.Option("--show-config", metavar="METHOD", help="Print the PEFT config of METHOD's run.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (stable shape, see README).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (stable shape, see README).")
+    ] = False,
     plot: Annotated[Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf).")] = None,
 ) -> None:
     """Rank PEFT methods that fit --vram for --task (the default command)."""
@@ -149,7 +151,9 @@ def refresh_benchmarks_command(
         typer.Option("--from", help="PEFT checkout or results folder, 'github[:REF]', or a github.com repo URL."),
     ],
     output: Annotated[Path | None, typer.Option(help="Write the snapshot here instead of the user data dir.")] = None,
-    commit: Annotated[str | None, typer.Option(help="Upstream commit of a local folder, if it cannot be found.")] = None,
+    commit: Annotated[
+        str | None, typer.Option(help="Upstream commit of a local folder, if it cannot be found.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Rebuild the benchmark snapshot from PEFT's method-comparison result files."""
@@ -192,7 +196,9 @@ def methods_command(
     if refresh:
         registry, path = refresh_registry()
         if not as_json:
-            print_lines([f"Read {len(registry.methods) - 1} methods from peft {registry.peft_version}; cached in {path}"])
+            print_lines(
+                [f"Read {len(registry.methods) - 1} methods from peft {registry.peft_version}; cached in {path}"]
+            )
     else:
         registry = load_registry()
     methods = [registry.resolve(name)] if name else list(registry.methods)

@@ -44,8 +44,12 @@ def config_snippet(run: BenchmarkRun, method: MethodInfo, registry_version: str)
     ]
     if method.kind == "full" or not method.config_class:
         return "\n".join(
-            [*header, "# Full fine-tuning: no PEFT config; train every parameter of the model.",
-             "for parameter in model.parameters():", "    parameter.requires_grad_(True)"]
+            [
+                *header,
+                "# Full fine-tuning: no PEFT config; train every parameter of the model.",
+                "for parameter in model.parameters():",
+                "    parameter.requires_grad_(True)",
+            ]
         )
     defaults = method.config_defaults
     chosen: list[tuple[str, Any]] = []
@@ -68,5 +72,7 @@ def config_snippet(run: BenchmarkRun, method: MethodInfo, registry_version: str)
     if learned:
         lines.append(f"# Left out, learned during training: {', '.join(sorted(learned))}")
     if unknown:
-        lines.append(f"# Not in peft {registry_version}'s {method.config_class}, left out: {', '.join(sorted(unknown))}")
+        lines.append(
+            f"# Not in peft {registry_version}'s {method.config_class}, left out: {', '.join(sorted(unknown))}"
+        )
     return "\n".join(lines)

@@ -182,7 +182,7 @@ def pareto_layers(points: Sequence[tuple[float, float]]) -> list[int]:
     layer = 0
     while remaining:
         flags = pareto_flags([points[i] for i in remaining])
-        front = [idx for idx, flag in zip(remaining, flags) if flag]
+        front = [idx for idx, flag in zip(remaining, flags, strict=True) if flag]
         for idx in front:
             layers[idx] = layer
         remaining = [idx for idx in remaining if layers[idx] == -1]
@@ -300,7 +300,7 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         nothing_fits = NothingFits(smallest, smallest.peak_memory_gib - query.vram_gib)
 
     points = [(_oriented(metric, r.metrics[metric.key]), float(r.peak_memory_bytes)) for r in fitting]  # type: ignore[arg-type]
-    layer_of = {r.id: layer for r, layer in zip(fitting, pareto_layers(points))}
+    layer_of = {r.id: layer for r, layer in zip(fitting, pareto_layers(points), strict=True)}
     key = _sort_key(query.objective, metric, layer_of)
     if query.all_variants:
         chosen = list(fitting)
@@ -316,7 +316,7 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
     best_oriented = _oriented(metric, best_run.metrics[metric.key]) if best_run else 0.0  # type: ignore[arg-type]
     best_se = score_se(best_run, metric, setup) if best_run else None
     rows: list[Row] = []
-    for position, (run, on_front) in enumerate(zip(chosen, frontier), start=1):
+    for position, (run, on_front) in enumerate(zip(chosen, frontier, strict=True), start=1):
         score = run.metrics[metric.key]
         assert score is not None
         se = score_se(run, metric, setup)

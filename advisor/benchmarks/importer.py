@@ -43,7 +43,7 @@ def _common_prefix(names: list[str]) -> str:
     """Longest shared prefix ending at a '-' boundary ('llama-3.2-3B-' for the LLM runs)."""
     if len(names) < 2:
         return ""
-    prefix = os.path.commonprefix(names)
+    prefix = os.path.commonprefix(names)  # noqa: RUF071 (character-wise, then cut at "-")
     cut = prefix.rfind("-")
     return prefix[: cut + 1] if cut > 0 else ""
 
@@ -68,7 +68,9 @@ def _setup_for(bench_key: str, runs: list[BenchmarkRun]) -> BenchmarkSetup:
     )
 
 
-def _read_all(files: tuple[ResultFile, ...], progress: ProgressCallback | None) -> list[tuple[ResultFile, bytes | Exception]]:
+def _read_all(
+    files: tuple[ResultFile, ...], progress: ProgressCallback | None
+) -> list[tuple[ResultFile, bytes | Exception]]:
     """Read every file (concurrently: a GitHub import is dozens of small downloads)."""
 
     def read(item: ResultFile) -> bytes | Exception:
@@ -79,7 +81,7 @@ def _read_all(files: tuple[ResultFile, ...], progress: ProgressCallback | None) 
 
     results: list[tuple[ResultFile, bytes | Exception]] = []
     with ThreadPoolExecutor(max_workers=8) as pool:
-        for done, (item, payload) in enumerate(zip(files, pool.map(read, files)), start=1):
+        for done, (item, payload) in enumerate(zip(files, pool.map(read, files), strict=True), start=1):
             results.append((item, payload))
             if progress:
                 progress(done, len(files))
@@ -116,7 +118,9 @@ def build_snapshot(
 
     if not runs:
         expected = ", ".join(f"{b.folder_names[0]}/" for b in BENCHMARKS.values())
-        reasons = f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+        reasons = (
+            f" ({len(skipped)} file(s) skipped, e.g. {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+        )
         raise UserError(
             f"no usable PEFT result files under {source.location}{reasons}; expected JSON results in {expected} folders"
         )
@@ -125,7 +129,7 @@ def build_snapshot(
     for run in runs:
         by_bench.setdefault(run.benchmark, []).append(run)
     final_runs: list[BenchmarkRun] = []
-    for bench_key, bench_runs in by_bench.items():
+    for bench_runs in by_bench.values():
         prefix = _common_prefix([r.experiment.split("/", 1)[-1] for r in bench_runs])
         final_runs += [replace(r, variant=short_variant(r.experiment, prefix)) for r in bench_runs]
     final_runs.sort(key=lambda r: r.id)

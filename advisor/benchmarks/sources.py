@@ -199,5 +199,7 @@ def open_source(spec: str, commit: str | None = None) -> ResultSource:
     if github is not None:
         return github_source(*github)
     if re.match(r"^[a-z]+://", spec):
-        raise UserError(f"unsupported URL {spec!r}; use a local folder, 'github[:REF]' or https://github.com/OWNER/REPO")
+        raise UserError(
+            f"unsupported URL {spec!r}; use a local folder, 'github[:REF]' or https://github.com/OWNER/REPO"
+        )
     return local_source(Path(spec), commit)

@@ -37,7 +37,9 @@ def _load(path: Path) -> Snapshot:
             data = json.load(handle)
         return Snapshot.from_dict(data, origin=str(path))
     except FileNotFoundError as exc:
-        raise UserError(f"benchmark snapshot {path} does not exist; run `peft-advise refresh-benchmarks --from PATH`") from exc
+        raise UserError(
+            f"benchmark snapshot {path} does not exist; run `peft-advise refresh-benchmarks --from PATH`"
+        ) from exc
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise UserError(
             f"benchmark snapshot {path} is unreadable ({exc}); rebuild it with `peft-advise refresh-benchmarks`"

@@ -28,17 +28,34 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
     xs = [r.run.peak_memory_gib for r in rows]
     ys = [r.score for r in rows]
     lora = [r.method.peft_type == "LORA" for r in rows]
-    ax.scatter([x for x, is_l in zip(xs, lora) if not is_l], [y for y, is_l in zip(ys, lora) if not is_l],
-               color="#4c72b0", label="other methods", zorder=3)
-    ax.scatter([x for x, is_l in zip(xs, lora) if is_l], [y for y, is_l in zip(ys, lora) if is_l],
-               color="#dd8452", s=80, marker="D", label="LoRA", zorder=4)
+    ax.scatter(
+        [x for x, is_l in zip(xs, lora, strict=True) if not is_l],
+        [y for y, is_l in zip(ys, lora, strict=True) if not is_l],
+        color="#4c72b0",
+        label="other methods",
+        zorder=3,
+    )
+    ax.scatter(
+        [x for x, is_l in zip(xs, lora, strict=True) if is_l],
+        [y for y, is_l in zip(ys, lora, strict=True) if is_l],
+        color="#dd8452",
+        s=80,
+        marker="D",
+        label="LoRA",
+        zorder=4,
+    )
     front = sorted((r.run.peak_memory_gib, r.score) for r in rows if r.pareto)
     if front:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#55a868", label="Pareto frontier")
     for r in rows:
         if r.pareto or r.method.peft_type == "LORA" or r.rank <= 3:
-            ax.annotate(r.method.display_name, (r.run.peak_memory_gib, r.score), fontsize=8,
-                        xytext=(4, 3), textcoords="offset points")
+            ax.annotate(
+                r.method.display_name,
+                (r.run.peak_memory_gib, r.score),
+                fontsize=8,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
     ax.axvline(rec.query.vram_gib, color="#c44e52", linestyle="--", label=f"budget {rec.query.vram_gib:g} GiB")
     ax.set_xlabel("peak GPU memory (GiB)")
     ax.set_ylabel(rec.metric.label + ("" if rec.metric.higher_is_better else " (lower is better)"))

@@ -125,14 +125,20 @@ def _mark_line(mark: LoraMark | None, label: str, rec: Recommendation) -> str:
         return f"{label}: no such run in the benchmark"
     accuracy = rec.metric.key.endswith("accuracy")
     run = mark.run
-    where = f"row {mark.rank}" if mark.rank else ("not a row (another run of its method ranks higher)" if mark.fits else "does not fit")
+    where = (
+        f"row {mark.rank}"
+        if mark.rank
+        else ("not a row (another run of its method ranks higher)" if mark.fits else "does not fit")
+    )
     text = f"{label} ({variant_text(run)}): {mark.score:.4f} at {run.peak_memory_gib:.2f} GiB, {where}"
     if not mark.fits:
         text += f" (needs {run.peak_memory_gib - rec.query.vram_gib:.2f} GiB more)"
     if mark.gain_of_best is not None and rec.rows:
         best = rec.rows[0] if rec.query.objective == "score" else max(rec.rows, key=lambda r: -r.gap_to_best)
         if mark.gain_of_best > 1e-12:
-            noise = " — within noise" if mark.within_noise else (" — beyond noise" if mark.within_noise is False else "")
+            noise = (
+                " — within noise" if mark.within_noise else (" — beyond noise" if mark.within_noise is False else "")
+            )
             text += f"; best row ({best.method.display_name}) is {_points(mark.gain_of_best, accuracy)} better{noise}"
         elif mark.gain_of_best < -1e-12:
             text += f"; {_points(-mark.gain_of_best, accuracy)} better than every row shown"

@@ -42,7 +42,7 @@ def _plain(spec: TableSpec) -> str:
     def line(cells: tuple[str, ...] | list[str]) -> str:
         parts = [
             cell.rjust(width) if col.justify == "right" else cell.ljust(width)
-            for cell, width, col in zip(cells, widths, spec.columns)
+            for cell, width, col in zip(cells, widths, spec.columns, strict=True)
         ]
         return "  ".join(parts).rstrip()
 

@@ -1,0 +1,189 @@
+"""The CLI through typer's CliRunner, plus a real subprocess for the import-weight check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.benchmarks.store import load_snapshot, user_snapshot_path
+from advisor.cli import app
+from advisor.methods.registry import load_registry
+from advisor.recommend import Query, recommend
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_json_shape_math() -> None:
+    result = invoke("--vram", "24", "--task", "math", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"task", "benchmark", "unit", "budget", "rows", "lora"} <= set(data)
+    assert (data["task"], data["benchmark"], data["unit"], data["budget"]) == ("math", "MetaMathQA", "GiB", 24.0)
+    row_keys = {"rank", "method", "variant", "score", "peak_memory_gib", "pareto", "within_noise"}
+    assert all(row_keys <= set(r) for r in data["rows"])
+    assert all(r["peak_memory_gib"] <= 24 for r in data["rows"])
+    scores = [r["score"] for r in data["rows"]]
+    assert scores == sorted(scores, reverse=True)
+    assert data["lora"]["plain"]["method"] == "lora"
+    expected = recommend(Query(24, "math"), load_snapshot(), load_registry())
+    assert [r["method"] for r in data["rows"]] == [r.method.name for r in expected.rows]
+
+
+def test_json_shape_image_and_frontier() -> None:
+    data = json.loads(invoke("--vram", "24", "--task", "image", "--json").stdout)
+    assert data["benchmark"] == "image-gen" and data["setup"]["resolution"] == 512
+    rows = data["rows"]
+    for row in rows:
+        dominated = any(
+            o["score"] >= row["score"]
+            and o["peak_memory_gib"] <= row["peak_memory_gib"]
+            and (o["score"] > row["score"] or o["peak_memory_gib"] < row["peak_memory_gib"])
+            for o in rows
+            if o is not row
+        )
+        assert row["pareto"] == (not dominated)
+    oft = next(r for r in rows if r["method"] == "oft")
+    assert oft["pareto"]  # OFT beats LoRA on memory at a close score: on the frontier
+
+
+def test_plain_table_in_a_pipe() -> None:
+    result = invoke("--vram", "24", "--task", "math", "--top", "5")
+    assert result.exit_code == 0
+    out = result.stdout
+    assert "Budget: 24 GiB" in out and "Measured on: meta-llama/Llama-3.2-3B, bfloat16, batch 4, seq 768" in out
+    assert "Plain LoRA (rank10-target-mlp)" in out and "Best LoRA variant" in out
+    assert "Noise rule:" in out and "Showing the top 5" in out
+    assert "│" not in out and "\x1b[" not in out  # plain text: no box drawing, no colour
+
+
+def test_rich_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PEFT_ADVISOR_PLAIN")
+    monkeypatch.setenv("PEFT_ADVISOR_RICH", "1")
+    result = invoke("--vram", "24", "--task", "math", "--top", "3")
+    assert result.exit_code == 0 and "┃" in result.stdout
+
+
+def test_task_stand_in_is_said() -> None:
+    out = invoke("--vram", "24", "--task", "code").stdout
+    assert "Note: no code benchmark is stored; MetaMathQA" in out
+
+
+def test_nothing_fits_message() -> None:
+    result = invoke("--vram", "4", "--task", "math")
+    assert result.exit_code == 0
+    assert "No MetaMathQA run fits 4 GiB." in result.stdout
+    assert "needs" in result.stdout and "GiB more" in result.stdout
+    data = json.loads(invoke("--vram", "4", "--task", "math", "--json").stdout)
+    assert data["rows"] == [] and data["nothing_fits"]["shortfall_gib"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vram", "24", "--task", "poetry"], "unknown task 'poetry'; valid tasks:"),
+        (["--task", "math"], "--vram missing"),
+        (["--vram", "24"], "--task missing"),
+        (["--vram", "-3", "--task", "math"], "--vram must be a positive"),
+        (["--vram", "24", "--task", "math", "--require", "gpu"], "unknown requirement 'gpu'"),
+        (["--vram", "24", "--task", "math", "--show-config", "nonsense"], "unknown PEFT method 'nonsense'"),
+        (["--vram", "24", "--task", "math", "--plot", "out.txt"], "use a .png, .svg or .pdf"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_show_config_is_runnable_peft_code() -> None:
+    peft = pytest.importorskip("peft")
+    result = invoke("--vram", "24", "--task", "math", "--show-config", "oft")
+    assert result.exit_code == 0, result.output
+    snippet = result.stdout
+    assert "from peft import OFTConfig" in snippet
+    namespace: dict = {}
+    exec(snippet.split("model = get_peft_model")[0], namespace)  # builds the real config object
+    config = namespace["config"]
+    assert isinstance(config, peft.OFTConfig) and config.r == 32
+    assert sorted(config.target_modules) == ["q_proj", "v_proj"]
+    lora = invoke("--vram", "24", "--task", "math", "--show-config", "lora/rank64-rslora").stdout
+    exec(lora.split("model = get_peft_model")[0], namespace)
+    assert namespace["config"].use_rslora and namespace["config"].r == 64
+
+
+def test_plot_is_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "plots" / "pareto.png"
+    result = invoke("--vram", "24", "--task", "image", "--plot", str(target))
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_refresh_benchmarks_from_fixture_folder(fixture_results: Path) -> None:
+    result = invoke("refresh-benchmarks", "--from", str(fixture_results), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["runs"] == 5 and len(report["skipped"]) == 6
+    # Compared with the shipped snapshot: four fixture runs share its ids (with other figures).
+    assert report["added"] == ["MetaMathQA/full-finetuning/llama-3.2-3B-lr"]
+    assert len(report["changed"]) == 4 and len(report["removed"]) == 90
+    assert user_snapshot_path().exists()
+    # The refreshed snapshot is now the one the recommender reads.
+    data = json.loads(invoke("--vram", "24", "--task", "math", "--json").stdout)
+    assert {r["method"] for r in data["rows"]} == {"lora", "oft", "ia3"}
+    again = json.loads(invoke("refresh-benchmarks", "--from", str(fixture_results), "--json").stdout)
+    assert again["added"] == [] and again["removed"] == [] and again["unchanged"] == 5
+    text = invoke("refresh-benchmarks", "--from", str(fixture_results)).stdout
+    assert "Imported 5 runs" in text and "invalid JSON" in text
+
+
+def test_refresh_with_nothing_usable_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "MetaMathQA").mkdir()
+    (tmp_path / "MetaMathQA" / "x.json").write_text("{")
+    out = tmp_path / "snap.json"
+    result = invoke("refresh-benchmarks", "--from", str(tmp_path), "--output", str(out))
+    assert result.exit_code == 2 and "no usable PEFT result files" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".snap.json*"))
+
+
+def test_corrupt_snapshot_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("PEFT_ADVISOR_SNAPSHOT", str(bad))
+    result = invoke("--vram", "24", "--task", "math")
+    assert result.exit_code == 2 and "unreadable" in result.stderr and "refresh-benchmarks" in result.stderr
+
+
+def test_methods_listing_and_json() -> None:
+    result = invoke("methods")
+    assert result.exit_code == 0 and "oft" in result.stdout and "peft→LoRA" in result.stdout
+    data = json.loads(invoke("methods", "OFT", "--json").stdout)
+    assert data["methods"][0]["peft_type"] == "OFT" and data["methods"][0]["can_merge"] is True
+    assert invoke("methods", "nope").exit_code == 2
+
+
+def test_recommend_path_imports_no_torch_transformers_or_peft() -> None:
+    code = (
+        "import sys\n"
+        "from advisor.cli import main\n"
+        "sys.argv = ['peft-advise', '--vram', '24', '--task', 'math', '--json']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'peft', 'matplotlib', 'gradio') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stderr
+    assert json.loads(proc.stdout)["rows"]
