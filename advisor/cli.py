@@ -120,25 +120,14 @@ def _render_recommendation(rec: Any, as_json: bool, plot: Path | None) -> None:
 
 
 def _show_config(rec: Any, wanted: str, registry: Any, as_json: bool) -> None:
-    """The config of METHOD's run in this recommendation (or its best run, if none fits)."""
     from advisor.benchmarks.store import load_snapshot
-    from advisor.config_snippet import config_snippet
+    from advisor.config_snippet import config_snippet, select_config_run
     from advisor.output import emit_json, print_lines
 
-    name, _, variant = wanted.partition("/")
-    method = registry.resolve(name)
-    runs = [r.run for r in rec.rows if r.method.name == method.name]
-    if not runs or variant:
-        runs = [r for r in load_snapshot().runs_for(rec.benchmark.key) if r.method == method.name]
-    if variant:
-        runs = [r for r in runs if r.variant == variant or r.experiment.endswith("/" + variant)]
-    if not runs:
-        raise UserError(f"{rec.benchmark.key} has no {method.name} run{f' named {variant!r}' if variant else ''}")
-    key = rec.metric.key
-    run = max(runs, key=lambda r: (r.metrics.get(key) or 0) * (1 if rec.metric.higher_is_better else -1))
-    snippet = config_snippet(run, method, registry.peft_version)
+    run = select_config_run(rec, wanted, load_snapshot(), registry)
+    snippet = config_snippet(run, registry.resolve(run.method), registry.peft_version)
     if as_json:
-        emit_json({"method": method.name, "experiment": run.experiment, "benchmark": run.benchmark, "snippet": snippet})
+        emit_json({"method": run.method, "experiment": run.experiment, "benchmark": run.benchmark, "snippet": snippet})
     else:
         print_lines([snippet])
 
@@ -212,8 +201,27 @@ def methods_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Click's own usage errors (``--vram abc``, an unknown option) would print three lines of
+    usage banner; like our :class:`UserError`, they become one ``Error:`` line and exit code 2.
+    """
+    # typer 0.26-0.28 vendor click as typer._click (pinned in pyproject.toml).
+    from typer import Abort
+    from typer._click.exceptions import ClickException, UsageError
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        print(f"Error: {exc.format_message()} (see `peft-advise --help`)", file=sys.stderr)
+        sys.exit(2)
+    except ClickException as exc:
+        print(f"Error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from advisor.benchmarks.records import BenchmarkRun
+from advisor.benchmarks.records import BenchmarkRun, Snapshot
+from advisor.errors import UserError
 from advisor.methods.known import LEARNED_CONFIG_FIELDS
-from advisor.methods.registry import MethodInfo
+from advisor.methods.registry import MethodInfo, Registry
+from advisor.recommend import Recommendation
 
 # Bookkeeping fields PEFT writes into every config; they are not choices a user makes.
 _BOOKKEEPING = frozenset(
@@ -76,3 +78,25 @@ def config_snippet(run: BenchmarkRun, method: MethodInfo, registry_version: str)
             f"# Not in peft {registry_version}'s {method.config_class}, left out: {', '.join(sorted(unknown))}"
         )
     return "\n".join(lines)
+
+
+def select_config_run(rec: Recommendation, wanted: str, snapshot: Snapshot, registry: Registry) -> BenchmarkRun:
+    """The run whose config ``--show-config METHOD[/VARIANT]`` prints.
+
+    ``METHOD``: its row in this recommendation (the run that fits and ranks), else its
+    best-scoring run in the benchmark even if it does not fit. ``METHOD/VARIANT``: that run.
+    """
+    name, _, variant = wanted.partition("/")
+    method = registry.resolve(name)
+    row = next((r for r in rec.ranked if r.method.name == method.name), None)
+    if row is not None and not variant:
+        return row.run
+    runs = [r for r in snapshot.runs_for(rec.benchmark.key) if r.method == method.name]
+    if variant:
+        runs = [r for r in runs if variant in (r.variant, r.experiment.split("/", 1)[-1])]
+    if not runs:
+        named = f" named {variant!r}" if variant else ""
+        raise UserError(f"{rec.benchmark.key} has no {method.name} run{named}; see --all-variants for the runs")
+    sign = 1 if rec.metric.higher_is_better else -1
+    scored = [r for r in runs if r.metrics.get(rec.metric.key) is not None] or runs
+    return max(scored, key=lambda r: sign * (r.metrics.get(rec.metric.key) or 0.0))

@@ -102,14 +102,19 @@ class Recommendation:
     benchmark: BenchmarkDef
     setup: BenchmarkSetup
     metric: MetricDef
-    rows: tuple[Row, ...]
-    total_rows: int  # rows before --top
+    rows: tuple[Row, ...]  # the rows to show (--top applied)
+    ranked: tuple[Row, ...]  # every ranked row; ranks and LoRA positions refer to these
+    best: Row | None  # the best-scoring row, whatever the objective or --top
     lora: LoraStanding
     noise_rule: str
     excluded: dict[str, int]
     nothing_fits: NothingFits | None
     snapshot_source: dict
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def total_rows(self) -> int:
+        return len(self.ranked)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -227,6 +232,7 @@ def _lora_standing(
     candidates: list[BenchmarkRun],
     fitting_ids: set[str],
     rows: list[Row],
+    best: Row | None,
     metric: MetricDef,
     setup: BenchmarkSetup,
 ) -> LoraStanding:
@@ -235,9 +241,6 @@ def _lora_standing(
     Budget does not exclude them here: a user should learn that LoRA needs more memory than
     they have, not just see it vanish.
     """
-    best = rows[0] if rows else None
-    best_score = max((r.score for r in rows), key=lambda s: _oriented(metric, s), default=None)
-    best_se = next((r.score_se for r in rows if r.score == best_score), None) if best else None
     row_rank = {r.run.id: r.rank for r in rows}
 
     def mark(label: str, pool: list[BenchmarkRun]) -> LoraMark | None:
@@ -248,11 +251,11 @@ def _lora_standing(
         score = chosen.metrics[metric.key]
         assert score is not None
         gain = within = None
-        if best_score is not None:
-            gain = _oriented(metric, best_score) - _oriented(metric, score)
+        if best is not None:
+            gain = _oriented(metric, best.score) - _oriented(metric, score)
             se = score_se(chosen, metric, setup)
-            if se is not None and best_se is not None:
-                within = gain <= Z_95 * math.hypot(best_se, se)
+            if se is not None and best.score_se is not None:
+                within = gain <= Z_95 * math.hypot(best.score_se, se)
         return LoraMark(label, chosen, score, chosen.id in fitting_ids, row_rank.get(chosen.id), gain, within)
 
     lora_runs = [r for r in candidates if r.peft_type == "LORA"]
@@ -275,7 +278,7 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
     if setup is None or not runs:
         raise UserError(f"the benchmark snapshot has no {bench.key} runs; run `peft-advise refresh-benchmarks`")
 
-    methods = {r.id: registry.get(r.method) or registry.resolve(r.peft_type or "full") for r in runs}
+    methods = {r.id: registry.resolve(r.method) for r in runs}
     caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}
     excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0}
     candidates = []
@@ -323,8 +326,9 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         gap = best_oriented - _oriented(metric, score)
         within = run is best_run or (se is not None and best_se is not None and gap <= Z_95 * math.hypot(best_se, se))
         rows.append(Row(position, run, methods[run.id], score, se, on_front, within, gap, caps[run.id]))
+    best = next((row for row in rows if row.run is best_run), None)
 
-    lora = _lora_standing(candidates, {r.id for r in fitting}, rows, metric, setup)
+    lora = _lora_standing(candidates, {r.id for r in fitting}, rows, best, metric, setup)
     shown = rows[: query.top] if query.top else rows
     notes = [task.note] if task.note else []
     if metric.key == "test accuracy":
@@ -339,7 +343,8 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         setup=setup,
         metric=metric,
         rows=tuple(shown),
-        total_rows=len(rows),
+        ranked=tuple(rows),
+        best=best,
         lora=lora,
         noise_rule=noise_rule(metric, setup),
         excluded=excluded,

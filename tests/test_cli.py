@@ -106,6 +106,41 @@ def test_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
     assert result.stdout == ""
 
 
+def test_lora_lines_name_the_true_best_row_under_top() -> None:
+    out = invoke("--vram", "24", "--task", "math", "--objective", "memory", "--top", "2").stdout
+    best = recommend(Query(24, "math", objective="memory"), load_snapshot(), load_registry()).best
+    assert f"the best-scoring row ({best.method.display_name}" in out and f"row {best.rank})" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--vram", "abc", "--task", "math"], "Error: Invalid value for '--vram'"),
+        (["--bogus"], "Error: No such option: --bogus"),
+        (["--vram", "24", "--task", "poetry"], "Error: unknown task 'poetry'"),
+    ],
+)
+def test_console_entry_point_gives_one_line_errors(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from advisor.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["peft-advise", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert captured.err.startswith(message) and captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
+def test_show_config_of_a_method_that_does_not_fit_uses_its_best_run() -> None:
+    result = invoke("--vram", "24", "--task", "math", "--show-config", "osf")  # OSF needs 35.9 GiB
+    assert result.exit_code == 0 and "osf/llama-3.2-3B-rank128" in result.stdout
+    missing = invoke("--vram", "24", "--task", "math", "--show-config", "lora/rank999")
+    assert missing.exit_code == 2 and "no lora run named 'rank999'" in missing.stderr
+
+
 def test_show_config_is_runnable_peft_code() -> None:
     peft = pytest.importorskip("peft")
     result = invoke("--vram", "24", "--task", "math", "--show-config", "oft")

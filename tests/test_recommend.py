@@ -124,11 +124,24 @@ def test_objectives_sort_by_their_axis(objective: str, key) -> None:
     assert values == sorted(values)
 
 
-def test_balanced_puts_the_frontier_first() -> None:
+def test_balanced_orders_by_pareto_layer_then_score() -> None:
     rec = run(Query(24, "math", objective="balanced", all_variants=True))
-    frontier_flags = [r.pareto for r in rec.rows]
-    first_off = frontier_flags.index(False)
-    assert all(frontier_flags[:first_off]) and not any(frontier_flags[first_off : first_off + 1])
+    points = [(r.score, float(r.run.peak_memory_bytes)) for r in rec.rows]
+    layers = pareto_layers(points)
+    assert layers == sorted(layers)  # frontier first, then the frontier of the rest, ...
+    assert layers[0] == 0 and max(layers) >= 2
+    for layer in set(layers):
+        scores = [r.score for r, lay in zip(rec.rows, layers, strict=True) if lay == layer]
+        assert scores == sorted(scores, reverse=True)
+    assert [r.pareto for r in rec.rows] == [lay == 0 for lay in layers]
+
+
+def test_best_row_is_the_best_score_whatever_the_objective_and_top() -> None:
+    rec = run(Query(24, "math", objective="memory", top=2))
+    assert len(rec.rows) == 2
+    top_score = max(r.score for r in rec.ranked)
+    assert rec.best.score == top_score and rec.best not in rec.rows
+    assert rec.lora.best_variant.gain_of_best == pytest.approx(top_score - rec.lora.best_variant.score)
 
 
 def test_requirements_filter_rows() -> None:

@@ -165,10 +165,11 @@ def load_registry() -> Registry:
     installed and not yet introspected, the shipped capabilities are still used (they describe
     a real peft release) and :func:`registry_staleness` says so.
     """
-    version = installed_peft_version()
-    if version:
-        cached = user_registry_path(version)
-        if cached.exists():
+    # Asking importlib.metadata for peft's version costs ~20 ms: only do it when a cache exists.
+    if any(user_data_dir().glob("methods-peft-*.json")):
+        version = installed_peft_version()
+        cached = user_registry_path(version) if version else None
+        if cached is not None and cached.exists():
             return registry_from_file(cached)
     return registry_from_file(SHIPPED_REGISTRY)
 

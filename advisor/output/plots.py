@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.paths import atomic_destination
 from advisor.recommend import Recommendation
 
 
@@ -24,7 +23,7 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
         raise UserError(f"--plot {path}: use a .png, .svg or .pdf file name")
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
-    rows = rec.rows
+    rows = rec.ranked  # the whole ranking, not just the --top rows
     xs = [r.run.peak_memory_gib for r in rows]
     ys = [r.score for r in rows]
     lora = [r.method.peft_type == "LORA" for r in rows]
@@ -63,15 +62,9 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_destination(path) as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
     return path

@@ -125,26 +125,27 @@ def _mark_line(mark: LoraMark | None, label: str, rec: Recommendation) -> str:
         return f"{label}: no such run in the benchmark"
     accuracy = rec.metric.key.endswith("accuracy")
     run = mark.run
-    where = (
-        f"row {mark.rank}"
-        if mark.rank
-        else ("not a row (another run of its method ranks higher)" if mark.fits else "does not fit")
-    )
+    if mark.rank is not None:
+        where = f"row {mark.rank}" + (" (below --top)" if mark.rank > len(rec.rows) else "")
+    elif mark.fits:
+        where = "not a row (another run of its method ranks higher)"
+    else:
+        where = "does not fit"
     text = f"{label} ({variant_text(run)}): {mark.score:.4f} at {run.peak_memory_gib:.2f} GiB, {where}"
     if not mark.fits:
         text += f" (needs {run.peak_memory_gib - rec.query.vram_gib:.2f} GiB more)"
-    if mark.gain_of_best is not None and rec.rows:
-        best = rec.rows[0] if rec.query.objective == "score" else max(rec.rows, key=lambda r: -r.gap_to_best)
-        if mark.gain_of_best > 1e-12:
-            noise = (
-                " — within noise" if mark.within_noise else (" — beyond noise" if mark.within_noise is False else "")
-            )
-            text += f"; best row ({best.method.display_name}) is {_points(mark.gain_of_best, accuracy)} better{noise}"
-        elif mark.gain_of_best < -1e-12:
-            text += f"; {_points(-mark.gain_of_best, accuracy)} better than every row shown"
-        else:
-            text += "; it is the best row"
-    return text
+    best = rec.best
+    if mark.gain_of_best is None or best is None:
+        return text
+    best_name = f"{best.method.display_name} {variant_text(best.run)}, row {best.rank}"
+    if best.run.id == run.id:
+        return text + "; it is the best-scoring row"
+    if mark.gain_of_best > 1e-12:
+        noise = {True: " — within noise", False: " — beyond noise"}.get(mark.within_noise, "")  # type: ignore[arg-type]
+        return text + f"; the best-scoring row ({best_name}) is {_points(mark.gain_of_best, accuracy)} better{noise}"
+    if mark.gain_of_best < -1e-12:
+        return text + f"; {_points(-mark.gain_of_best, accuracy)} better than every row"
+    return text + f"; it scores as high as the best-scoring row ({best_name})"
 
 
 def footer_lines(rec: Recommendation) -> list[str]:
@@ -255,6 +256,16 @@ def recommendation_json(rec: Recommendation) -> dict[str, Any]:
         "noise_rule": rec.noise_rule,
         "rows": [_row_json(r) for r in rec.rows],
         "total_rows": rec.total_rows,
+        "best": (
+            {
+                "rank": rec.best.rank,
+                "method": rec.best.method.name,
+                "variant": rec.best.run.variant,
+                "score": rec.best.score,
+            }
+            if rec.best
+            else None
+        ),
         "lora": {"plain": _mark_json(rec.lora.plain), "best_variant": _mark_json(rec.lora.best_variant)},
         "excluded": rec.excluded,
         "nothing_fits": (
