@@ -85,9 +85,16 @@ FULL_FINETUNING: dict = {
 VLLM_NATIVE = frozenset({"LORA"})
 DIFFUSERS_NATIVE = frozenset({"LORA", "LOKR"})
 
-# Methods that peft-advisor's own converter (converters/) exports to LoRA. Filled in by the
-# converter work; empty until that exists, so no flag claims a conversion we cannot do.
-OUR_CONVERTER: frozenset[str] = frozenset()
+# peft-advisor's converter (converters/) exports every method whose effect on a layer is a weight
+# change it can read back from the adapter's own merge (ΔW = W_merged − W_base). The rule is
+# introspected (kind "weight" + can merge); these are the measured exceptions, with the reason a
+# user is shown. tests/test_convert_methods.py converts every method the rule admits.
+NOT_CONVERTIBLE: dict[str, str] = {
+    "LN_TUNING": "it tunes LayerNorm weights, which a LoRA adapter cannot target",
+    "LILY": "peft cannot merge Lily layers (merge raises NotImplementedError), so there is no weight update to read",
+    "PVERA": "its forward pass samples, so no single merged weight reproduces it (merge disagrees with forward)",
+    "BEFT": "it only changes biases; a LoRA adapter carries weight updates (keep the adapter as is)",
+}
 
 # Config fields a method fills in *during* training (AdaLoRA's pruned rank masks): part of a
 # trained adapter's config, but not something to copy into a new run.

@@ -92,7 +92,7 @@ def _method_from_record(record: dict[str, Any]) -> MethodInfo:
         layer_types=tuple(record["layer_types"]),
         can_merge=bool(record["can_merge"]),
         peft_to_lora=record["peft_to_lora"],
-        ours_to_lora=key in known.OUR_CONVERTER,
+        ours_to_lora=record["kind"] == "weight" and bool(record["can_merge"]) and key not in known.NOT_CONVERTIBLE,
         quantization=tuple(record["quantization"]),
         vllm_native=key in known.VLLM_NATIVE,
         diffusers_native=key in known.DIFFUSERS_NATIVE,

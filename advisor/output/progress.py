@@ -32,3 +32,29 @@ def progress_reporter(description: str, *, enabled: bool = True) -> Iterator[Cal
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def phase_reporter(*, enabled: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Yield a ``(phase, done, total)`` callback: one bar whose label follows the current phase."""
+    if not enabled or not is_terminal(sys.stderr):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def update(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total if total > 1 else None)
+
+        yield update

@@ -1,0 +1,421 @@
+"""Is this LoRA folder ready for vLLM / PEFT / Diffusers? The checklist of lora-consumers.md, as code.
+
+Reads only the folder (safetensors headers and tensors, adapter_config.json) and, when known, the
+base model's config and weight shapes: no torch model is built. Each finding says what is wrong,
+which consumer cares, and whether :func:`fix_lora` can repair it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from converters import consumer_facts as facts
+
+TARGETS = ("peft", "vllm", "diffusers")
+_LORA_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_A|lora_B)\.weight$")
+_EMB_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_embedding_A|lora_embedding_B)$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" (the consumer refuses or silently misapplies it), "warning", "info"
+    message: str
+    fixable: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "message": self.message, "fixable": self.fixable}
+
+
+@dataclass
+class BaseInfo:
+    """What the checks know about the base model (any part may be missing)."""
+
+    name: str | None = None
+    architecture: str | None = None
+    vocab_size: int | None = None
+    tie_word_embeddings: bool | None = None
+    weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class CheckReport:
+    folder: str
+    target: str
+    findings: list[Finding]
+    max_rank: int | None
+    modules: int
+    serve_command: str | None = None
+    max_lora_rank: int | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not any(f.level == "error" for f in self.findings)
+
+    @property
+    def fixable(self) -> bool:
+        return any(f.fixable for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folder": self.folder,
+            "target": self.target,
+            "passed": self.passed,
+            "max_rank": self.max_rank,
+            "modules": self.modules,
+            "max_lora_rank": self.max_lora_rank,
+            "serve_command": self.serve_command,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+def vllm_max_lora_rank(rank: int) -> int | None:
+    """The smallest value vLLM's ``--max-lora-rank`` accepts that holds ``rank`` (None if none does)."""
+    return next((value for value in facts.VLLM_MAX_LORA_RANKS if value >= rank), None)
+
+
+def base_info(name_or_path: str | None) -> BaseInfo:
+    """Config and weight shapes of a local (or already cached) base model; empty when unavailable."""
+    info = BaseInfo(name=name_or_path)
+    if not name_or_path:
+        return info
+    folder = _local_model_folder(name_or_path)
+    if folder is None:
+        return info
+    config_path = folder / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        info.architecture = (config.get("architectures") or [None])[0]
+        info.vocab_size = config.get("vocab_size")
+        info.tie_word_embeddings = config.get("tie_word_embeddings")
+    from safetensors import safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():
+                info.weight_shapes[key] = tuple(handle.get_slice(key).get_shape())
+    return info
+
+
+def _local_model_folder(name_or_path: str) -> Path | None:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception:
+        return None
+
+
+def _load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors import safe_open
+
+    config_path = folder / "adapter_config.json"
+    weights = folder / "adapter_model.safetensors"
+    if not config_path.is_file() or not weights.is_file():
+        raise UserError(f"{folder} must hold adapter_config.json and adapter_model.safetensors.")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{config_path} is not valid JSON: {exc}.") from None
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise UserError(f"{weights} is not a readable safetensors file ({exc}).") from None
+    return config, tensors
+
+
+def check_lora(folder: Path, target: str = "vllm", base: BaseInfo | None = None) -> CheckReport:
+    """Validate a LoRA folder for ``target`` against the consumer rules; never modifies it."""
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
+    folder = Path(folder)
+    config, tensors = _load_folder(folder)
+    base = base or base_info(config.get("base_model_name_or_path"))
+    findings: list[Finding] = []
+    modules, ranks = _check_tensors(tensors, base, findings)
+    _check_config(config, ranks, findings, target)
+    max_rank = max(ranks.values()) if ranks else None
+    report = CheckReport(str(folder), target, findings, max_rank, len(modules))
+    if target == "vllm":
+        _check_vllm(config, modules, ranks, base, findings, report)
+    elif target == "diffusers":
+        findings.append(
+            Finding(
+                "info",
+                "Diffusers does not read adapter_config.json or PEFT key names; use the "
+                "pytorch_lora_weights.safetensors that `convert --for diffusers` writes (transformer.* keys)",
+            )
+        )
+        _check_diffusers_file(folder, findings)
+    return report
+
+
+def _check_tensors(
+    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding]
+) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    import torch
+
+    modules: dict[str, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        if any(marker in key for marker in facts.FOREIGN_TENSOR_MARKERS):
+            findings.append(Finding("error", f"tensor {key} is not a plain LoRA tensor (DoRA / other PEFT method)"))
+            continue
+        if key.endswith("lora_B.bias"):
+            findings.append(Finding("error", f"{key}: LoRA bias is rejected by vLLM and llama.cpp", fixable=True))
+            continue
+        match = _LORA_KEY.match(key) or _EMB_KEY.match(key)
+        if not match:
+            findings.append(Finding("error", f"tensor {key} is not a LoRA A/B tensor (modules_to_save or foreign)"))
+            continue
+        modules.setdefault(match["path"], {})[match["part"]] = tensor
+    ranks: dict[str, int] = {}
+    dtypes = set()
+    for path, parts in sorted(modules.items()):
+        a = parts.get("lora_A", parts.get("lora_embedding_A"))
+        b = parts.get("lora_B", parts.get("lora_embedding_B"))
+        if a is None or b is None:
+            findings.append(Finding("error", f"{path} has only one of its A/B factors"))
+            continue
+        if a.dim() != b.dim() or a.dim() not in (2, 4):
+            findings.append(Finding("error", f"{path}: A and B must both be 2-D (got {a.dim()}-D and {b.dim()}-D)"))
+            continue
+        rank = int(a.shape[0])
+        if int(b.shape[1]) != rank:
+            findings.append(Finding("error", f"{path}: A has rank {rank} but B has {b.shape[1]}"))
+            continue
+        ranks[path] = rank
+        for t in (a, b):
+            dtypes.add(t.dtype)
+            if not t.is_floating_point():
+                findings.append(Finding("error", f"{path}: factors must be float (got {t.dtype})"))
+            elif not torch.isfinite(t).all():
+                findings.append(Finding("error", f"{path}: factors contain NaN or Inf"))
+        _check_shape(path, a, b, "lora_embedding_A" in parts, base, findings)
+    if len(dtypes) > 1:
+        findings.append(Finding("warning", f"factors mix dtypes {sorted(map(str, dtypes))}; consumers upcast"))
+    if not ranks:
+        findings.append(Finding("error", "no LoRA A/B pairs found"))
+    return modules, ranks
+
+
+def _check_shape(path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, findings: list[Finding]) -> None:
+    if not base.weight_shapes or a.dim() != 2:
+        return
+    shape = next(
+        (s for k, s in base.weight_shapes.items() if k == f"{path}.weight" or k.endswith(f".{path}.weight")), None
+    )
+    if shape is None:
+        findings.append(Finding("error", f"{path} is not a weight of the base model {base.name}"))
+        return
+    got = (int(a.shape[1]), int(b.shape[0])) if embedding else (int(b.shape[0]), int(a.shape[1]))
+    want = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else tuple(shape)
+    if got != want:
+        findings.append(Finding("error", f"{path}: LoRA shape {got} does not match the base weight {want}"))
+
+
+def _module_scale(config: dict[str, Any], path: str, rank: int) -> float:
+    alpha = _pattern_value(config.get("alpha_pattern") or {}, path, config.get("lora_alpha", rank))
+    return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+
+
+def _pattern_value(pattern: dict[str, Any], path: str, default: Any) -> Any:
+    """PEFT's rule: the first key ``k`` with ``re.match(rf"(.*\\.)?({k})$", path)`` wins."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return default
+
+
+def _check_config(config: dict[str, Any], ranks: dict[str, int], findings: list[Finding], target: str) -> None:
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        findings.append(Finding("error", f"peft_type is {config.get('peft_type')!r}, not LORA"))
+    missing = [k for k in ("r", "lora_alpha", "target_modules") if config.get(k) in (None, [], "")]
+    if missing:
+        findings.append(Finding("error", f"adapter_config.json lacks {', '.join(missing)} (required by vLLM)"))
+    r = config.get("r")
+    if not isinstance(r, int) or r <= 0:
+        findings.append(Finding("error", f"r must be a positive integer (got {r!r})"))
+        return
+    pattern = config.get("rank_pattern") or {}
+    for path, rank in ranks.items():
+        declared = _pattern_value(pattern, path, r)
+        if declared != rank:
+            findings.append(
+                Finding("error", f"{path}: tensor rank {rank} but the config says {declared} (wrong scale)", True)
+            )
+    if config.get("use_dora"):
+        findings.append(Finding("error", "use_dora is true: vLLM and llama.cpp do not serve DoRA"))
+    if config.get("bias", "none") != "none":
+        findings.append(Finding("error", f"bias={config.get('bias')!r}: vLLM requires 'none'"))
+    folded = all(abs(_module_scale(config, p, k) - 1.0) < 1e-6 for p, k in ranks.items())
+    if not folded:
+        findings.append(
+            Finding(
+                "warning",
+                "scale not folded into lora_B (lora_alpha≠r, rsLoRA or alpha_pattern): llama.cpp ignores "
+                "alpha_pattern/rsLoRA and vLLM ≤0.31 ignores patterns",
+                fixable=True,
+            )
+        )
+    if pattern and target == "vllm":
+        findings.append(
+            Finding("warning", "per-module ranks (rank_pattern) are ignored by vLLM ≤0.31; pad to one rank", True)
+        )
+    if not config.get("base_model_name_or_path"):
+        findings.append(Finding("warning", "no base_model_name_or_path: llama.cpp cannot convert it, vLLM users guess"))
+
+
+def _check_vllm(
+    config: dict[str, Any],
+    modules: dict[str, dict[str, Any]],
+    ranks: dict[str, int],
+    base: BaseInfo,
+    findings: list[Finding],
+    report: CheckReport,
+) -> None:
+    for key in facts.VLLM_REJECTED_WHEN_SET:
+        if config.get(key):
+            findings.append(Finding("error", f"{key} is set: vLLM 0.32+ rejects it (≤0.31 silently ignores it)"))
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in facts.VLLM_OK_INITS:
+        findings.append(Finding("error", f"init_lora_weights={init!r} is rejected by vLLM 0.32+", fixable=True))
+    to_save = config.get("modules_to_save")
+    if to_save and list(to_save) not in (["classifier"], ["score"]):
+        findings.append(Finding("error", f"modules_to_save={to_save}: vLLM only takes a classifier/score head"))
+    max_rank = max(ranks.values()) if ranks else 0
+    allowed = vllm_max_lora_rank(max_rank) if max_rank else None
+    if max_rank and allowed is None:
+        findings.append(Finding("error", f"rank {max_rank} exceeds vLLM's largest --max-lora-rank (512)"))
+    report.max_lora_rank = allowed
+    arch = base.architecture
+    if arch is None:
+        findings.append(Finding("warning", "base model config not available: architecture and module names unchecked"))
+    elif arch in facts.VLLM_NO_LORA:
+        findings.append(Finding("error", f"{arch}: {facts.VLLM_NO_LORA[arch]}; this adapter cannot be served by vLLM"))
+    elif arch not in facts.VLLM_LORA_ARCHITECTURES:
+        findings.append(
+            Finding("warning", f"{arch} is not in our table of vLLM LoRA architectures; check vLLM's supported models")
+        )
+    else:
+        spec = facts.VLLM_LORA_ARCHITECTURES[arch]
+        for path, parts in modules.items():
+            leaf = path.rsplit(".", 1)[-1]
+            if leaf[-1:].isdigit():
+                findings.append(Finding("error", f"{path}: vLLM rejects module names ending in an index"))
+            elif leaf not in spec.modules:
+                findings.append(
+                    Finding("error", f"{path}: vLLM's {arch} takes LoRA on {', '.join(sorted(spec.modules))} only")
+                )
+            elif (
+                "lora_embedding_A" in parts
+                and base.vocab_size
+                and parts["lora_embedding_A"].shape[1] != base.vocab_size
+            ):
+                findings.append(
+                    Finding("error", f"{path}: embedding LoRA width must equal vocab size {base.vocab_size}")
+                )
+    if report.passed and allowed:
+        report.serve_command = serve_command(config, Path(report.folder), allowed)
+
+
+def serve_command(config: dict[str, Any], folder: Path, max_lora_rank: int) -> str:
+    """The ``vllm serve`` line that loads this adapter."""
+    import shlex
+
+    base = config.get("base_model_name_or_path") or "<base-model>"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.resolve().name) or "adapter"
+    return (
+        f"vllm serve {shlex.quote(str(base))} --enable-lora --max-lora-rank {max_lora_rank} "
+        f"--lora-modules {shlex.quote(f'{name}={folder.resolve()}')}"
+    )
+
+
+def _check_diffusers_file(folder: Path, findings: list[Finding]) -> None:
+    from safetensors import safe_open
+
+    path = folder / "pytorch_lora_weights.safetensors"
+    if not path.is_file():
+        findings.append(Finding("error", "no pytorch_lora_weights.safetensors (Diffusers format) in the folder", True))
+        return
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    if not keys or not all("lora" in k for k in keys):
+        findings.append(Finding("error", "every Diffusers LoRA key must contain 'lora'"))
+    if any("base_model" in k for k in keys):
+        findings.append(Finding("error", "a 'base_model' key prefix makes Diffusers misread the file"))
+    if any("alpha" in k for k in keys):
+        findings.append(Finding("error", "'alpha' keys are read as kohya network alphas"))
+    if not all(k.startswith(("transformer.", "text_encoder.", "unet.")) for k in keys):
+        findings.append(Finding("error", "keys need a transformer./unet./text_encoder. prefix or Diffusers drops them"))
+
+
+def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool = False) -> list[str]:
+    """Rewrite ``folder`` into ``out`` with the automatic fixes; returns what was changed.
+
+    Folds each module's scale into ``lora_B`` (``lora_alpha = r``, no rsLoRA / alpha_pattern),
+    pads per-module ranks to one uniform rank, drops LoRA biases for vLLM, and resets a
+    PiSSA-style ``init_lora_weights`` (meaningless once trained) to ``true``.
+    """
+    from converters.lora_writer import LoraAdapter, LoraModule, publish, staging_folder, write_adapter_files
+
+    config, tensors = _load_folder(Path(folder))
+    changes: list[str] = []
+    grouped: dict[str, dict[str, Any]] = {}
+    extra = {}
+    for key, tensor in tensors.items():
+        match = _LORA_KEY.match(key) or _EMB_KEY.match(key)
+        if match:
+            grouped.setdefault(match["path"], {})[match["part"]] = tensor
+        elif key.endswith("lora_B.bias"):
+            grouped.setdefault(key.removeprefix("base_model.model.").removesuffix(".lora_B.bias"), {})["bias"] = tensor
+        else:
+            extra[key] = tensor
+    modules = []
+    for path, parts in sorted(grouped.items()):
+        emb = "lora_embedding_A" in parts
+        a = parts["lora_embedding_A" if emb else "lora_A"]
+        b = parts["lora_embedding_B" if emb else "lora_B"]
+        rank = int(a.shape[0])
+        scale = _module_scale(config, path, rank)
+        if abs(scale - 1.0) > 1e-6:
+            b = (b.float() * scale).to(b.dtype)
+        names = ("lora_embedding_A", "lora_embedding_B") if emb else ("lora_A.weight", "lora_B.weight")
+        key = f"base_model.model.{path}"
+        bias = parts.get("bias")
+        factors = {f"{key}.{names[0]}": a, f"{key}.{names[1]}": b}
+        modules.append(LoraModule(path, "embedding" if emb else "linear", factors, rank, bias))
+    if any(abs(_module_scale(config, m.name, m.rank) - 1.0) > 1e-6 for m in modules):
+        changes.append("folded the LoRA scale into lora_B (lora_alpha = r)")
+    adapter = LoraAdapter(
+        modules=modules,
+        base_model=config.get("base_model_name_or_path") or "",
+        task_type=config.get("task_type"),
+        fan_in_fan_out=bool(config.get("fan_in_fan_out")),
+        modules_to_save=config.get("modules_to_save"),
+        extra_tensors=extra,
+    )
+    if target == "vllm" and not adapter.uniform:
+        adapter.pad_to_uniform_rank()
+        changes.append(f"zero-padded every module to rank {adapter.max_rank} (vLLM ≤0.31 ignores rank_pattern)")
+    if target == "vllm" and adapter.has_bias:
+        adapter.drop_bias()
+        changes.append("dropped lora_B biases (vLLM rejects them): outputs change by the bias terms")
+    if isinstance(config.get("init_lora_weights"), str):
+        changes.append(f"reset init_lora_weights={config['init_lora_weights']!r} to true")
+    if not changes:
+        changes.append("nothing to fix")
+    with staging_folder(Path(out), overwrite=overwrite or Path(out).resolve() == Path(folder).resolve()) as staging:
+        leaf = all(m.name.rsplit(".", 1)[-1] in set(config.get("target_modules") or []) for m in modules)
+        card = Path(folder, "README.md").read_text(encoding="utf-8") if Path(folder, "README.md").is_file() else None
+        write_adapter_files(staging, adapter, adapter.config(leaf_names_suffice=leaf), card)
+        publish(staging, Path(out))
+    return changes

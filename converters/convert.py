@@ -1,0 +1,588 @@
+"""Convert one PEFT adapter to a plain LoRA adapter, measure it, and only then publish it.
+
+The pipeline (one function, :func:`convert_adapter`):
+
+1. open the adapter (folder or Hub, safetensors only) and look its method up in the registry;
+2. load the base model, attach the adapter, run calibration samples through it, recording each
+   adapted layer's input moments (fit set) and the outputs on held-out samples (original adapter
+   and bare base model);
+3. per adapted layer: read ``ΔW`` (peft's delta or the adapter's merge), factorise it once at the
+   largest rank needed (plain SVD and/or calibrated), choose the layer's rank;
+4. ``--sweep``: for every swept rank and factorisation, apply ``BA`` to the base weights and measure
+   the model outputs;
+5. write the LoRA folder into a staging directory, reload it with PEFT on a fresh base model, measure
+   fidelity, run the consumer checks; publish (rename into place) only if everything passed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from converters.factorize import DEFAULT_RIDGE, LayerBasis, layer_basis
+
+ProgressFn = Callable[[str, int, int], None]
+DEFAULT_RANK = 64
+FACTORIZATIONS = ("auto", "calibrated", "plain")
+
+
+class ConversionRejected(Exception):
+    """The conversion ran but failed a check the user asked for; nothing was written."""
+
+    def __init__(self, result: ConvertResult, reason: str) -> None:
+        super().__init__(reason)
+        self.result = result
+        self.reason = reason
+
+
+@dataclass
+class ConvertOptions:
+    rank: int | None = None
+    energy: float | None = None
+    max_rank: int | None = None
+    base_model: str | None = None
+    calibration: Path | None = None
+    target: str = "peft"
+    sweep: tuple[int, ...] = ()
+    min_fidelity: float | None = None
+    factorization: str = "auto"
+    device: str = "auto"
+    overwrite: bool = False
+    allow_pickle: bool = False
+    revision: str | None = None
+    ridge: float = DEFAULT_RIDGE
+    dry_run: bool = False
+
+    def validate(self) -> None:
+        from converters.consumers import TARGETS
+
+        if self.rank is not None and self.energy is not None:
+            raise UserError("pass either --rank or --energy, not both.")
+        if self.rank is not None and self.rank < 1:
+            raise UserError(f"--rank must be a positive integer (got {self.rank}).")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise UserError(f"--energy is a fraction of the update's energy in (0, 1] (got {self.energy}).")
+        if self.max_rank is not None and self.max_rank < 1:
+            raise UserError(f"--max-rank must be a positive integer (got {self.max_rank}).")
+        if any(r < 1 for r in self.sweep):
+            raise UserError("--sweep takes positive ranks, e.g. --sweep 8,16,32,64.")
+        if self.min_fidelity is not None and not 0 <= self.min_fidelity <= 1:
+            raise UserError(f"--min-fidelity is between 0 and 1 (got {self.min_fidelity}).")
+        if self.target not in TARGETS:
+            raise UserError(f"--for must be one of {', '.join(TARGETS)} (got {self.target!r}).")
+        if self.factorization not in FACTORIZATIONS:
+            raise UserError(f"--factorization must be one of {', '.join(FACTORIZATIONS)}.")
+
+
+@dataclass
+class SweepRow:
+    rank: int
+    factorization: str
+    parameters: int
+    retained_energy: float
+    weight_error: float
+    layer_output_error: float | None
+    fidelity: Any  # converters.fidelity.Fidelity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "factorization": self.factorization,
+            "parameters": self.parameters,
+            "retained_energy": self.retained_energy,
+            "weight_error": self.weight_error,
+            "layer_output_error": self.layer_output_error,
+            **self.fidelity.to_dict(),
+        }
+
+
+@dataclass
+class ConvertResult:
+    source: str
+    out: str
+    peft_type: str
+    source_method: str
+    target: str
+    base_model: str
+    factorization: str
+    calibration: str
+    layers: int
+    routes: dict[str, int]
+    ranks: dict[str, int] = field(default_factory=dict)
+    parameters: int = 0
+    fidelity: Any = None
+    sweep: list[SweepRow] = field(default_factory=list)
+    check: Any = None  # converters.consumers.CheckReport
+    written: bool = False
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    eval_samples: int = 0
+
+    @property
+    def rank_summary(self) -> str:
+        if not self.ranks:
+            return "-"
+        values = sorted(set(self.ranks.values()))
+        if len(values) == 1:
+            return str(values[0])
+        return f"{values[0]}–{values[-1]} per layer (median {sorted(self.ranks.values())[len(self.ranks) // 2]})"
+
+    def card_facts(self, tool_version: str, peft_version: str, display: str) -> dict[str, Any]:
+        return {
+            "base_model": self.base_model,
+            "source": self.source,
+            "source_method": self.peft_type,
+            "source_method_display": display,
+            "tool_version": tool_version,
+            "peft_version": peft_version,
+            "rank_summary": self.rank_summary,
+            "layers": self.layers,
+            "factorization": self.factorization,
+            "calibration": self.calibration,
+            "parameters": self.parameters,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else {},
+            "eval_samples": self.eval_samples,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "out": self.out,
+            "written": self.written,
+            "peft_type": self.peft_type,
+            "source_method": self.source_method,
+            "target": self.target,
+            "base_model": self.base_model,
+            "factorization": self.factorization,
+            "calibration": self.calibration,
+            "layers": self.layers,
+            "routes": self.routes,
+            "rank": self.rank_summary,
+            "ranks": self.ranks,
+            "parameters": self.parameters,
+            "fidelity": self.fidelity.to_dict() if self.fidelity else None,
+            "sweep": [row.to_dict() for row in self.sweep],
+            "check": self.check.to_dict() if self.check else None,
+            "notes": self.notes,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class _Layer:
+    """Per-layer working state: the delta's metadata and one basis per factorisation."""
+
+    delta: Any  # converters.deltas.LayerDelta (its matrix is dropped once factorised)
+    bases: dict[str, LayerBasis]
+    a_max: dict[str, Any]  # factorisation → A at the basis' full rank (rank × in)
+    bias_delta: Any
+    rank: int = 0
+
+    def factors(self, method: str, rank: int) -> tuple[Any, Any]:
+        basis = self.bases[method]
+        k = min(rank, basis.max_rank)
+        return self.a_max[method][:k].contiguous(), basis.basis[:, :k].float().contiguous()
+
+
+def _noop(_phase: str, _done: int, _total: int) -> None:
+    return None
+
+
+def convert_adapter(
+    source: str, out: Path | None, options: ConvertOptions, progress: ProgressFn | None = None
+) -> ConvertResult:
+    """Convert ``source`` into a LoRA folder at ``out``; raise :class:`ConversionRejected` on a failed check."""
+    import torch
+
+    from advisor.methods.registry import load_registry
+    from converters import calibration as calib
+    from converters.adapter_files import open_adapter
+    from converters.coverage import require_convertible
+    from converters.deltas import layer_deltas, record_inputs, tuner_layers
+    from converters.models import attach_adapter, encode, load_base_model, model_outputs, resolve_device
+
+    options.validate()
+    progress = progress or _noop
+    if out is None and not options.dry_run:
+        raise UserError("pass an output folder (or --dry-run to only measure).")
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    registry = load_registry()
+    adapter = open_adapter(source, allow_pickle=options.allow_pickle, revision=options.revision)
+    coverage = require_convertible(adapter.peft_type, registry)
+    progress("loading base model", 0, 1)
+    device = resolve_device(options.device)
+    torch.manual_seed(0)
+    base = load_base_model(adapter, options.base_model, device=device)
+    peft_model = attach_adapter(base, adapter)
+    lap("load")
+
+    calibration = calib.read_calibration(options.calibration) if options.calibration else calib.builtin_set()
+    fit_batches = encode(base, calibration.fit)
+    eval_batches = encode(base, calibration.held_out, seed=10_000)
+    masks = [batch["attention_mask"].cpu() for batch in eval_batches]
+    progress("running calibration samples", 0, 1)
+    with record_inputs(peft_model) as collected:
+        model_outputs(peft_model, fit_batches)
+    fit_moments = collected()
+    with record_inputs(peft_model) as collected:
+        original = model_outputs(peft_model, eval_batches)
+    eval_moments = collected()
+    with peft_model.disable_adapter():
+        bare = model_outputs(peft_model, eval_batches)
+    lap("calibration")
+
+    wanted = _factorizations(options)
+    sweep_max = max(options.sweep) if options.sweep else 0
+    fixed_rank = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
+    cap = _rank_cap(options)
+    layers: list[_Layer] = []
+    total = len(tuner_layers(peft_model))
+    for index, delta in enumerate(layer_deltas(peft_model)):
+        progress("factorising layers", index, total)
+        full = min(delta.delta.shape)
+        methods = [m for m in wanted if m == "plain" or delta.name in fit_moments]
+        if not methods:
+            methods = ["plain"]
+        need = full if options.energy else max(fixed_rank or 0, sweep_max, 1)
+        need = min(need, full)
+        bases, a_max = {}, {}
+        for method in methods:
+            basis = layer_basis(
+                delta.delta.to(device),
+                need,
+                method=method,
+                fit=fit_moments.get(delta.name),
+                held_out=eval_moments.get(delta.name),
+                ridge=options.ridge,
+                exact=True if options.energy else None,
+            )
+            bases[method] = basis
+            a_max[method] = (basis.basis.T @ delta.delta.to(basis.basis.device, basis.basis.dtype)).float().cpu()
+            basis.basis = basis.basis.cpu()
+        layer = _Layer(delta=delta, bases=bases, a_max=a_max, bias_delta=delta.bias_delta)
+        delta.delta = None  # free the full update; A_max and the basis hold what we need
+        layers.append(layer)
+    progress("factorising layers", total, total)
+    lap("factorise")
+
+    primary = _primary(wanted, layers)
+    for layer in layers:
+        method = primary if primary in layer.bases else "plain"
+        basis = layer.bases[method]
+        if options.energy:
+            rank = basis.rank_for_energy(options.energy)
+        elif fixed_rank:
+            rank = fixed_rank
+        else:
+            rank = 0  # chosen from the sweep below
+        layer.rank = max(1, min(rank, basis.max_rank, cap)) if rank else 0
+
+    result = ConvertResult(
+        source=adapter.origin,
+        out=str(out) if out else "",
+        peft_type=adapter.peft_type,
+        source_method=coverage.method.display_name,
+        target=options.target,
+        base_model=base.name_or_path,
+        factorization=primary,
+        calibration=calibration.source,
+        layers=len(layers),
+        routes=dict(Counter(layer.delta.route for layer in layers)),
+        eval_samples=len(calibration.held_out),
+        notes=list(base.notes),
+    )
+    if any(layer.bias_delta is not None for layer in layers):
+        result.notes.append(
+            "the adapter also changes biases: carried as lora_B bias for PEFT/Diffusers"
+            + (
+                "; dropped for vLLM (it rejects LoRA bias), which the fidelity figures include"
+                if options.target == "vllm"
+                else ""
+            )
+        )
+    if options.sweep:
+        result.sweep = _run_sweep(peft_model, layers, options, eval_batches, original, bare, masks, base, progress)
+        lap("sweep")
+        if not fixed_rank and not options.energy:
+            chosen = _rank_from_sweep(result.sweep, primary, options.min_fidelity)
+            for layer in layers:
+                layer.rank = max(1, min(chosen, layer.bases[_layer_method(layer, primary)].max_rank, cap))
+
+    lora = _build_adapter(layers, primary, adapter, base, options)
+    result.ranks = lora.ranks
+    result.parameters = lora.parameter_count()
+    if options.dry_run:
+        result.notes.append("dry run: nothing written")
+        return result
+
+    from converters.consumers import base_info, check_lora
+    from converters.lora_writer import publish, staging_folder, write_adapter_files
+    from converters.model_card import render_card
+
+    leaf = _leaf_names_suffice(peft_model, lora.ranks)
+    del peft_model
+    base.model = None
+    with staging_folder(Path(out), overwrite=options.overwrite) as staging:
+        config = lora.config(leaf_names_suffice=leaf)
+        write_adapter_files(staging, lora, config, card=None)
+        if options.target == "diffusers":
+            _write_diffusers_file(staging, lora)
+        lap("write")
+        progress("measuring fidelity (reloading with PEFT)", 0, 1)
+        result.fidelity = _reloaded_fidelity(adapter, base, staging, eval_batches, original, bare, masks, device)
+        lap("fidelity")
+        result.check = check_lora(staging, options.target, base_info(base.name_or_path))
+        result.check.folder = str(out)
+        if result.check.serve_command:
+            from converters.consumers import serve_command
+
+            result.check.serve_command = serve_command(config, Path(out), result.check.max_lora_rank)
+        facts = result.card_facts(_tool_version(), registry.peft_version, coverage.method.display_name)
+        (staging / "README.md").write_text(render_card(facts), encoding="utf-8")
+        reason = _rejection(result, options)
+        if reason:
+            raise ConversionRejected(result, reason)
+        publish(staging, Path(out))
+        result.written = True
+    lap("publish")
+    result.timings = timings
+    return result
+
+
+def _factorizations(options: ConvertOptions) -> list[str]:
+    if options.factorization == "plain":
+        return ["plain"]
+    if options.factorization == "calibrated" and not options.sweep:
+        return ["calibrated"]
+    return ["calibrated", "plain"] if options.sweep else ["calibrated"]
+
+
+def _primary(wanted: list[str], layers: list[_Layer]) -> str:
+    """The factorisation that is written: calibrated whenever any layer could be calibrated."""
+    if "calibrated" in wanted and any("calibrated" in layer.bases for layer in layers):
+        return "calibrated"
+    return "plain"
+
+
+def _layer_method(layer: _Layer, primary: str) -> str:
+    return primary if primary in layer.bases else "plain"
+
+
+def _rank_cap(options: ConvertOptions) -> int:
+    from converters.consumer_facts import VLLM_MAX_LORA_RANKS
+
+    cap = options.max_rank or 1 << 30
+    if options.target == "vllm":
+        cap = min(cap, max(VLLM_MAX_LORA_RANKS))
+    return cap
+
+
+def _rank_from_sweep(rows: list[SweepRow], method: str, min_fidelity: float | None) -> int:
+    """Smallest swept rank meeting ``--min-fidelity``; the largest swept rank otherwise."""
+    mine = sorted((row for row in rows if row.factorization == method), key=lambda row: row.rank)
+    if min_fidelity is not None:
+        for row in mine:
+            if row.fidelity.fidelity >= min_fidelity:
+                return row.rank
+    return mine[-1].rank
+
+
+def _run_sweep(
+    peft_model: Any,
+    layers: list[_Layer],
+    options: ConvertOptions,
+    eval_batches: list[Any],
+    original: list[Any],
+    bare: list[Any],
+    masks: list[Any],
+    base: Any,
+    progress: ProgressFn,
+) -> list[SweepRow]:
+    """Measure every (rank, factorisation) by applying ``BA`` to the base weights in place."""
+    import torch
+
+    from converters.deltas import tuner_layers
+    from converters.fidelity import compare
+    from converters.models import model_outputs
+
+    modules = {name.removeprefix("base_model.model."): m.get_base_layer() for name, m in tuner_layers(peft_model)}
+    methods = sorted({m for layer in layers for m in layer.bases}, key=lambda m: m != "calibrated")
+    rows = []
+    steps = len(options.sweep) * len(methods)
+    keep_bias = options.target != "vllm"
+    for step, (rank, method) in enumerate((r, m) for r in sorted(options.sweep) for m in methods):
+        progress("rank sweep", step, steps)
+        saved = {}
+        params = 0
+        energy_num = energy_den = weight_num = out_num = out_den = 0.0
+        with torch.no_grad():
+            for layer in layers:
+                m = method if method in layer.bases else "plain"
+                basis = layer.bases[m]
+                k = max(1, min(rank, basis.max_rank, _rank_cap(options)))
+                a, b = layer.factors(m, k)
+                params += a.numel() + b.numel()
+                energy_num += basis.retained_energy(k) * basis.weight_norm2
+                weight_num += basis.weight_error(k) ** 2 * basis.weight_norm2
+                energy_den += basis.weight_norm2
+                err = basis.output_error(k)
+                if err is not None and basis.eval_norm2:
+                    out_num += err**2 * basis.eval_norm2
+                    out_den += basis.eval_norm2
+                module = modules[layer.delta.name]
+                saved[layer.delta.name] = (module.weight.detach().clone(), _bias_copy(module))
+                update = layer.delta.weight_update(a, b).to(module.weight.device, module.weight.dtype)
+                module.weight.add_(update)
+                if keep_bias and layer.bias_delta is not None:
+                    module.bias.add_(layer.bias_delta.to(module.bias.device, module.bias.dtype))
+            try:
+                with peft_model.disable_adapter():
+                    approx = model_outputs(peft_model, eval_batches)
+            finally:
+                for name, (weight, bias) in saved.items():
+                    modules[name].weight.copy_(weight)
+                    if bias is not None:
+                        modules[name].bias.copy_(bias)
+        rows.append(
+            SweepRow(
+                rank=rank,
+                factorization=method,
+                parameters=params,
+                retained_energy=energy_num / energy_den if energy_den else 1.0,
+                weight_error=math.sqrt(weight_num / energy_den) if energy_den else 0.0,
+                layer_output_error=math.sqrt(out_num / out_den) if out_den else None,
+                fidelity=compare(approx, original, bare, masks, causal_lm=base.is_causal_lm),
+            )
+        )
+    progress("rank sweep", steps, steps)
+    return rows
+
+
+def _bias_copy(module: Any) -> Any:
+    import torch
+
+    bias = getattr(module, "bias", None)
+    return bias.detach().clone() if isinstance(bias, torch.Tensor) else None
+
+
+def _build_adapter(layers: list[_Layer], primary: str, adapter: Any, base: Any, options: ConvertOptions) -> Any:
+    from converters.lora_writer import LoraAdapter, LoraModule
+
+    modules = []
+    for layer in layers:
+        a, b = layer.factors(_layer_method(layer, primary), layer.rank)
+        tensors = layer.delta.lora_tensors(a, b)
+        bias = layer.bias_delta.float() if layer.bias_delta is not None else None
+        modules.append(LoraModule(layer.delta.name, layer.delta.kind, tensors, int(a.shape[0]), bias))
+    extra = _modules_to_save_tensors(adapter, {layer.delta.name for layer in layers})
+    lora = LoraAdapter(
+        modules=modules,
+        base_model=base.name_or_path,
+        task_type=adapter.config.get("task_type"),
+        fan_in_fan_out=any(layer.delta.kind == "conv1d" for layer in layers),
+        modules_to_save=adapter.config.get("modules_to_save") or None,
+        extra_tensors=extra,
+    )
+    if options.target == "vllm":
+        lora.pad_to_uniform_rank()
+        lora.drop_bias()
+    return lora
+
+
+def _modules_to_save_tensors(adapter: Any, layer_names: set[str]) -> dict[str, Any]:
+    """Tensors of the source adapter that belong to no adapted layer (a trained head): copied verbatim."""
+    from safetensors import safe_open
+
+    extra = {}
+    with safe_open(str(adapter.weights), framework="pt") as handle:
+        for key in handle.keys():
+            stripped = key.removeprefix("base_model.model.")
+            if not any(stripped.startswith(name + ".") for name in layer_names):
+                extra[key] = handle.get_tensor(key)
+    return extra
+
+
+def _leaf_names_suffice(peft_model: Any, ranks: dict[str, int]) -> bool:
+    """True when the leaf names (q_proj, ...) select exactly the converted modules in the base model."""
+    leaves = {name.rsplit(".", 1)[-1] for name in ranks}
+    names = set()
+    for name, _ in peft_model.named_modules():
+        stripped = name.removeprefix("base_model.model.")
+        if stripped.rsplit(".", 1)[-1] in leaves and not any(
+            part in stripped for part in (".base_layer", ".lora_", ".oft_", ".ia3_", ".hra_", ".boft_")
+        ):
+            names.add(stripped)
+    return names == set(ranks)
+
+
+def _reloaded_fidelity(
+    adapter: Any, base: Any, folder: Path, eval_batches: list[Any], original: Any, bare: Any, masks: Any, device: str
+) -> Any:
+    """Load the written folder with PEFT on a freshly loaded base model and compare outputs."""
+    import torch
+    from peft import PeftModel
+
+    from converters.fidelity import compare
+    from converters.models import _class_by_name, _quiet, model_outputs
+
+    cls = _class_by_name(base.model_class)
+    with _quiet():
+        fresh = cls.from_pretrained(base.name_or_path, dtype=torch.float32, **_label_kwargs(adapter, base))
+        fresh.to(device).eval()
+        lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False)
+    lora.eval()
+    converted = model_outputs(lora, eval_batches)
+    return compare(converted, original, bare, masks, causal_lm=base.is_causal_lm)
+
+
+def _label_kwargs(adapter: Any, base: Any) -> dict[str, Any]:
+    from converters.models import _num_labels
+
+    if base.model_class == "AutoModelForSequenceClassification":
+        labels = _num_labels(adapter)
+        return {"num_labels": labels} if labels else {}
+    return {}
+
+
+def _write_diffusers_file(folder: Path, lora: Any) -> None:
+    """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys, scale 1, no config."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for module in lora.modules:
+        for key, tensor in module.tensors.items():
+            state["transformer." + key.removeprefix("base_model.model.")] = tensor
+    save_file(state, str(folder / "pytorch_lora_weights.safetensors"), metadata={"format": "pt"})
+
+
+def _rejection(result: ConvertResult, options: ConvertOptions) -> str | None:
+    fid = result.fidelity
+    if options.min_fidelity is not None and fid is not None and fid.fidelity < options.min_fidelity:
+        return (
+            f"fidelity {fid.fidelity:.4f} is below --min-fidelity {options.min_fidelity}; nothing written "
+            "(raise --rank, use --energy, or pass --calibration data like your real inputs)"
+        )
+    return None
+
+
+def _tool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("peft-advisor")
+    except Exception:
+        return "dev"

@@ -1,0 +1,90 @@
+"""How closely a converted LoRA reproduces the original adapter, on the model's outputs.
+
+Two relative errors, because they answer different questions:
+
+- ``output_error = ‖y_lora − y_orig‖ / ‖y_orig‖``: how far the outputs move. It is small even for a
+  useless conversion, because the base model dominates the outputs.
+- ``effect_error = ‖y_lora − y_orig‖ / ‖y_orig − y_base‖``: how much of the *adapter's own change*
+  to the outputs is lost. **fidelity = 1 − effect_error** (floored at 0) is the number
+  ``--min-fidelity`` tests: 1.0 is a perfect conversion, 0.0 no better than the bare base model.
+
+For causal LMs also the mean KL divergence KL(p_orig ‖ p_lora) over next-token distributions and
+the top-1 token agreement, both over real (non-padding) positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    output_error: float
+    effect_error: float
+    kl: float | None = None
+    top1_agreement: float | None = None
+    base_top1_agreement: float | None = None  # how often the bare base model agrees (the floor)
+    effect_size: float = 0.0  # ‖y_orig − y_base‖ / ‖y_orig‖: how much the adapter changes outputs at all
+
+    @property
+    def fidelity(self) -> float:
+        return max(0.0, 1.0 - self.effect_error)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fidelity": round(self.fidelity, 6),
+            "output_error": self.output_error,
+            "effect_error": self.effect_error,
+            "kl": self.kl,
+            "top1_agreement": self.top1_agreement,
+            "base_top1_agreement": self.base_top1_agreement,
+            "effect_size": self.effect_size,
+        }
+
+
+def compare(
+    converted: list[torch.Tensor],
+    original: list[torch.Tensor],
+    base: list[torch.Tensor],
+    masks: list[torch.Tensor] | None,
+    *,
+    causal_lm: bool,
+) -> Fidelity:
+    """Fidelity of ``converted`` against ``original`` outputs, batch by batch (same inputs)."""
+    import torch
+
+    diff2 = orig2 = effect2 = 0.0
+    kl_sum = agree = base_agree = tokens = 0.0
+    for i, (new, old, bare) in enumerate(zip(converted, original, base, strict=True)):
+        mask = _mask(masks[i] if masks else None, old)
+        diff2 += float(((new - old) ** 2 * mask).sum())
+        orig2 += float((old**2 * mask).sum())
+        effect2 += float(((old - bare) ** 2 * mask).sum())
+        if causal_lm:
+            keep = mask[..., 0].bool()
+            log_p = torch.log_softmax(old[keep].double(), dim=-1)
+            log_q = torch.log_softmax(new[keep].double(), dim=-1)
+            kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+            top_old = old[keep].argmax(-1)
+            agree += float((new[keep].argmax(-1) == top_old).sum())
+            base_agree += float((bare[keep].argmax(-1) == top_old).sum())
+            tokens += float(keep.sum())
+    output_error = (diff2 / orig2) ** 0.5 if orig2 > 0 else 0.0
+    effect_error = (diff2 / effect2) ** 0.5 if effect2 > 0 else (0.0 if diff2 == 0 else float("inf"))
+    effect_size = (effect2 / orig2) ** 0.5 if orig2 > 0 else 0.0
+    if causal_lm and tokens:
+        return Fidelity(output_error, effect_error, kl_sum / tokens, agree / tokens, base_agree / tokens, effect_size)
+    return Fidelity(output_error, effect_error, effect_size=effect_size)
+
+
+def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Broadcastable 0/1 mask over real tokens (everything when the output has no token axis)."""
+    import torch
+
+    if mask is None or like.dim() < 3 or mask.shape != like.shape[:2]:
+        return torch.ones_like(like[..., :1])
+    return mask.to(like.dtype).unsqueeze(-1)

@@ -1,0 +1,206 @@
+"""Writing a standard PEFT LoRA folder that every consumer reads the same way.
+
+The scale is folded into ``lora_B`` (``lora_alpha == r`` for every module, no rsLoRA), so vLLM,
+Diffusers and llama.cpp all apply exactly ``BA`` whatever they do with ``alpha_pattern`` or
+``use_rslora`` (../shared/docs/lora-consumers.md, checklist item 5). Per-module ranks go into
+``rank_pattern`` *and* ``alpha_pattern`` with the same values, unless the target wants one uniform
+rank, in which case smaller factors are zero-padded (padding changes nothing numerically).
+The folder is built in a temporary sibling and renamed into place only when it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+# LoraConfig fields that are off by default and that some consumer rejects or mis-reads when the
+# key is present at all (vLLM 0.32+: alora/qalora/bdlora; llama.cpp: alora): left out unless set.
+_DROP_WHEN_UNSET = (
+    "alora_invocation_tokens",
+    "use_qalora",
+    "qalora_group_size",
+    "use_bdlora",
+    "trainable_token_indices",
+    "megatron_config",
+    "megatron_core",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    "lora_ga_config",
+    "velora_config",
+    "monteclora_config",
+    "arrow_config",
+    "kasa_config",
+    "layer_replication",
+    "target_parameters",
+    "ensure_weight_tying",
+    "exclude_modules",
+    "auto_mapping",
+    "revision",
+)
+
+
+@dataclass
+class LoraModule:
+    """One module's factors, scale already folded in: the module computes ``x ↦ B(Ax)``."""
+
+    name: str  # path inside the base model
+    kind: str
+    tensors: dict[str, torch.Tensor]  # PEFT tensor name → tensor
+    rank: int
+    bias: torch.Tensor | None = None
+
+
+@dataclass
+class LoraAdapter:
+    """Everything that goes into adapter_config.json + adapter_model.safetensors."""
+
+    modules: list[LoraModule]
+    base_model: str
+    task_type: str | None = None
+    fan_in_fan_out: bool = False
+    modules_to_save: list[str] | None = None
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. a classifier head
+
+    @property
+    def ranks(self) -> dict[str, int]:
+        return {m.name: m.rank for m in self.modules}
+
+    @property
+    def max_rank(self) -> int:
+        return max(self.ranks.values())
+
+    @property
+    def uniform(self) -> bool:
+        return len(set(self.ranks.values())) == 1
+
+    @property
+    def has_bias(self) -> bool:
+        return any(m.bias is not None for m in self.modules)
+
+    def parameter_count(self) -> int:
+        return sum(int(t.numel()) for m in self.modules for t in m.tensors.values())
+
+    def pad_to_uniform_rank(self, rank: int | None = None) -> None:
+        """Zero-pad every module to one rank (the largest unless given); numerically a no-op."""
+        import torch
+
+        target = rank or self.max_rank
+        for module in self.modules:
+            if module.rank == target:
+                continue
+            padded = {}
+            for key, tensor in module.tensors.items():
+                extra = target - module.rank
+                is_a = key.endswith(("lora_A.weight", "lora_embedding_A"))
+                dim = 0 if is_a else 1
+                shape = list(tensor.shape)
+                shape[dim] = extra
+                padded[key] = torch.cat([tensor, tensor.new_zeros(shape)], dim=dim).contiguous()
+            module.tensors, module.rank = padded, target
+
+    def drop_bias(self) -> None:
+        for module in self.modules:
+            module.bias = None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for module in self.modules:
+            state.update(module.tensors)
+            if module.bias is not None:
+                state[f"base_model.model.{module.name}.lora_B.bias"] = module.bias.contiguous()
+        state.update(self.extra_tensors)
+        return state
+
+    def config(self, leaf_names_suffice: bool) -> dict[str, Any]:
+        """adapter_config.json contents, built by the installed peft's own LoraConfig."""
+        from peft import LoraConfig
+
+        counts = Counter(self.ranks.values())
+        r = counts.most_common(1)[0][0]
+        pattern = {name: rank for name, rank in sorted(self.ranks.items()) if rank != r}
+        if leaf_names_suffice:
+            targets: list[str] = sorted({name.rsplit(".", 1)[-1] for name in self.ranks})
+        else:
+            targets = sorted(self.ranks)
+        config = LoraConfig(
+            r=r,
+            lora_alpha=r,
+            target_modules=targets,
+            rank_pattern=pattern,
+            alpha_pattern=dict(pattern),
+            base_model_name_or_path=self.base_model,
+            task_type=self.task_type,
+            fan_in_fan_out=self.fan_in_fan_out,
+            lora_bias=self.has_bias,
+            modules_to_save=self.modules_to_save,
+            lora_dropout=0.0,
+        ).to_dict()
+        for key in _DROP_WHEN_UNSET:
+            if key in config and not config[key]:
+                del config[key]
+        return json.loads(json.dumps(config, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    if hasattr(value, "value"):  # enums such as PeftType
+        return value.value
+    raise TypeError(f"cannot write {type(value).__name__} to adapter_config.json")
+
+
+def write_adapter_files(folder: Path, adapter: LoraAdapter, config: dict[str, Any], card: str | None) -> None:
+    """Write the three files into ``folder`` (an empty temporary folder)."""
+    from safetensors.torch import save_file
+
+    save_file(adapter.state_dict(), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if card is not None:
+        (folder / "README.md").write_text(card, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staging_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out``; :func:`publish` moves it into place, otherwise it vanishes."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        if out.is_dir() and not any(out.iterdir()):
+            pass
+        else:
+            raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another folder.")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; the output must be a folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the finished staging folder onto ``out``; an old ``out`` is removed only afterwards."""
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,274 @@
+"""Loading the base model an adapter belongs to, attaching the adapter, and running sample inputs.
+
+The model class follows the adapter's ``task_type`` (``CAUSAL_LM`` → a causal LM, ``SEQ_CLS`` →
+sequence classification, ...). When the config has none, the class whose module names match
+the adapter's tensor names wins (a LoRA saved on ``LlamaForCausalLM`` names ``model.layers.*``, one
+saved on ``LlamaModel`` names ``layers.*``). Everything runs in float32: conversion is exact
+arithmetic on weights, and half precision would hide small errors in the fidelity figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from converters.adapter_files import AdapterFiles
+
+TASK_CLASSES = {
+    "CAUSAL_LM": "AutoModelForCausalLM",
+    "SEQ_CLS": "AutoModelForSequenceClassification",
+    "TOKEN_CLS": "AutoModelForTokenClassification",
+    "SEQ_2_SEQ_LM": "AutoModelForSeq2SeqLM",
+    "QUESTION_ANS": "AutoModelForQuestionAnswering",
+    "FEATURE_EXTRACTION": "AutoModel",
+}
+PEFT_PREFIX = "base_model.model."
+MAX_TOKENS = 96
+BATCH_SIZE = 8
+
+
+@dataclass
+class BaseModel:
+    """A loaded base model and what we need to feed it."""
+
+    model: Any
+    tokenizer: Any | None
+    name_or_path: str
+    model_class: str
+    config: dict[str, Any]
+    device: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.model_class == "AutoModelForCausalLM"
+
+    @property
+    def architecture(self) -> str | None:
+        archs = self.config.get("architectures") or []
+        return archs[0] if archs else None
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _adapter_module_paths(adapter: AdapterFiles) -> set[str]:
+    """Module paths the adapter's tensors hang on: ``base_model.model.X.<param>`` → X's prefixes."""
+    paths = set()
+    for name in adapter.tensor_names():
+        stripped = name.removeprefix(PEFT_PREFIX)
+        paths.add(stripped.rsplit(".", 1)[0])
+    return paths
+
+
+def _matches(module_names: set[str], adapter_paths: set[str]) -> int:
+    """How many adapter tensor paths start with (or are) a module of the candidate model."""
+    hits = 0
+    for path in adapter_paths:
+        parts = path.split(".")
+        if any(".".join(parts[:i]) in module_names for i in range(len(parts), 0, -1)):
+            hits += 1
+    return hits
+
+
+def _candidate_classes(adapter: AdapterFiles, config: dict[str, Any]) -> list[str]:
+    task = str(adapter.config.get("task_type") or "").upper()
+    if task in TASK_CLASSES:
+        return [TASK_CLASSES[task]]
+    names = [*(config.get("architectures") or [])[:1], "AutoModelForCausalLM", "AutoModel"]
+    return list(dict.fromkeys(names))
+
+
+def _class_by_name(name: str) -> Any:
+    import transformers
+
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise UserError(f"transformers {transformers.__version__} has no model class {name}; upgrade transformers.")
+    return cls
+
+
+def _read_base_config(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise UserError(f"base model folder {path} has no config.json; pass the folder of a transformers model.")
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(name_or_path, "config.json")).read_text(encoding="utf-8"))
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"cannot read the base model {name_or_path!r} ({first}); pass --base-model with a local folder, "
+            "or go online / fill the HF cache."
+        ) from None
+
+
+def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "cpu") -> BaseModel:
+    """Load the adapter's base model in float32, picking the model class that fits the adapter."""
+    import torch
+
+    name = base or adapter.base_model
+    if not name:
+        raise UserError("the adapter config names no base_model_name_or_path; pass --base-model ID_OR_PATH.")
+    config = _read_base_config(name)
+    classes = _candidate_classes(adapter, config)
+    chosen = classes[0]
+    if len(classes) > 1:
+        chosen = _best_matching_class(classes, name, adapter)
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    num_labels = _num_labels(adapter)
+    if chosen == "AutoModelForSequenceClassification" and num_labels:
+        kwargs["num_labels"] = num_labels
+    try:
+        with _quiet():
+            model = _class_by_name(chosen).from_pretrained(name, **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot load base model {name!r} as {chosen}: {str(exc).splitlines()[0]}") from None
+    model.to(device).eval()
+    tokenizer = None
+    notes = []
+    try:
+        from transformers import AutoTokenizer
+
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    except Exception:
+        notes.append("the base model has no tokenizer: sample inputs are seeded random token ids")
+    return BaseModel(model, tokenizer, str(name), chosen, config, device, notes)
+
+
+def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -> str:
+    """The candidate class whose module names cover the most adapter tensors (built on meta, no weights)."""
+    import torch
+    from transformers import AutoConfig
+
+    paths = _adapter_module_paths(adapter)
+    with _quiet():
+        hf_config = AutoConfig.from_pretrained(name)
+    best, best_hits = classes[0], -1
+    for cls_name in classes:
+        try:
+            cls = _class_by_name(cls_name)
+            with torch.device("meta"), _quiet():
+                skeleton = cls.from_config(hf_config)
+        except Exception:
+            continue
+        hits = _matches({n for n, _ in skeleton.named_modules()}, paths)
+        if hits > best_hits:
+            best, best_hits = cls_name, hits
+    return best
+
+
+def _num_labels(adapter: AdapterFiles) -> int | None:
+    """A classification head saved with the adapter fixes the number of labels."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter.weights), framework="pt") as handle:
+        for key in handle.keys():
+            if re.search(r"(classifier|score)(\.modules_to_save)?(\.out_proj)?\.weight$", key):
+                return int(handle.get_slice(key).get_shape()[0])
+    return None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """transformers/peft print advice (and tqdm bars) on load; our own output says what matters."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+
+
+def attach_adapter(base: BaseModel, adapter: AdapterFiles) -> Any:
+    """Wrap ``base.model`` with the adapter; a base that does not fit the adapter is a UserError."""
+    from peft import PeftModel
+
+    paths = _adapter_module_paths(adapter)
+    module_names = {n for n, _ in base.model.named_modules()}
+    missing = len(paths) - _matches(module_names, paths)
+    if missing:
+        example = next(p for p in sorted(paths) if _matches(module_names, {p}) == 0)
+        raise UserError(
+            f"the base model {base.name_or_path} has no module for {missing} of the adapter's tensors "
+            f"(e.g. {example}); pass the base model the adapter was trained on with --base-model."
+        )
+    try:
+        with _quiet():
+            model = PeftModel.from_pretrained(base.model, str(adapter.folder), is_trainable=False)
+    except Exception as exc:
+        text = str(exc).replace("\n", " ")
+        if "size mismatch" in text or "shape" in text:
+            raise UserError(
+                f"the adapter's tensor shapes do not fit {base.name_or_path} ({text[:200]}); "
+                "pass the base model the adapter was trained on with --base-model."
+            ) from None
+        raise UserError(f"peft cannot load the adapter on {base.name_or_path}: {text[:300]}") from None
+    model.eval()
+    return model
+
+
+def encode(base: BaseModel, texts: tuple[str, ...], *, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Batches of model inputs for ``texts`` (random ids of similar length without a tokenizer)."""
+    import torch
+
+    batches = []
+    for start in range(0, len(texts), BATCH_SIZE):
+        chunk = list(texts[start : start + BATCH_SIZE])
+        if base.tokenizer is not None:
+            enc = base.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS)
+            batch = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        else:
+            vocab = int(base.config.get("vocab_size") or 1000)
+            generator = torch.Generator().manual_seed(seed + start)
+            length = min(MAX_TOKENS, max(8, max(len(t.split()) for t in chunk)))
+            ids = torch.randint(0, vocab, (len(chunk), length), generator=generator)
+            batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        batches.append({k: v.to(base.device) for k, v in batch.items()})
+    return batches
+
+
+def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """The tensor we compare: logits for LMs and classifiers, the last hidden state otherwise."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for batch in batches:
+            out = model(**batch)
+            tensor = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+            outputs.append(tensor.float().cpu())
+    return outputs
