@@ -141,7 +141,7 @@ def check_lora(folder: Path, target: str = "vllm", base: BaseInfo | None = None)
     config, tensors = _load_folder(folder)
     base = base or base_info(config.get("base_model_name_or_path"))
     findings: list[Finding] = []
-    modules, ranks = _check_tensors(tensors, base, findings)
+    modules, ranks = _check_tensors(tensors, base, findings, target)
     _check_config(config, ranks, findings, target)
     max_rank = max(ranks.values()) if ranks else None
     report = CheckReport(str(folder), target, findings, max_rank, len(modules))
@@ -160,17 +160,18 @@ def check_lora(folder: Path, target: str = "vllm", base: BaseInfo | None = None)
 
 
 def _check_tensors(
-    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding]
+    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding], target: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     import torch
 
     modules: dict[str, dict[str, Any]] = {}
+    biases: list[str] = []
     for key, tensor in tensors.items():
         if any(marker in key for marker in facts.FOREIGN_TENSOR_MARKERS):
             findings.append(Finding("error", f"tensor {key} is not a plain LoRA tensor (DoRA / other PEFT method)"))
             continue
         if key.endswith("lora_B.bias"):
-            findings.append(Finding("error", f"{key}: LoRA bias is rejected by vLLM and llama.cpp", fixable=True))
+            biases.append(key)
             continue
         match = _LORA_KEY.match(key) or _EMB_KEY.match(key)
         if not match:
@@ -200,6 +201,16 @@ def _check_tensors(
             elif not torch.isfinite(t).all():
                 findings.append(Finding("error", f"{path}: factors contain NaN or Inf"))
         _check_shape(path, a, b, "lora_embedding_A" in parts, base, findings)
+    if biases:
+        level = "error" if target == "vllm" else "info"
+        findings.append(
+            Finding(
+                level,
+                f"{len(biases)} modules carry a lora_B bias (the adapter changed biases): fine for PEFT and "
+                "Diffusers, rejected by vLLM and llama.cpp",
+                fixable=target == "vllm",
+            )
+        )
     if len(dtypes) > 1:
         findings.append(Finding("warning", f"factors mix dtypes {sorted(map(str, dtypes))}; consumers upcast"))
     if not ranks:

@@ -504,14 +504,17 @@ def _build_adapter(layers: list[_Layer], primary: str, adapter: Any, base: Any, 
 
 
 def _modules_to_save_tensors(adapter: Any, layer_names: set[str]) -> dict[str, Any]:
-    """Tensors of the source adapter that belong to no adapted layer (a trained head): copied verbatim."""
+    """Tensors of fully trained modules (``modules_to_save``, e.g. a classifier head): copied verbatim."""
     from safetensors import safe_open
 
+    wanted = set(adapter.config.get("modules_to_save") or [])
+    if not wanted:
+        return {}
     extra = {}
     with safe_open(str(adapter.weights), framework="pt") as handle:
         for key in handle.keys():
-            stripped = key.removeprefix("base_model.model.")
-            if not any(stripped.startswith(name + ".") for name in layer_names):
+            parts = key.removeprefix("base_model.model.").split(".")
+            if key.startswith("base_model.model.") and wanted & set(parts):
                 extra[key] = handle.get_tensor(key)
     return extra
 

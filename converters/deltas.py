@@ -125,8 +125,10 @@ def layer_deltas(peft_model: Any, adapter_name: str = "default") -> Iterator[Lay
 
 
 def _supports_peft_conversion(module: Any, adapter_name: str) -> bool:
+    """peft's own claim, except DoRA: peft 0.21.2 says DoRA layers convert, but their
+    ``get_delta_weight`` leaves out the magnitude rescaling, so the merge is the only true ΔW."""
     check = getattr(module, "supports_lora_conversion", None)
-    if check is None:
+    if check is None or getattr(module, "use_dora", {}).get(adapter_name, False):
         return False
     try:
         return bool(check(adapter_name))

