@@ -1,0 +1,227 @@
+"""``peft-advise convert`` and ``check-lora`` end to end, through the CLI, on real adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from adapter_factory import make_adapter
+from typer.testing import CliRunner
+
+from advisor.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def llama_oft(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_adapter("OFT", "llama", tiny_llama, tmp_path_factory.mktemp("llama-oft") / "oft")
+
+
+@pytest.fixture(scope="module")
+def minilm_oft(minilm: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("minilm-oft") / "oft"
+    # OFT on every linear layer, as in PEFT's own OFT benchmark runs.
+    return make_adapter("OFT", "bert", minilm, folder, oft_block_size=32, target_modules=["query", "value", "dense"])
+
+
+def test_list_shows_what_converts_and_why_not() -> None:
+    result = invoke("convert", "--list", "--json")
+    assert result.exit_code == 0
+    rows = {row["peft_type"]: row for row in json.loads(result.stdout)}
+    assert rows["OFT"]["convertible"] and rows["OFT"]["route"] == "merge"
+    assert rows["LOHA"]["route"] == "peft+merge"
+    assert not rows["PROMPT_TUNING"]["convertible"] and "prompt" in rows["PROMPT_TUNING"]["how"]
+    assert "OFT" in invoke("convert", "--list").stdout
+
+
+def test_acceptance_llama_oft_for_vllm_with_sweep(llama_oft: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    result = invoke("convert", llama_oft, out, "--for", "vllm", "--sweep", "16,32,64,128")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "Rank sweep" in text and "calibrated" in text and "plain" in text
+    assert "ready for vllm" in text
+    assert f"--enable-lora --max-lora-rank 64 --lora-modules lora={out.resolve()}" in text
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] == 64 and config["rank_pattern"] == {}
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    assert not {"use_bdlora", "alora_invocation_tokens", "use_qalora"} & set(config)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peft") and "converted-from-oft" in card and "fidelity" in card
+    check = invoke("check-lora", out, "--for", "vllm", "--json")
+    assert check.exit_code == 0 and json.loads(check.stdout)["max_lora_rank"] == 64
+
+
+def test_acceptance_minilm_oft_says_vllm_cannot_serve_bert(minilm_oft: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    result = invoke("convert", minilm_oft, out, "--for", "vllm", "--sweep", "16,32,64,128", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["written"] and (out / "adapter_model.safetensors").is_file()  # still a valid PEFT LoRA
+    assert not report["check"]["passed"] and report["check"]["serve_command"] is None
+    assert any("BertModel" in f["message"] and "vLLM" in f["message"] for f in report["check"]["findings"])
+    rows = {(r["rank"], r["factorization"]): r for r in report["sweep"]}
+    for rank in (16, 32, 64, 128):  # output-aware factorisation: at least 2× lower output error
+        assert rows[rank, "calibrated"]["layer_output_error"] <= 0.55 * rows[rank, "plain"]["layer_output_error"]
+        assert rows[rank, "calibrated"]["fidelity"] > rows[rank, "plain"]["fidelity"]
+    assert rows[128, "calibrated"]["fidelity"] > rows[16, "calibrated"]["fidelity"]
+
+
+def test_min_fidelity_failure_writes_nothing(llama_oft: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    result = invoke("convert", llama_oft, out, "--rank", "2", "--min-fidelity", "0.99")
+    assert result.exit_code == 1
+    assert "below --min-fidelity 0.99; nothing written" in result.stderr
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_energy_gives_per_layer_ranks(llama_oft: Path, tmp_path: Path) -> None:
+    result = invoke("convert", llama_oft, tmp_path / "peft", "--energy", "0.8", "--json")
+    assert result.exit_code == 0, result.output
+    ranks = json.loads(result.stdout)["ranks"]
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert len(set(ranks.values())) > 1 and config["rank_pattern"] == config["alpha_pattern"] != {}
+    vllm = json.loads(invoke("convert", llama_oft, tmp_path / "vllm", "--energy", "0.8", "--for", "vllm", "--json").stdout)
+    assert len(set(vllm["ranks"].values())) == 1 and vllm["check"]["passed"]
+
+
+def _prompt_tuning_adapter(tiny_llama: Path, folder: Path) -> Path:
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    model = peft.get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama),
+        peft.PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+    )
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_bad_inputs_are_one_line_errors_and_write_nothing(llama_oft: Path, tiny_llama: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(llama_oft, broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"\x00garbage")
+    unknown = tmp_path / "unknown"
+    shutil.copytree(llama_oft, unknown)
+    config = json.loads((unknown / "adapter_config.json").read_text())
+    (unknown / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "MAGIC"}))
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(llama_oft / "adapter_config.json", pickled)
+    (pickled / "adapter_model.bin").write_bytes(b"not even a pickle")
+    no_config = tmp_path / "no_config"
+    no_config.mkdir()
+    prompt = _prompt_tuning_adapter(tiny_llama, tmp_path / "prompt")
+    other_base = tmp_path / "other-base"
+    from adapter_factory import TINY_LLAMA
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, "hidden_size": 32, "intermediate_size": 64})).save_pretrained(
+        other_base
+    )
+    cases = [
+        ((tmp_path / "missing",), "not found"),
+        ((no_config,), "has no adapter_config.json"),
+        ((broken,), "not a readable safetensors file"),
+        ((unknown,), "unknown peft_type 'MAGIC'"),
+        ((pickled,), "--allow-pickle"),
+        ((prompt,), "Prompt tuning adapters cannot be converted to LoRA: prompt learning"),
+        ((llama_oft, "--base-model", other_base), "pass the base model the adapter was trained on"),
+        ((llama_oft, "--rank", "0"), "--rank must be a positive integer"),
+        ((llama_oft, "--rank", "8", "--energy", "0.9"), "either --rank or --energy"),
+        ((llama_oft, "--energy", "2"), "--energy is a fraction"),
+        ((llama_oft, "--sweep", "8,x"), "--sweep takes comma-separated ranks"),
+        ((llama_oft, "--for", "tgi"), "--for must be one of peft, vllm, diffusers"),
+        (("someone/not-cached-adapter",), "cannot download someone/not-cached-adapter"),
+    ]
+    for args, message in cases:
+        out = tmp_path / "out"
+        result = invoke("convert", *args[:1], out, *args[1:])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not out.exists()
+    assert _leftovers(tmp_path) == []
+
+
+def test_existing_output_needs_overwrite(llama_oft: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = invoke("convert", llama_oft, out, "--rank", "4")
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    assert (out / "keep.txt").read_text() == "mine"
+    assert invoke("convert", llama_oft, out, "--rank", "4", "--overwrite").exit_code == 0
+    assert not (out / "keep.txt").exists() and (out / "adapter_config.json").is_file()
+
+
+def _lora_adapter(tiny_llama: Path, folder: Path, **kwargs) -> Path:
+    return make_adapter("LORA", "llama", tiny_llama, folder, **kwargs)
+
+
+def test_check_lora_flags_dora_for_vllm(tiny_llama: Path, tmp_path: Path) -> None:
+    dora = _lora_adapter(tiny_llama, tmp_path / "dora", use_dora=True)
+    result = invoke("check-lora", dora, "--for", "vllm")
+    assert result.exit_code == 1
+    assert "NOT ready for vllm" in result.stdout and "DoRA" in result.stdout
+    converted = invoke("convert", dora, tmp_path / "plain", "--rank", "32", "--for", "vllm")
+    assert converted.exit_code == 0 and "ready for vllm" in converted.stdout
+
+
+def test_check_lora_fix_folds_scale_and_pads_ranks_without_changing_outputs(tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    source = _lora_adapter(
+        tiny_llama,
+        tmp_path / "src",
+        use_dora=False,
+        use_rslora=True,
+        r=8,
+        lora_alpha=16,
+        rank_pattern={"v_proj": 4},
+        alpha_pattern={"v_proj": 12},
+    )
+    report = json.loads(invoke("check-lora", source, "--for", "vllm", "--json").stdout)
+    assert report["passed"]  # loads, but ...
+    warnings = [f["message"] for f in report["findings"] if f["level"] == "warning"]
+    assert any("scale not folded" in w for w in warnings) and any("rank_pattern" in w for w in warnings)
+
+    fixed = tmp_path / "fixed"
+    result = invoke("check-lora", source, "--for", "vllm", "--fix", fixed, "--json")
+    assert result.exit_code == 0, result.output
+    after = json.loads(result.stdout)
+    assert any("folded" in c for c in after["fixed"]) and any("zero-padded" in c for c in after["fixed"])
+    assert [f for f in after["findings"] if f["level"] == "warning"] == []
+    config = json.loads((fixed / "adapter_config.json").read_text())
+    assert config["r"] == config["lora_alpha"] == 8 and not config["use_rslora"] and config["rank_pattern"] == {}
+
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    outputs = []
+    for folder in (source, fixed):
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), folder).eval()
+        with torch.no_grad():
+            outputs.append(model(ids).logits)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_vllm_rank_limits(tiny_llama: Path, tmp_path: Path) -> None:
+    from converters.consumers import vllm_max_lora_rank
+
+    assert [vllm_max_lora_rank(r) for r in (1, 2, 24, 64, 300, 512, 513)] == [1, 8, 32, 64, 320, 512, None]
+    r24 = _lora_adapter(tiny_llama, tmp_path / "r24", use_dora=False, use_rslora=False, r=24, lora_alpha=24)
+    report = json.loads(invoke("check-lora", r24, "--json").stdout)
+    assert report["passed"] and report["max_lora_rank"] == 32 and "--max-lora-rank 32" in report["serve_command"]
