@@ -6,6 +6,8 @@ Kept apart from the checks so a new vLLM release means editing facts, not logic.
 
 from __future__ import annotations
 
+from advisor.methods.variants import VLLM_OK_INITS as _VLLM_OK_INITS
+
 # vLLM config/lora.py MaxLoRARanks; an adapter's r may be any value up to the chosen one.
 VLLM_MAX_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 VLLM_DEFAULT_MAX_LORA_RANK = 16
@@ -70,7 +72,8 @@ FOREIGN_TENSOR_MARKERS: tuple[str, ...] = (
     "vera_",
 )
 
-# init_lora_weights strings vLLM 0.32+ accepts; PiSSA/OLoRA/CorDA/LoftQ inits are rejected.
-VLLM_OK_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga"})
+# init_lora_weights strings vLLM 0.32+ accepts (PiSSA/OLoRA/CorDA/LoftQ are rejected): one list,
+# shared with the recommender's "servable as trained" rule.
+VLLM_OK_INITS = _VLLM_OK_INITS
 # Config keys vLLM 0.32+ rejects when set.
 VLLM_REJECTED_WHEN_SET = ("lora_bias", "alora_invocation_tokens", "layer_replication", "use_bdlora", "use_qalora")

@@ -204,7 +204,7 @@ def convert_adapter(
     from converters import calibration as calib
     from converters.adapter_files import open_adapter
     from converters.coverage import require_convertible
-    from converters.deltas import layer_deltas, record_inputs, tuner_layers
+    from converters.deltas import record_inputs
     from converters.models import attach_adapter, encode, load_base_model, model_outputs, resolve_device
 
     options.validate()
@@ -235,12 +235,12 @@ def convert_adapter(
     eval_batches = encode(base, calibration.held_out, seed=10_000)
     masks = [batch["attention_mask"].cpu() for batch in eval_batches]
     progress("running calibration samples", 0, 1)
-    with record_inputs(peft_model) as collected:
-        model_outputs(peft_model, fit_batches)
-    fit_moments = collected()
-    with record_inputs(peft_model) as collected:
-        original = model_outputs(peft_model, eval_batches)
-    eval_moments = collected()
+    with record_inputs(peft_model) as recorder:
+        model_outputs(peft_model, fit_batches, recorder)
+    fit_moments = recorder.moments
+    with record_inputs(peft_model) as recorder:
+        original = model_outputs(peft_model, eval_batches, recorder)
+    eval_moments = recorder.moments
     with peft_model.disable_adapter():
         bare = model_outputs(peft_model, eval_batches)
     lap("calibration")
@@ -249,34 +249,10 @@ def convert_adapter(
     sweep_max = max(options.sweep) if options.sweep else 0
     fixed_rank = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
     cap = _rank_cap(options)
-    layers: list[_Layer] = []
-    total = len(tuner_layers(peft_model))
-    for index, delta in enumerate(layer_deltas(peft_model)):
-        progress("factorising layers", index, total)
-        full = min(delta.delta.shape)
-        methods = [m for m in wanted if m == "plain" or delta.name in fit_moments]
-        if not methods:
-            methods = ["plain"]
-        need = full if options.energy else max(fixed_rank or 0, sweep_max, 1)
-        need = min(need, full)
-        bases, a_max = {}, {}
-        for method in methods:
-            basis = layer_basis(
-                delta.delta.to(device),
-                need,
-                method=method,
-                fit=fit_moments.get(delta.name),
-                held_out=eval_moments.get(delta.name),
-                ridge=options.ridge,
-                exact=True if options.energy else None,
-            )
-            bases[method] = basis
-            a_max[method] = (basis.basis.T @ delta.delta.to(basis.basis.device, basis.basis.dtype)).float().cpu()
-            basis.basis = basis.basis.cpu()
-        layer = _Layer(delta=delta, bases=bases, a_max=a_max, bias_delta=delta.bias_delta)
-        delta.delta = None  # free the full update; A_max and the basis hold what we need
-        layers.append(layer)
-    progress("factorising layers", total, total)
+    need = None if options.energy else max(fixed_rank or 0, sweep_max, 1)
+    layers = factorise_layers(
+        peft_model, need, wanted, fit_moments, eval_moments, ridge=options.ridge, device=device, progress=progress
+    )
     lap("factorise")
 
     primary = _primary(wanted, layers)
@@ -361,6 +337,55 @@ def convert_adapter(
     lap("publish")
     result.timings = timings
     return result
+
+
+def factorise_layers(
+    peft_model: Any,
+    rank: int | None,
+    methods: list[str],
+    fit_moments: dict[str, Any] | None = None,
+    eval_moments: dict[str, Any] | None = None,
+    *,
+    ridge: float = DEFAULT_RIDGE,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> list[_Layer]:
+    """Read every adapted layer's ΔW and factorise it up to ``rank`` (``None``: full rank, exact SVD).
+
+    Layers without recorded inputs (embeddings, convolutions) fall back to plain SVD. Only the
+    basis and ``A`` at the largest rank are kept per layer, never the full ``ΔW``, so memory stays
+    at the size of the LoRA being built.
+    """
+    from converters.deltas import layer_deltas, tuner_layers
+
+    fit_moments, eval_moments = fit_moments or {}, eval_moments or {}
+    progress = progress or _noop
+    layers: list[_Layer] = []
+    total = len(tuner_layers(peft_model))
+    for index, delta in enumerate(layer_deltas(peft_model)):
+        progress("factorising layers", index, total)
+        full = min(delta.delta.shape)
+        usable = [m for m in methods if m == "plain" or delta.name in fit_moments] or ["plain"]
+        need = full if rank is None else min(rank, full)
+        matrix = delta.delta.to(device)
+        bases, a_max = {}, {}
+        for method in usable:
+            basis = layer_basis(
+                matrix,
+                need,
+                method=method,
+                fit=fit_moments.get(delta.name),
+                held_out=eval_moments.get(delta.name),
+                ridge=ridge,
+                exact=True if rank is None else None,
+            )
+            bases[method] = basis
+            a_max[method] = (basis.basis.T @ matrix.to(basis.basis.dtype)).float().cpu()
+            basis.basis = basis.basis.cpu()
+        layers.append(_Layer(delta=delta, bases=bases, a_max=a_max, bias_delta=delta.bias_delta))
+        delta.delta = None  # free the full update; A_max and the basis hold what we need
+    progress("factorising layers", total, total)
+    return layers
 
 
 def _factorizations(options: ConvertOptions) -> list[str]:

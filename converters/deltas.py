@@ -162,8 +162,17 @@ def _merged_delta(name: str, module: Any, base_layer: Any, adapter_name: str) ->
     return delta, bias_delta
 
 
+class InputRecorder:
+    """What :func:`record_inputs` collects; set ``token_mask`` to the running batch's attention mask
+    so padding positions (not real data) stay out of the moments."""
+
+    def __init__(self) -> None:
+        self.moments: dict[str, InputMoments] = {}
+        self.token_mask: Any = None
+
+
 @contextlib.contextmanager
-def record_inputs(peft_model: Any) -> Iterator[Callable[[], dict[str, InputMoments]]]:
+def record_inputs(peft_model: Any) -> Iterator[InputRecorder]:
     """Collect each adapted layer's input second moment while the model runs.
 
     Layers that read the very same tensor (q/k/v projections, gate/up) share one accumulator, so
@@ -172,7 +181,8 @@ def record_inputs(peft_model: Any) -> Iterator[Callable[[], dict[str, InputMomen
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    stats: dict[str, InputMoments] = {}
+    recorder = InputRecorder()
+    stats = recorder.moments
     last: list[Any] = [None, None]  # (the tensor the previous layer read, its accumulator)
     handles = []
 
@@ -187,7 +197,8 @@ def record_inputs(peft_model: Any) -> Iterator[Callable[[], dict[str, InputMomen
                 stats.setdefault(name, last[1])
                 return
             moments = stats.setdefault(name, InputMoments(features))
-            moments.add(x)
+            mask = recorder.token_mask
+            moments.add(x[mask.bool()] if mask is not None and x.dim() >= 3 and x.shape[:2] == mask.shape else x)
             last[0], last[1] = x, moments
 
         return hook
@@ -197,7 +208,7 @@ def record_inputs(peft_model: Any) -> Iterator[Callable[[], dict[str, InputMomen
             handles.append(module.register_forward_pre_hook(hook_for(name.removeprefix(PEFT_PREFIX), module)))
     try:
         with torch.no_grad():
-            yield lambda: stats
+            yield recorder
     finally:
         last[0] = last[1] = None
         for handle in handles:

@@ -264,13 +264,18 @@ def encode(base: BaseModel, texts: tuple[str, ...], *, seed: int = 0) -> list[di
     return batches
 
 
-def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-    """The tensor we compare: logits for LMs and classifiers, the last hidden state otherwise."""
+def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]], recorder: Any = None) -> list[torch.Tensor]:
+    """The tensor we compare: logits for LMs and classifiers, the last hidden state otherwise.
+
+    With an :class:`~converters.deltas.InputRecorder`, each batch's attention mask is handed to it.
+    """
     import torch
 
     outputs = []
     with torch.no_grad():
         for batch in batches:
+            if recorder is not None:
+                recorder.token_mask = batch.get("attention_mask")
             out = model(**batch)
             tensor = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
             outputs.append(tensor.float().cpu())

@@ -150,7 +150,7 @@ def test_requirements_filter_rows() -> None:
     assert all(r.caps.vllm_servable for r in vllm.rows)
     merge = run(Query(24, "math", require=("merge", "lora-convertible")))
     assert all(r.method.can_merge and r.method.lora_convertible for r in merge.rows)
-    assert "oft" not in {r.method.name for r in merge.rows}  # not convertible yet (peft cannot, we do not yet)
+    assert "oft" in {r.method.name for r in merge.rows}  # peft cannot convert OFT; converters/ does
     quant = run(Query(24, "math", require=("quantized",)))
     assert all(r.method.quantized_base for r in quant.rows) and "lora" in {r.method.name for r in quant.rows}
     diffusers = run(Query(24, "image", require=("diffusers",)))
