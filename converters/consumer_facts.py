@@ -57,21 +57,6 @@ VLLM_NO_LORA: dict[str, str] = {
     "T5ForConditionalGeneration": "vLLM does not serve T5 with LoRA",
 }
 
-# Tensor-name fragments that are never part of a plain LoRA checkpoint (checklist item 1).
-FOREIGN_TENSOR_MARKERS: tuple[str, ...] = (
-    "lora_magnitude_vector",
-    ".default.",
-    "oft_",
-    "boft_",
-    "hada_",
-    "lokr_",
-    "ia3_",
-    "lora_E",
-    "trainable_tokens",
-    "hra_",
-    "vera_",
-)
-
 # init_lora_weights strings vLLM 0.32+ accepts (PiSSA/OLoRA/CorDA/LoftQ are rejected): one list,
 # shared with the recommender's "servable as trained" rule.
 VLLM_OK_INITS = _VLLM_OK_INITS

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.paths import read_json
 from converters import consumer_facts as facts
 
 TARGETS = ("peft", "vllm", "diffusers")
@@ -29,7 +30,7 @@ class Finding:
     fixable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "message": self.message, "fixable": self.fixable}
+        return asdict(self)
 
 
 @dataclass
@@ -89,7 +90,7 @@ def base_info(name_or_path: str | None) -> BaseInfo:
         return info
     config_path = folder / "config.json"
     if config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config = read_json(config_path)
         info.architecture = (config.get("architectures") or [None])[0]
         info.vocab_size = config.get("vocab_size")
         info.tie_word_embeddings = config.get("tie_word_embeddings")
@@ -133,8 +134,14 @@ def _load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, tensors
 
 
-def check_lora(folder: Path, target: str = "vllm", base: BaseInfo | None = None) -> CheckReport:
-    """Validate a LoRA folder for ``target`` against the consumer rules; never modifies it."""
+def check_lora(
+    folder: Path, target: str = "vllm", base: BaseInfo | None = None, *, shown_as: Path | None = None
+) -> CheckReport:
+    """Validate a LoRA folder for ``target`` against the consumer rules; never modifies it.
+
+    ``shown_as`` is where the folder will live (the converter checks its staging copy before the
+    rename), used for the report and the ``vllm serve`` line.
+    """
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
     folder = Path(folder)
@@ -144,7 +151,7 @@ def check_lora(folder: Path, target: str = "vllm", base: BaseInfo | None = None)
     modules, ranks = _check_tensors(tensors, base, findings, target)
     _check_config(config, ranks, findings, target)
     max_rank = max(ranks.values()) if ranks else None
-    report = CheckReport(str(folder), target, findings, max_rank, len(modules))
+    report = CheckReport(str(shown_as or folder), target, findings, max_rank, len(modules))
     if target == "vllm":
         _check_vllm(config, modules, ranks, base, findings, report)
     elif target == "diffusers":
@@ -167,15 +174,17 @@ def _check_tensors(
     modules: dict[str, dict[str, Any]] = {}
     biases: list[str] = []
     for key, tensor in tensors.items():
-        if any(marker in key for marker in facts.FOREIGN_TENSOR_MARKERS):
-            findings.append(Finding("error", f"tensor {key} is not a plain LoRA tensor (DoRA / other PEFT method)"))
+        if "lora_magnitude_vector" in key:
+            findings.append(Finding("error", f"tensor {key} is DoRA's magnitude: vLLM and llama.cpp reject DoRA"))
             continue
         if key.endswith("lora_B.bias"):
             biases.append(key)
             continue
         match = _LORA_KEY.match(key) or _EMB_KEY.match(key)
         if not match:
-            findings.append(Finding("error", f"tensor {key} is not a LoRA A/B tensor (modules_to_save or foreign)"))
+            findings.append(
+                Finding("error", f"tensor {key} is not a LoRA A/B tensor (another PEFT method, or modules_to_save)")
+            )
             continue
         modules.setdefault(match["path"], {})[match["part"]] = tensor
     ranks: dict[str, int] = {}

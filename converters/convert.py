@@ -320,13 +320,10 @@ def convert_adapter(
         lap("write")
         progress("measuring fidelity (reloading with PEFT)", 0, 1)
         result.fidelity = _reloaded_fidelity(adapter, base, staging, eval_batches, original, bare, masks, device)
+        if result.fidelity.effect_size == 0:
+            result.notes.append("the adapter does not change the model's outputs on these samples (untrained?)")
         lap("fidelity")
-        result.check = check_lora(staging, options.target, base_info(base.name_or_path))
-        result.check.folder = str(out)
-        if result.check.serve_command:
-            from converters.consumers import serve_command
-
-            result.check.serve_command = serve_command(config, Path(out), result.check.max_lora_rank)
+        result.check = check_lora(staging, options.target, base_info(base.name_or_path), shown_as=Path(out))
         facts = result.card_facts(_tool_version(), registry.peft_version, coverage.method.display_name)
         (staging / "README.md").write_text(render_card(facts), encoding="utf-8")
         reason = _rejection(result, options)
@@ -546,13 +543,15 @@ def _modules_to_save_tensors(adapter: Any, layer_names: set[str]) -> dict[str, A
 
 def _leaf_names_suffice(peft_model: Any, ranks: dict[str, int]) -> bool:
     """True when the leaf names (q_proj, ...) select exactly the converted modules in the base model."""
+    from converters.deltas import tuner_layers
+
+    layers = [name.removeprefix("base_model.model.") for name, _ in tuner_layers(peft_model)]
     leaves = {name.rsplit(".", 1)[-1] for name in ranks}
     names = set()
     for name, _ in peft_model.named_modules():
         stripped = name.removeprefix("base_model.model.")
-        if stripped.rsplit(".", 1)[-1] in leaves and not any(
-            part in stripped for part in (".base_layer", ".lora_", ".oft_", ".ia3_", ".hra_", ".boft_")
-        ):
+        inside_adapter_layer = any(stripped.startswith(layer + ".") for layer in layers)
+        if stripped.rsplit(".", 1)[-1] in leaves and not inside_adapter_layer:
             names.add(stripped)
     return names == set(ranks)
 
@@ -561,29 +560,15 @@ def _reloaded_fidelity(
     adapter: Any, base: Any, folder: Path, eval_batches: list[Any], original: Any, bare: Any, masks: Any, device: str
 ) -> Any:
     """Load the written folder with PEFT on a freshly loaded base model and compare outputs."""
-    import torch
     from peft import PeftModel
 
     from converters.fidelity import compare
-    from converters.models import _class_by_name, _quiet, model_outputs
+    from converters.models import load_model, model_outputs
 
-    cls = _class_by_name(base.model_class)
-    with _quiet():
-        fresh = cls.from_pretrained(base.name_or_path, dtype=torch.float32, **_label_kwargs(adapter, base))
-        fresh.to(device).eval()
-        lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False)
-    lora.eval()
+    fresh = load_model(base.name_or_path, base.model_class, adapter, device=device)
+    lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
     converted = model_outputs(lora, eval_batches)
     return compare(converted, original, bare, masks, causal_lm=base.is_causal_lm)
-
-
-def _label_kwargs(adapter: Any, base: Any) -> dict[str, Any]:
-    from converters.models import _num_labels
-
-    if base.model_class == "AutoModelForSequenceClassification":
-        labels = _num_labels(adapter)
-        return {"num_labels": labels} if labels else {}
-    return {}
 
 
 def _write_diffusers_file(folder: Path, lora: Any) -> None:

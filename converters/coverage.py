@@ -70,7 +70,7 @@ def coverage_for(method: MethodInfo) -> Coverage:
             "peft+merge",
             "normalises any LoRA (DoRA, rsLoRA, rank/alpha patterns, PiSSA-style inits) to plain rank-r LoRA",
         )
-    peft_layers = sorted(layer for layer, ok in method.peft_to_lora_layers.items() if ok in ("yes", "partial"))
+    peft_layers = sorted(layer for layer, ok in method.peft_to_lora_layers.items() if ok != "no")
     layers = ", ".join(method.layer_types) or "its layers"
     if peft_layers:
         return Coverage(

@@ -14,6 +14,7 @@ the top-1 token agreement, both over real (non-padding) positions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,11 @@ class Fidelity:
         return max(0.0, 1.0 - self.effect_error)
 
     def to_dict(self) -> dict[str, Any]:
+        finite = math.isfinite(self.effect_error)
         return {
             "fidelity": round(self.fidelity, 6),
             "output_error": self.output_error,
-            "effect_error": self.effect_error,
+            "effect_error": self.effect_error if finite else None,  # None: the adapter had no effect to keep
             "kl": self.kl,
             "top1_agreement": self.top1_agreement,
             "base_top1_agreement": self.base_top1_agreement,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+from advisor.paths import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -112,11 +112,11 @@ def _read_base_config(name_or_path: str) -> dict[str, Any]:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise UserError(f"base model folder {path} has no config.json; pass the folder of a transformers model.")
-        return json.loads(config_file.read_text(encoding="utf-8"))
+        return read_json(config_file)
     from huggingface_hub import hf_hub_download
 
     try:
-        return json.loads(Path(hf_hub_download(name_or_path, "config.json")).read_text(encoding="utf-8"))
+        return read_json(Path(hf_hub_download(name_or_path, "config.json")))
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(
@@ -127,8 +127,6 @@ def _read_base_config(name_or_path: str) -> dict[str, Any]:
 
 def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "cpu") -> BaseModel:
     """Load the adapter's base model in float32, picking the model class that fits the adapter."""
-    import torch
-
     name = base or adapter.base_model
     if not name:
         raise UserError("the adapter config names no base_model_name_or_path; pass --base-model ID_OR_PATH.")
@@ -137,18 +135,7 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
     chosen = classes[0]
     if len(classes) > 1:
         chosen = _best_matching_class(classes, name, adapter)
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
-    num_labels = _num_labels(adapter)
-    if chosen == "AutoModelForSequenceClassification" and num_labels:
-        kwargs["num_labels"] = num_labels
-    try:
-        with _quiet():
-            model = _class_by_name(chosen).from_pretrained(name, **kwargs)
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"cannot load base model {name!r} as {chosen}: {str(exc).splitlines()[0]}") from None
-    model.to(device).eval()
+    model = load_model(name, chosen, adapter, device=device)
     tokenizer = None
     notes = []
     try:
@@ -161,6 +148,28 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
     except Exception:
         notes.append("the base model has no tokenizer: sample inputs are seeded random token ids")
     return BaseModel(model, tokenizer, str(name), chosen, config, device, notes)
+
+
+def load_model(name: str, model_class: str, adapter: AdapterFiles, *, device: str = "cpu") -> Any:
+    """``model_class.from_pretrained(name)`` in float32 and eval mode, quietly.
+
+    Used for the first load and for the fresh base model the written LoRA is reloaded onto, so
+    both see the same class, head size and dtype.
+    """
+    import torch
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    num_labels = _num_labels(adapter)
+    if model_class == "AutoModelForSequenceClassification" and num_labels:
+        kwargs["num_labels"] = num_labels
+    try:
+        with _quiet():
+            model = _class_by_name(model_class).from_pretrained(name, **kwargs)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot load base model {name!r} as {model_class}: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
 
 
 def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -> str:

@@ -226,3 +226,13 @@ def test_vllm_rank_limits(tiny_llama: Path, tmp_path: Path) -> None:
     r24 = _lora_adapter(tiny_llama, tmp_path / "r24", use_dora=False, use_rslora=False, r=24, lora_alpha=24)
     report = json.loads(invoke("check-lora", r24, "--json").stdout)
     assert report["passed"] and report["max_lora_rank"] == 32 and "--max-lora-rank 32" in report["serve_command"]
+
+
+def test_identity_adapter_converts_and_json_stays_valid(tiny_llama: Path, tmp_path: Path) -> None:
+    """A freshly initialised OFT adapter is the identity: nothing to keep, and no Infinity in the JSON."""
+    source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "identity", noise=0.0)
+    result = invoke("convert", source, tmp_path / "lora", "--rank", "4", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["fidelity"]["effect_size"] == 0 and report["fidelity"]["output_error"] < 1e-6
+    assert any("does not change the model's outputs" in note for note in report["notes"])

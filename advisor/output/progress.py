@@ -12,26 +12,12 @@ from advisor.output.tables import is_terminal
 @contextmanager
 def progress_reporter(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
     """Yield a ``(done, total)`` callback that drives a progress bar, or ``None`` when quiet."""
-    if not enabled or not is_terminal(sys.stderr):
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(file=sys.stderr),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield update
+    with phase_reporter(enabled=enabled) as phases:
+        if phases is None:
+            yield None
+            return
+        phases(description, 0, 0)
+        yield lambda done, total: phases(description, done, total)
 
 
 @contextmanager
