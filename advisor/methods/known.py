@@ -59,6 +59,11 @@ DISPLAY_NAMES: dict[str, str] = {
 # Extra spellings. Case, '-', '_' and spaces are ignored anyway ("prefix-tuning" == "prefixtuning").
 EXTRA_ALIASES: dict[str, tuple[str, ...]] = {
     "IA3": ("(ia)^3", "(ia)3", "ia³"),
+    "OFT": ("orthogonal fine-tuning", "orthogonal finetuning"),
+    "BOFT": ("butterfly orthogonal fine-tuning",),
+    "VERA": ("vector-based random matrix adaptation",),
+    "HRA": ("householder reflection adaptation",),
+    "CPT": ("context-aware prompt tuning",),
     "ADAPTION_PROMPT": ("llama-adapter", "adaptation prompt"),
     "P_TUNING": ("prompt encoder",),
     "LN_TUNING": ("layernorm tuning", "layer norm tuning"),
@@ -99,3 +104,41 @@ NOT_CONVERTIBLE: dict[str, str] = {
 # Config fields a method fills in *during* training (AdaLoRA's pruned rank masks): part of a
 # trained adapter's config, but not something to copy into a new run.
 LEARNED_CONFIG_FIELDS: dict[str, frozenset[str]] = {"ADALORA": frozenset({"rank_pattern"})}
+
+# Techniques that model cards name but that are not a peft method of their own (or not in peft at
+# all), for the Hub scanner's card classifier. ``family`` is the registry method a usage statistic
+# rolls them up into (QLoRA and DoRA adapters are LoRA adapters: peft_type LORA in their config);
+# None: outside peft's methods. ``peft_like``: counted among PEFT techniques in the usage shares
+# (GaLore trains every weight, only its optimizer state is low-rank).
+CARD_TECHNIQUES: dict[str, dict] = {
+    "qlora": {"display": "QLoRA", "family": "lora", "peft_like": True, "aliases": ("q-lora",)},
+    "dora": {
+        "display": "DoRA",
+        "family": "lora",
+        "peft_like": True,
+        "aliases": ("weight-decomposed low-rank adaptation",),
+        "identifiers": ("use_dora=True", "use_dora = True", "use_dora: true", '"use_dora": true'),
+    },
+    "longlora": {"display": "LongLoRA", "family": "lora", "peft_like": True, "aliases": ()},
+    "lycoris": {"display": "LyCORIS", "family": None, "peft_like": True, "aliases": ("LoCon", "lo-con")},
+    "textual_inversion": {
+        "display": "Textual inversion",
+        "family": None,
+        "peft_like": True,
+        "aliases": ("textual inversion", "textual-inversion"),
+    },
+    "galore": {
+        "display": "GaLore",
+        "family": None,
+        "peft_like": False,
+        "aliases": ("gradient low-rank projection",),
+    },
+}
+
+# Method acronyms that mean something else in model cards: the card classifier counts them only
+# next to a PEFT word ("CPT adapter", "CPTConfig"), never alone.
+AMBIGUOUS_ACRONYMS: dict[str, str] = {
+    "CPT": "usually 'continued pre-training' in model cards",
+    "OSF": "the Open Science Framework",
+    "HRA": "human-resources and health-risk-assessment data sets",
+}

@@ -1,0 +1,338 @@
+"""Read one model card and say which fine-tuning technique it reports, with the evidence.
+
+Keyword counting over-counts: "Microsoft" contains "oft", "flora" contains "lora", "Vera" is a
+name, a card lists "LoRA, adapters" as *examples*, compares against a DoRA run it did not ship, or
+carries text-generation-webui's "Download custom model or LoRA" button label. So each match is a
+piece of :class:`Evidence` with where it stands and whether it reports *use*:
+
+- spellings come from :mod:`hub_scan.techniques` (letter boundaries, case rules for short names);
+- template comments (``<!-- -->``) are dropped; a match in an example list ("e.g.", "such as"), a
+  comparison ("compared to", "vs", "instead of"), a negation ("without", "not"), or a citation is
+  a *mention*, not use; known UI boilerplate is ignored;
+- front-matter ``tags`` name techniques directly (PEFT's own template adds ``lora`` for LoRA only);
+- a variant absorbs its family: a card that says QLoRA or DoRA and also LoRA reports QLoRA / DoRA;
+- LoRA trained on a 4-bit base (``load_in_4bit: True`` in the training block, "4-bit NF4", a
+  ``bnb-4bit`` base model) is QLoRA; 4-bit *inference* instructions are not;
+- full fine-tuning needs a positive sign (Trainer's auto card, "fine-tuned version of", "continued
+  pre-training") and no adapter sign;
+- a card that reports nothing is ``unknown`` when it is an adapter card (``library_name: peft``, a
+  ``base_model:adapter`` tag, ``PeftModel``), else ``none``: never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hub_scan.techniques import Technique, tag_index, techniques
+
+MAX_EVIDENCE_PER_TECHNIQUE = 3
+
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]")
+_BIBTEX_START = re.compile(r"^\s*@\w+\s*\{", re.M)
+
+# Words that turn a match into a mention: examples, comparisons, alternatives, negations, support lists.
+_MENTION_ONLY = re.compile(
+    r"(?i)\b(?:e\.g\.?|i\.e\.|for example|such as|like|instead of|rather than|compared?(?:\s+(?:to|with|against))?"
+    r"|comparison|comparative|versus|vs\.?|unlike|alternatives?|other (?:methods|techniques|approaches)"
+    r"|not (?:use|used|using|a)|without|no |supports?|supported|or other|can be used|compatible with"
+    r"|for instance|planned|future work|todo)\b"
+)
+# Text of other tools that names techniques without saying anything about this model.
+_BOILERPLATE = re.compile(r"(?i)custom model or lora|lora(?:s)? (?:are|is) not supported|loras? folder")
+_CITATION_SECTION = re.compile(r"(?i)^[ \t]*#{1,6}[^\n]*(?:citation|references?|bibtex|acknowledg)")
+
+_FOUR_BIT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?:4[\s_\-]?bits?|nf4|int4|bnb[\s_\-]?4[\s_\-]?bit|q4)(?![A-Za-z0-9])"
+    r"|load_in_4bit\s*[:=]\s*True|4비트|4ビット|4位"
+)
+_INFERENCE_CONTEXT = re.compile(
+    r"(?i)inference|推理|推論|serv(?:e|ing)|deploy|vram|显存|(?<![A-Za-z])GB\b|memory|requirement|--load_in_4bit|webui|gguf"
+)
+_TRAINING_CODE = re.compile(r"prepare_model_for_kbit_training|Trainer\(|\.train\(|get_peft_model|SFTConfig|TrainingArguments")
+_FOUR_BIT_BASE = re.compile(r"(?i)(?:bnb[\-_]?4bit|[\-_]4bit|[\-_]nf4)")
+
+_ADAPTER_SIGNS = re.compile(
+    r"PeftModel|peft_model|adapter_config\.json|adapter_model\.(?:safetensors|bin)|\bPEFT\b|load_adapter|"
+    r"(?i:parameter[\s\-]efficient)"
+)
+_FULL_SIGNS = re.compile(
+    r"(?im)fine-?tuned version of|fine-?tuned (?:from|on|for)\b|\ba fine-?tuned\b|finetuned from model|"
+    r"fine-?tuning framework|pipeline to fine-?tune|training (?:the )?\S+ (?:architecture|model) on|"
+    r"^\W*epochs?\W*\d+|further (?:pre-?)?train|"
+    r"continued (?:pre-?)?training|continual pre-?training|full[\s\-](?:parameter|weights?|model) (?:fine-?tun|train)|"
+    r"trained for \d+ epochs|distill(?:ed|ation) (?:from|of)|\bSFT\b.{0,40}\bfull\b"
+)
+_NOT_FINE_TUNED = re.compile(
+    r"(?i)designed to be fine-?tuned|can be fine-?tuned|without (?:any |prior )?fine-?tuning|pre-?trained from scratch"
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    technique: str
+    text: str  # the matched words in their context, trimmed to one line
+    where: str  # "tags", "title", "text", "code", "citation", "inferred"
+    line: int  # 1-based line in the card; 0 for front-matter metadata
+    usage: bool  # False: a mention only (example list, comparison, citation, negation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "where": self.where, "line": self.line, "usage": self.usage}
+
+
+@dataclass(frozen=True)
+class CardVerdict:
+    techniques: tuple[str, ...]  # reported as used, variants absorbing their family ("qlora" not "lora")
+    status: str  # "found" | "unknown" (an adapter card that names no method) | "none"
+    mentioned: tuple[str, ...]  # every technique the card names at all, used or not
+    evidence: tuple[Evidence, ...]
+    library_name: str | None = None
+    pipeline_tag: str | None = None
+    base_model: str | None = None
+
+    def evidence_by_technique(self) -> dict[str, list[dict[str, Any]]]:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for item in self.evidence:
+            bucket = grouped.setdefault(item.technique, [])
+            if len(bucket) < MAX_EVIDENCE_PER_TECHNIQUE:
+                bucket.append(item.to_dict())
+        return grouped
+
+
+@dataclass(frozen=True)
+class CardText:
+    """A card split into its YAML metadata and its body, with body line numbers kept."""
+
+    metadata: dict[str, Any]
+    body: str
+    body_first_line: int
+
+
+def split_card(text: str) -> CardText:
+    """Separate the YAML front matter; a card whose YAML does not parse keeps an empty metadata dict."""
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return CardText({}, text, 1)
+    metadata: dict[str, Any] = {}
+    try:
+        import yaml
+
+        loaded = yaml.safe_load(match.group(1))
+        if isinstance(loaded, dict):
+            metadata = loaded
+    except Exception:  # a broken front matter is common on the Hub; the body is still worth reading
+        metadata = {}
+    first_line = text.count("\n", 0, match.end()) + 1
+    return CardText(metadata, text[match.end() :], first_line)
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def _blank(match: re.Match[str]) -> str:
+    """Replace a span by spaces, keeping its newlines so line numbers stay right."""
+    return re.sub(r"[^\n]", " ", match.group(0))
+
+
+def _regions(body: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Character ranges of fenced code blocks and of citation blocks (BibTeX entries, citation sections)."""
+    code: list[tuple[int, int]] = []
+    fences = [m.start() for m in _FENCE.finditer(body)]
+    for start, end in zip(fences[::2], fences[1::2]):
+        code.append((start, end))
+    if len(fences) % 2:
+        code.append((fences[-1], len(body)))
+    citations: list[tuple[int, int]] = []
+    for m in _BIBTEX_START.finditer(body):
+        end = body.find("\n}", m.start())
+        citations.append((m.start(), len(body) if end < 0 else end + 2))
+    for m in _CITATION_SECTION.finditer(body):
+        nxt = re.compile(r"^[ \t]*#{1,6}[ \t]", re.M).search(body, m.end())
+        citations.append((m.start(), nxt.start() if nxt else len(body)))
+    return code, citations
+
+
+def _inside(pos: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(start <= pos < end for start, end in ranges)
+
+
+def _line_bounds(body: str, pos: int) -> tuple[int, int]:
+    start = body.rfind("\n", 0, pos) + 1
+    end = body.find("\n", pos)
+    return start, len(body) if end < 0 else end
+
+
+def _snippet(line: str, start: int, end: int, width: int = 60) -> str:
+    left = max(0, start - width)
+    right = min(len(line), end + width)
+    text = line[left:right].strip()
+    return ("…" if left > 0 else "") + text + ("…" if right < len(line) else "")
+
+
+def _clause(line: str, start: int, end: int) -> str:
+    """The part of a line a match belongs to: cut at sentence ends and table cells, at most ±100 chars."""
+    left = max(0, start - 100)
+    right = min(len(line), end + 100)
+    for stop in (". ", "; ", "|", "。"):
+        cut = line.rfind(stop, left, start)
+        if cut >= 0:
+            left = max(left, cut + len(stop))
+        cut = line.find(stop, end, right)
+        if cut >= 0:
+            right = min(right, cut)
+    return line[left:right]
+
+
+def _text_evidence(body: str, first_line: int, chosen: list[Technique]) -> list[Evidence]:
+    code, citations = _regions(body)
+    found: list[Evidence] = []
+    for technique in chosen:
+        for match in technique.pattern.finditer(body):
+            pos = match.start()
+            lstart, lend = _line_bounds(body, pos)
+            line = body[lstart:lend]
+            mstart, mend = pos - lstart, match.end() - lstart
+            if _BOILERPLATE.search(line):
+                continue
+            line_no = first_line + body.count("\n", 0, pos)
+            in_code = _inside(pos, code)
+            if _inside(pos, citations):
+                where, usage = "citation", False
+            elif in_code:
+                where, usage = "code", True
+            else:
+                where = "title" if _HEADING.match(line) else "text"
+                usage = not _MENTION_ONLY.search(_clause(line, mstart, mend))
+            found.append(Evidence(technique.name, _snippet(line, mstart, mend), where, line_no, usage))
+    return found
+
+
+def _four_bit_training(body: str, first_line: int, base_models: list[str]) -> Evidence | None:
+    """Evidence that training ran on a 4-bit base: base model name, or a 4-bit remark outside inference text."""
+    for base in base_models:
+        if _FOUR_BIT_BASE.search(base):
+            return Evidence("qlora", f"base_model: {base}", "inferred", 0, True)
+    code, _ = _regions(body)
+    for match in _FOUR_BIT.finditer(body):
+        lstart, lend = _line_bounds(body, match.start())
+        line = body[lstart:lend]
+        block = next(((s, e) for s, e in code if s <= match.start() < e), None)
+        if block is not None:
+            if not _TRAINING_CODE.search(body, block[0], block[1]):
+                continue
+        elif _INFERENCE_CONTEXT.search(line) and "load_in_4bit: True" not in line:
+            continue
+        line_no = first_line + body.count("\n", 0, match.start())
+        text = _snippet(line, match.start() - lstart, match.end() - lstart)
+        return Evidence("qlora", text, "inferred", line_no, True)
+    return None
+
+
+def _families(names: set[str]) -> set[str]:
+    from hub_scan.techniques import by_name
+
+    table = by_name()
+    return {table[n].family for n in names if n in table and table[n].family and table[n].family != n}
+
+
+def classify_card(
+    text: str | None,
+    *,
+    tags: list[str] | tuple[str, ...] = (),
+    library_name: str | None = None,
+    pipeline_tag: str | None = None,
+) -> CardVerdict:
+    """Classify a card (its full README.md text, front matter included) plus metadata a source already knows.
+
+    ``tags`` / ``library_name`` / ``pipeline_tag`` are the repo's own metadata (the Hub API or the
+    dump's columns); they complement the front matter, they do not replace the card.
+    """
+    card = split_card(text or "")
+    meta = card.metadata
+    all_tags = [*_as_list(meta.get("tags")), *tags]
+    library = library_name or (str(meta["library_name"]) if meta.get("library_name") else None)
+    pipeline = pipeline_tag or (str(meta["pipeline_tag"]) if meta.get("pipeline_tag") else None)
+    base_models = _as_list(meta.get("base_model"))
+    evidence: list[Evidence] = []
+
+    index = tag_index()
+    for tag in all_tags:
+        name = index.get(re.sub(r"[\s_\-]+", "", tag.strip().lower()))
+        if name:
+            evidence.append(Evidence(name, f"tags: {tag}", "tags", 0, True))
+
+    body = _COMMENT.sub(_blank, card.body)
+    lowered = body.lower()
+    chosen = [t for t in techniques() if any(anchor in lowered for anchor in t.anchors)]
+    evidence += _text_evidence(body, card.body_first_line, chosen)
+
+    mentioned = {e.technique for e in evidence}
+    used = {e.technique for e in evidence if e.usage}
+    used -= _families(used)  # QLoRA / DoRA / LongLoRA absorb LoRA
+
+    adapter_card = (
+        (library or "").lower() == "peft"
+        or any(t.startswith("base_model:adapter:") for t in all_tags)
+        or str(meta.get("base_model_relation", "")).lower() == "adapter"
+        or bool(_ADAPTER_SIGNS.search(body))
+    )
+
+    if used == {"lora"}:
+        four_bit = _four_bit_training(body, card.body_first_line, base_models)
+        if four_bit is not None:
+            evidence.append(four_bit)
+            used = {"qlora"}
+
+    if not used:
+        inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, adapter_card)
+        if inferred is not None:
+            evidence.append(inferred)
+            used = {inferred.technique}
+
+    order = {t.name: i for i, t in enumerate(techniques())}
+    found = tuple(sorted(used, key=lambda n: order.get(n, len(order))))
+    status = "found" if found else ("unknown" if adapter_card else "none")
+    return CardVerdict(
+        techniques=found,
+        status=status,
+        mentioned=tuple(sorted(mentioned, key=lambda n: order.get(n, len(order)))),
+        evidence=tuple(evidence),
+        library_name=library,
+        pipeline_tag=pipeline,
+        base_model=base_models[0] if base_models else None,
+    )
+
+
+def _infer_without_names(
+    body: str, first_line: int, tags: list[str], base_models: list[str], adapter_card: bool
+) -> Evidence | None:
+    """Full fine-tuning (or QLoRA on a 4-bit base) from what the card says, when it names no technique."""
+    if adapter_card:
+        return None
+    full_sign = next((t for t in tags if t == "generated_from_trainer"), None)
+    match = _FULL_SIGNS.search(body)
+    if full_sign is None and match is None:
+        return None
+    if _NOT_FINE_TUNED.search(body) and full_sign is None:
+        return None
+    four_bit_base = next((b for b in base_models if _FOUR_BIT_BASE.search(b)), None)
+    if four_bit_base:
+        # A 4-bit quantised model cannot be fully fine-tuned: a fine-tune of it trained adapters.
+        return Evidence("qlora", f"fine-tuned from 4-bit base_model: {four_bit_base}", "inferred", 0, True)
+    if match is not None:
+        lstart, lend = _line_bounds(body, match.start())
+        line_no = first_line + body.count("\n", 0, match.start())
+        text = _snippet(body[lstart:lend], match.start() - lstart, match.end() - lstart)
+        return Evidence("full", text, "inferred", line_no, True)
+    return Evidence("full", "tags: generated_from_trainer", "inferred", 0, True)
