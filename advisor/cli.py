@@ -411,7 +411,9 @@ SaveOption = Annotated[
 @scan_app.command("dir")
 @user_errors
 def scan_dir_command(
-    folder: Annotated[Path, typer.Argument(help="Folder of model repos (sub-folders with README.md) or of *.md cards.")],
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of model repos (sub-folders with README.md) or of *.md cards.")
+    ],
     as_json: JsonOption = False,
     csv_path: CsvOption = None,
     plot: PlotOption = None,
@@ -437,8 +439,79 @@ def scan_dir_command(
         if not labels and not result.stats.with_config:
             raise UserError(f"--evaluate: {folder} has no <repo>/meta.json labels and no adapter_config.json files")
         evaluation = (reading_scores(result.cards, labels), config_scores(result.cards))
-    _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=cards,
-                  evaluation=evaluation)
+    _scan_outputs(
+        result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=cards, evaluation=evaluation
+    )
+
+
+@scan_app.command("dataset")
+@user_errors
+def scan_dataset_command(
+    location: Annotated[
+        str,
+        typer.Argument(help="Parquet file/folder/glob, or a Hub dataset: hf://datasets/OWNER/NAME[@REV][/GLOB]."),
+    ] = "hf://datasets/librarian-bots/model_cards_with_metadata",
+    limit: Annotated[int | None, typer.Option(help="Read at most this many cards.")] = None,
+    workers: Annotated[int, typer.Option(help="Classifier processes (default: all cores).")] = 0,
+    as_json: JsonOption = False,
+    csv_path: CsvOption = None,
+    plot: PlotOption = None,
+    save: SaveOption = True,
+) -> None:
+    """Classify a parquet card dump (the blog's source), streaming: memory stays bounded."""
+    import os
+    import time
+
+    from advisor.output.progress import progress_reporter
+    from hub_scan.scan import ScanResult, scan_batches_parallel
+    from hub_scan.sources.card_dump import count_rows, iter_batches, resolve_shards
+
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    start = time.perf_counter()
+    shards = resolve_shards(location)
+    rows = count_rows(shards)
+    total = min(rows, limit) if rows is not None and limit else (rows or limit or 0)
+    processes = workers or os.cpu_count() or 1
+    with progress_reporter("classifying cards", enabled=not as_json) as progress:
+        stats = scan_batches_parallel(
+            iter_batches(shards, limit=limit), workers=processes, progress=progress, total=total
+        )
+    notes = [f"{len(shards.files)} parquet file(s), {processes} process(es)"]
+    result = ScanResult(location, "dataset", stats, elapsed_s=time.perf_counter() - start, notes=notes)
+    _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=False)
+
+
+@scan_app.command("hub")
+@user_errors
+def scan_hub_command(
+    filter: Annotated[str, typer.Option("--filter", help="Hub tag to list (library_name peft sets 'peft').")] = "peft",
+    author: Annotated[str | None, typer.Option(help="Only this user's or organisation's repos.")] = None,
+    search: Annotated[str | None, typer.Option(help="Only repos whose id contains this.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Scan at most this many repos.")] = None,
+    workers: Annotated[int, typer.Option(help="Concurrent downloads.")] = 8,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Where the listing and the resume journal live (default: per query).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Forget a previous, interrupted scan of this query.")] = False,
+    cards: Annotated[bool, typer.Option("--cards/--no-cards", help="List every repo with its verdict.")] = False,
+    as_json: JsonOption = False,
+    csv_path: CsvOption = None,
+    plot: PlotOption = None,
+    save: SaveOption = True,
+) -> None:
+    """Scan the live Hub: adapter configs (truth) and cards, concurrently, resumable, cached."""
+    from advisor.output.progress import phase_reporter
+    from hub_scan.sources.hub_api import HubQuery, scan_hub
+
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    query = HubQuery(filter=filter, author=author, search=search, limit=limit)
+    with phase_reporter(enabled=not as_json) as progress:
+        result = scan_hub(query, state_dir=state_dir, workers=workers, fresh=fresh, keep_cards=True, progress=progress)
+    _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=cards)
 
 
 def main() -> None:

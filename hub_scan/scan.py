@@ -55,7 +55,12 @@ class ScanResult:
 
 
 def scan_records(
-    records: Iterable[CardRecord], *, source: str, kind: str, keep_cards: bool = True, total: int = 0,
+    records: Iterable[CardRecord],
+    *,
+    source: str,
+    kind: str,
+    keep_cards: bool = True,
+    total: int = 0,
     progress: Progress | None = None,
 ) -> ScanResult:
     """Classify records one by one in this process (folders and Hub scans: I/O bound, not CPU bound)."""

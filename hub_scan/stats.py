@@ -96,8 +96,16 @@ class UsageStats:
 
     def merge(self, other: UsageStats) -> UsageStats:
         self.cards += other.cards
-        for name in ("status", "techniques", "exactly_one", "with_config", "agreement", "by_month", "by_pipeline",
-                     "by_base_family"):
+        for name in (
+            "status",
+            "techniques",
+            "exactly_one",
+            "with_config",
+            "agreement",
+            "by_month",
+            "by_pipeline",
+            "by_base_family",
+        ):
             getattr(self, name).update(getattr(other, name))
         return self
 

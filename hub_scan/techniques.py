@@ -74,13 +74,19 @@ def _anchors(spellings: list[str]) -> tuple[str, ...]:
     """The longest separator-free piece of each spelling: cheap ``in`` tests before any regex runs."""
     anchors = set()
     for spelling in spellings:
-        pieces = [p for p in re.split(r"[\s_\-()^]+", spelling.lower()) if p]
+        pieces = [p for p in re.split(r"[^a-z0-9³]+", spelling.lower()) if p]
         anchors.add(max(pieces, key=len) if pieces else spelling.lower())
     return tuple(sorted(anchors))
 
 
 def _build(
-    name: str, display: str, family: str | None, peft_like: bool, spellings: list[str], extra: list[str], anchors: list[str]
+    name: str,
+    display: str,
+    family: str | None,
+    peft_like: bool,
+    spellings: list[str],
+    extra: list[str],
+    anchors: list[str],
 ) -> Technique:
     """``spellings``: names as people write them; ``extra``: identifiers (config class, ``peft_type: X``)
     matched literally, each findable through one of ``anchors`` (lower-case)."""
@@ -106,12 +112,14 @@ def techniques() -> tuple[Technique, ...]:
         if method.kind == "full":
             # "full" alone is an everyday word: only the multi-word aliases ("full fine-tuning") count.
             spellings = [s for s in spellings if re.search(r"[\s_\-]", s)] + list(_FULL_PHRASES)
-        technique = _build(method.name, method.display_name, method.name, method.kind != "full", spellings, extra, anchors)
+        technique = _build(
+            method.name, method.display_name, method.name, method.kind != "full", spellings, extra, anchors
+        )
         out.append(technique)
     for name, facts in known.CARD_TECHNIQUES.items():
         spellings = _dedupe([facts["display"], *facts["aliases"]])
         extra = list(facts.get("identifiers", ()))
-        anchors = [f"use_{name}" for _ in extra[:1]]
+        anchors = [name] if extra else []
         out.append(_build(name, facts["display"], facts["family"], facts["peft_like"], spellings, extra, anchors))
     return tuple(out)
 

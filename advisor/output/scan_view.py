@@ -65,13 +65,14 @@ def config_table(stats: Any) -> TableSpec:
 
 
 def agreement_table(stats: Any) -> TableSpec:
-    card_labels = sorted({k[0] for k in stats.agreement}, key=lambda k: -sum(
-        v for (c, _), v in stats.agreement.items() if c == k))
-    config_labels = sorted({k[1] for k in stats.agreement}, key=lambda k: -sum(
-        v for (_, c), v in stats.agreement.items() if c == k))
+    card_labels = sorted(
+        {k[0] for k in stats.agreement}, key=lambda k: -sum(v for (c, _), v in stats.agreement.items() if c == k)
+    )
+    config_labels = sorted(
+        {k[1] for k in stats.agreement}, key=lambda k: -sum(v for (_, c), v in stats.agreement.items() if c == k)
+    )
     rows = tuple(
-        (label, *(str(stats.agreement.get((label, conf), 0) or "·") for conf in config_labels))
-        for label in card_labels
+        (label, *(str(stats.agreement.get((label, conf), 0) or "·") for conf in config_labels)) for label in card_labels
     )
     return TableSpec(
         (Column("card says \\ config"), *(Column(c, "right") for c in config_labels)),
@@ -89,12 +90,14 @@ def _split_table(counter: Counter, key_name: str, title: str, limit: int = TOP_S
     rows = []
     for key, total in totals.most_common(limit):
         others = [(f, c) for f, c in per[key].most_common() if f != "lora"][:2]
-        rows.append((
-            key,
-            f"{total:,}",
-            _pct(per[key]["lora"] / total),
-            ", ".join(f"{_display(f)} {100 * c / total:.1f}%" for f, c in others) or "–",
-        ))
+        rows.append(
+            (
+                key,
+                f"{total:,}",
+                _pct(per[key]["lora"] / total),
+                ", ".join(f"{_display(f)} {100 * c / total:.1f}%" for f, c in others) or "–",
+            )
+        )
     return TableSpec(
         (Column(key_name), Column("cards", "right"), Column("LoRA", "right"), Column("next most used")),
         tuple(rows),
@@ -141,12 +144,14 @@ def cards_table(cards: list[Any]) -> TableSpec:
     rows = []
     for card in cards:
         first = next(iter(card.evidence.values()), [{}])[0] if card.evidence else {}
-        rows.append((
-            card.id,
-            ", ".join(card.techniques) or card.status,
-            card.config_peft_type or "–",
-            (first.get("text") or "")[:70],
-        ))
+        rows.append(
+            (
+                card.id,
+                ", ".join(card.techniques) or card.status,
+                card.config_peft_type or "–",
+                (first.get("text") or "")[:70],
+            )
+        )
     return TableSpec(
         (Column("card"), Column("techniques"), Column("config"), Column("evidence")),
         tuple(rows),
@@ -156,12 +161,15 @@ def cards_table(cards: list[Any]) -> TableSpec:
 
 def evaluation_tables(reading: list[Any], config: list[Any]) -> list[TableSpec]:
     def table(scores: list[Any], title: str) -> TableSpec:
-        rows = tuple(
-            (s.label, str(s.support), str(s.predicted), _pct(s.precision), _pct(s.recall)) for s in scores
-        )
+        rows = tuple((s.label, str(s.support), str(s.predicted), _pct(s.precision), _pct(s.recall)) for s in scores)
         return TableSpec(
-            (Column("label"), Column("cards", "right"), Column("predicted", "right"), Column("precision", "right"),
-             Column("recall", "right")),
+            (
+                Column("label"),
+                Column("cards", "right"),
+                Column("predicted", "right"),
+                Column("precision", "right"),
+                Column("recall", "right"),
+            ),
             rows,
             title=title,
         )
@@ -186,8 +194,12 @@ def csv_text(result: Any) -> str:
         writer.writerow(["reported", "", name, count, f"{count / stats.cards:.6f}" if stats.cards else ""])
     for r in stats.config_shares():
         writer.writerow(["config_truth", "", r["peft_type"], r["adapters"], f"{r['share']:.6f}"])
-    for section, counter in (("agreement", stats.agreement), ("month", stats.by_month),
-                             ("pipeline_tag", stats.by_pipeline), ("base_family", stats.by_base_family)):
+    for section, counter in (
+        ("agreement", stats.agreement),
+        ("month", stats.by_month),
+        ("pipeline_tag", stats.by_pipeline),
+        ("base_family", stats.by_base_family),
+    ):
         for (key, technique), count in sorted(counter.items()):
             writer.writerow([section, key, technique, count, ""])
     for card in result.cards:
@@ -204,9 +216,7 @@ def _trend_series(stats: Any, top: list[str]) -> tuple[list[str], dict[str, list
     for (month, _), count in stats.by_month.items():
         totals[month] += count
     months = sorted(totals)
-    series = {
-        name: [stats.by_month.get((m, name), 0) / totals[m] for m in months] for name in top
-    }
+    series = {name: [stats.by_month.get((m, name), 0) / totals[m] for m in months] for name in top}
     return months, series
 
 
@@ -259,8 +269,9 @@ def write_chart(result: Any, path: Path) -> Path:
     return path
 
 
-def _plotly_chart(path: Path, names: list[str], values: list[float], months: list[str],
-                  series: dict[str, list[float]], title: str) -> Path:
+def _plotly_chart(
+    path: Path, names: list[str], values: list[float], months: list[str], series: dict[str, list[float]], title: str
+) -> Path:
     try:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -268,13 +279,30 @@ def _plotly_chart(path: Path, names: list[str], values: list[float], months: lis
         raise UserError("interactive charts need plotly: pip install 'peft-advisor[plot]'") from exc
     cols = 2 if months else 1
     fig = make_subplots(rows=1, cols=cols, subplot_titles=("Share", "By month of creation")[:cols])
-    fig.add_trace(go.Bar(x=values[::-1], y=names[::-1], orientation="h", name="share (%)",
-                         hovertemplate="%{y}: %{x:.2f}%<extra></extra>"), row=1, col=1)
+    fig.add_trace(
+        go.Bar(
+            x=values[::-1],
+            y=names[::-1],
+            orientation="h",
+            name="share (%)",
+            hovertemplate="%{y}: %{x:.2f}%<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
     for name, ys in series.items():
         if months:
-            fig.add_trace(go.Scatter(x=months, y=[100 * y for y in ys], mode="lines+markers", name=_display(name),
-                                     hovertemplate="%{x}: %{y:.2f}%<extra>" + _display(name) + "</extra>"),
-                          row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=months,
+                    y=[100 * y for y in ys],
+                    mode="lines+markers",
+                    name=_display(name),
+                    hovertemplate="%{x}: %{y:.2f}%<extra>" + _display(name) + "</extra>",
+                ),
+                row=1,
+                col=2,
+            )
     fig.update_layout(title=title, height=520)
     # plotly.js embedded: the file opens offline.
     write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))

@@ -1,0 +1,100 @@
+"""Every call the scanner makes to the Hub goes through here: errors users can act on, and back-off.
+
+huggingface_hub reads HF_ENDPOINT, HF_TOKEN, HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE itself;
+this module adds what a scan of thousands of repos needs on top: a retry with exponential back-off
+(honouring ``Retry-After``) for 429 and 5xx answers and dropped connections, and one-line errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from advisor.errors import UserError
+
+T = TypeVar("T")
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class NotOnHub(Exception):
+    """The file or repo does not exist (404): an answer, not a failure."""
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A 429, a 5xx, a timeout or a dropped connection: worth another try."""
+    status = _status(exc)
+    if status is not None:
+        return status in RETRY_STATUS
+    name = type(exc).__name__
+    return any(k in name for k in ("Timeout", "Connect", "RemoteProtocol", "ReadError")) or isinstance(
+        exc, (ConnectionError, TimeoutError)
+    )
+
+
+def with_backoff(call: Callable[[], T], *, attempts: int = 6, base_s: float = 0.5, cap_s: float = 30.0) -> T:
+    """Run ``call``; on a transient failure wait (Retry-After, else exponential with jitter) and retry."""
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except (EntryNotFoundError, RepositoryNotFoundError) as exc:
+            raise NotOnHub(str(exc)) from None
+        except Exception as exc:
+            if _status(exc) == 404:
+                raise NotOnHub(str(exc)) from None
+            if attempt == attempts or not is_transient(exc):
+                raise
+            wait = _retry_after(exc)
+            if wait is None:
+                wait = min(cap_s, base_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            time.sleep(min(wait, cap_s))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions for ``what`` into a one-line :class:`UserError`."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ImportError as exc:
+        raise UserError(f"Hub access needs huggingface_hub: pip install 'peft-advisor[scan]' ({exc})") from None
+    except Exception as exc:
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        if isinstance(exc, OfflineModeIsEnabled):
+            raise UserError(
+                f"{what}: HF_HUB_OFFLINE is set and it is not in the local cache; unset it to fetch"
+            ) from None
+        if isinstance(exc, GatedRepoError):
+            raise UserError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN") from None
+        if isinstance(exc, RevisionNotFoundError):
+            raise UserError(f"{what}: revision not found; check the @revision") from None
+        if isinstance(exc, RepositoryNotFoundError) or _status(exc) in (401, 404):
+            raise UserError(f"{what} not found on the Hub (or private: set HF_TOKEN)") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{what}: the Hub request failed ({first}); check the network or HF_ENDPOINT") from None
