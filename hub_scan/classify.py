@@ -265,25 +265,31 @@ def _text_evidence(
     body: str, lowered: str, first_line: int, chosen: list[Technique], regions: tuple[list, list]
 ) -> list[Evidence]:
     code, citations = regions
+    hits = [(m.start(), m.end(), t) for t in chosen for m in _matches(t, body, lowered)]
+    # A name inside a longer name of another technique is not a mention of its own:
+    # "orthogonal fine-tuning" in "Butterfly orthogonal fine-tuning", "LoRA" in "X-LoRA" / "VB-LoRA".
+    hits = [
+        (a, b, t)
+        for a, b, t in hits
+        if not any(a2 <= a and b <= b2 and (b2 - a2) > (b - a) and t2 is not t for a2, b2, t2 in hits)
+    ]
     found: list[Evidence] = []
-    for technique in chosen:
-        for match in _matches(technique, body, lowered):
-            pos = match.start()
-            lstart, lend = _line_bounds(body, pos)
-            line = body[lstart:lend]
-            mstart, mend = pos - lstart, match.end() - lstart
-            if _BOILERPLATE.search(line):
-                continue
-            line_no = first_line + body.count("\n", 0, pos)
-            in_code = _inside(pos, code)
-            if _inside(pos, citations):
-                where, usage = "citation", False
-            elif in_code:
-                where, usage = "code", True
-            else:
-                where = "title" if _HEADING.match(line) else "text"
-                usage = not _MENTION_ONLY.search(_clause(line, mstart, mend))
-            found.append(Evidence(technique.name, _snippet(line, mstart, mend), where, line_no, usage))
+    for pos, end, technique in hits:
+        lstart, lend = _line_bounds(body, pos)
+        line = body[lstart:lend]
+        mstart, mend = pos - lstart, end - lstart
+        if _BOILERPLATE.search(line):
+            continue
+        line_no = first_line + body.count("\n", 0, pos)
+        in_code = _inside(pos, code)
+        if _inside(pos, citations):
+            where, usage = "citation", False
+        elif in_code:
+            where, usage = "code", True
+        else:
+            where = "title" if _HEADING.match(line) else "text"
+            usage = not _MENTION_ONLY.search(_clause(line, mstart, mend))
+        found.append(Evidence(technique.name, _snippet(line, mstart, mend), where, line_no, usage))
     return found
 
 

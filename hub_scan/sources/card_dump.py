@@ -140,30 +140,32 @@ def _records(columns: dict[str, list[Any]], mapping: dict[str, str]) -> list[Car
     ]
 
 
+def _open_parquet(path: Path, name: str):  # noqa: ANN202 - a pyarrow.parquet.ParquetFile
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise UserError("reading parquet needs pyarrow: pip install 'peft-advisor[scan]'") from exc
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for non-parquet data
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{name} is not a readable parquet file ({first}); check the path") from None
+
+
 def count_rows(shards: DumpShards) -> int | None:
     """Rows in local shards from parquet footers (no data read); None for Hub shards not yet downloaded."""
     if shards.repo_id is not None:
         return None
-    import pyarrow.parquet as pq
-
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in shards.files)
+    return sum(_open_parquet(Path(f), f).metadata.num_rows for f in shards.files)
 
 
 def iter_batches(
     shards: DumpShards, batch_rows: int = BATCH_ROWS, limit: int | None = None
 ) -> Iterator[list[CardRecord]]:
     """CardRecords in batches of ``batch_rows``, shard after shard; at most ``limit`` records."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise UserError("reading parquet needs pyarrow: pip install 'peft-advisor[scan]'") from exc
     left = limit
     for name in shards.files:
-        path = shards.local_path(name)
-        try:
-            handle = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for non-parquet data
-            raise UserError(f"{name} is not a readable parquet file ({exc}); check the path") from None
+        handle = _open_parquet(shards.local_path(name), name)
         mapping = _column_map(handle.schema_arrow.names, name)
         for batch in handle.iter_batches(batch_size=batch_rows, columns=list(mapping.values())):
             columns = {column: batch.column(column).to_pylist() for column in mapping.values()}
