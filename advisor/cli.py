@@ -105,16 +105,18 @@ def recommend_command(
 def _render_recommendation(rec: Any, as_json: bool, plot: Path | None) -> None:
     from advisor.output import emit_json, print_lines, print_table
     from advisor.output import recommend_view as view
+    from hub_scan.usage_file import load_usage
 
+    usage = load_usage()
     if as_json:
-        emit_json(view.recommendation_json(rec))
+        emit_json({**view.recommendation_json(rec), "hub_usage": view.usage_json(rec, usage)})
         return
     print_lines(view.header_lines(rec))
     if rec.nothing_fits is not None:
         print_lines(view.nothing_fits_lines(rec))
     else:
         print_table(view.table_spec(rec))
-    print_lines(view.footer_lines(rec))
+    print_lines(view.footer_lines(rec) + view.usage_lines(rec, usage))
     if plot is not None:
         print_lines([f"Plot written to {plot}"])
 

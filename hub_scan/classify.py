@@ -35,6 +35,7 @@ _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]")
+_HEADING_LINE = re.compile(r"^[ \t]*#{1,6}[ \t]", re.M)
 _BIBTEX_START = re.compile(r"^\s*@\w+\s*\{", re.M)
 
 # Words that turn a match into a mention: examples, comparisons, alternatives, negations, support lists.
@@ -46,6 +47,7 @@ _MENTION_ONLY = re.compile(
 )
 # Text of other tools that names techniques without saying anything about this model.
 _BOILERPLATE = re.compile(r"(?i)custom model or lora|lora(?:s)? (?:are|is) not supported|loras? folder")
+_BOILERPLATE_KEYS = ("custom model or", "not supported", "folder")
 _CITATION_SECTION = re.compile(r"(?i)^[ \t]*#{1,6}[^\n]*(?:citation|references?|bibtex|acknowledg)")
 
 _FOUR_BIT = re.compile(
@@ -186,7 +188,7 @@ def _as_list(value: Any) -> list[str]:
 
 def _blank(match: re.Match[str]) -> str:
     """Replace a span by spaces, keeping its newlines so line numbers stay right."""
-    return re.sub(r"[^\n]", " ", match.group(0))
+    return "\n".join(" " * len(part) for part in match.group(0).split("\n"))
 
 
 def _regions(body: str, lowered: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -194,7 +196,7 @@ def _regions(body: str, lowered: str) -> tuple[list[tuple[int, int]], list[tuple
     code: list[tuple[int, int]] = []
     if "```" not in body and "~~~" not in body and "@" not in body and "#" not in body:
         return code, []
-    fences = [m.start() for m in _FENCE.finditer(body)]
+    fences = [m.start() for m in _FENCE.finditer(body)] if ("```" in body or "~~~" in body) else []
     for start, end in zip(fences[::2], fences[1::2], strict=False):
         code.append((start, end))
     if len(fences) % 2:
@@ -205,7 +207,7 @@ def _regions(body: str, lowered: str) -> tuple[list[tuple[int, int]], list[tuple
         citations.append((m.start(), len(body) if end < 0 else end + 2))
     has_section = any(w in lowered for w in ("citation", "reference", "bibtex", "acknowledg"))
     for m in _CITATION_SECTION.finditer(body) if has_section else ():
-        nxt = re.compile(r"^[ \t]*#{1,6}[ \t]", re.M).search(body, m.end())
+        nxt = _HEADING_LINE.search(body, m.end())
         citations.append((m.start(), nxt.start() if nxt else len(body)))
     return code, citations
 
@@ -274,11 +276,13 @@ def _text_evidence(
         if not any(a2 <= a and b <= b2 and (b2 - a2) > (b - a) and t2 is not t for a2, b2, t2 in hits)
     ]
     found: list[Evidence] = []
+    boilerplate = any(k in lowered for k in _BOILERPLATE_KEYS)
+    mention_only: dict[str, bool] = {}
     for pos, end, technique in hits:
         lstart, lend = _line_bounds(body, pos)
         line = body[lstart:lend]
         mstart, mend = pos - lstart, end - lstart
-        if _BOILERPLATE.search(line):
+        if boilerplate and _BOILERPLATE.search(line):
             continue
         line_no = first_line + body.count("\n", 0, pos)
         in_code = _inside(pos, code)
@@ -288,7 +292,10 @@ def _text_evidence(
             where, usage = "code", True
         else:
             where = "title" if _HEADING.match(line) else "text"
-            usage = not _MENTION_ONLY.search(_clause(line, mstart, mend))
+            clause = _clause(line, mstart, mend)
+            if clause not in mention_only:
+                mention_only[clause] = bool(_MENTION_ONLY.search(clause))
+            usage = not mention_only[clause]
         found.append(Evidence(technique.name, _snippet(line, mstart, mend), where, line_no, usage))
     return found
 

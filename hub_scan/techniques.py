@@ -142,6 +142,7 @@ def family_of(name: str) -> str:
     return (technique.family if technique and technique.family else name) if technique else name
 
 
+@lru_cache(maxsize=1)
 def tag_index() -> dict[str, str]:
     """Normalised tag value -> technique name ("lora" -> "lora", "prefixtuning" -> "prefix_tuning")."""
     index: dict[str, str] = {}

@@ -164,6 +164,30 @@ def footer_lines(rec: Recommendation) -> list[str]:
     return lines
 
 
+def usage_lines(rec: Recommendation, usage: Any) -> list[str]:
+    """What people use, from the latest Hub scan (``peft-advise scan ...``), next to what we recommend."""
+    if usage is None or not usage.exactly_one:
+        return []
+    text = (
+        f"Hub usage ({usage.kind} scan of {usage.cards:,} cards, {usage.exactly_one:,} reporting exactly one "
+        f"technique, {usage.scanned_at[:10]}): LoRA {100 * usage.share_of('lora'):.1f}%"
+    )
+    top = rec.rows[0].method if rec.rows else None
+    if top is not None and top.name != "lora":
+        text += f"; {top.display_name} (our #1) {100 * usage.share_of(top.name):.1f}%"
+    return [text]
+
+
+def usage_json(rec: Recommendation, usage: Any) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    top = rec.rows[0].method if rec.rows else None
+    return {
+        **usage.to_dict(),
+        "recommended": {"method": top.name, "share": usage.share_of(top.name)} if top is not None else None,
+    }
+
+
 def nothing_fits_lines(rec: Recommendation) -> list[str]:
     assert rec.nothing_fits is not None
     small = rec.nothing_fits.smallest

@@ -140,7 +140,7 @@ def _records(columns: dict[str, list[Any]], mapping: dict[str, str]) -> list[Car
     ]
 
 
-def _open_parquet(path: Path, name: str):  # noqa: ANN202 - a pyarrow.parquet.ParquetFile
+def _open_parquet(path: Path, name: str):
     try:
         import pyarrow.parquet as pq
     except ImportError as exc:
