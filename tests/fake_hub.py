@@ -33,6 +33,7 @@ class FakeRepo:
     library_name: str | None = "peft"
     pipeline_tag: str | None = None
     created_at: str = "2025-01-15T00:00:00.000Z"
+    gated: bool = False  # file requests answer 403 GatedRepo
 
 
 @dataclass
@@ -142,7 +143,10 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             if is_dataset:
                 files = state.datasets.get(repo)
             else:
-                files = next((m.files for m in state.models if m.id == repo), None)
+                model = next((m for m in state.models if m.id == repo), None)
+                if model is not None and model.gated:
+                    return self._send(403, b"{}", {"X-Error-Code": "GatedRepo", "X-Error-Message": "gated"})
+                files = model.files if model is not None else None
             if files is None:
                 return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
             if filename not in files:

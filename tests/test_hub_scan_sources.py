@@ -171,6 +171,7 @@ def hub_env(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
 def test_scan_hub_with_injected_errors_and_slow_responses(tmp_path: Path) -> None:
     state = hub_state()
     state.fail = {"/api/models": [429, 500], "card-004/resolve": [500, 429, 503], "card-010/resolve": [502]}
+    state.models.append(FakeRepo(id="org/gated", files={"README.md": b"# x"}, tags=["peft"], gated=True))
     state.delay_s = 0.05
     with FakeHub(state) as hub:
         result = run_cli(
@@ -187,6 +188,7 @@ def test_scan_hub_with_injected_errors_and_slow_responses(tmp_path: Path) -> Non
     assert by_id["user/card-002"]["config_peft_type"] == "ADALORA"
     assert data["stats"]["by_base_family"] and data["stats"]["by_pipeline_tag"]
     assert state.authorizations == {"Bearer hf_test"}  # HF_TOKEN sent with every request
+    assert any("1 gated or private repos left out" in note for note in data["notes"])
 
 
 @needs_shared

@@ -27,7 +27,7 @@ from pathlib import Path
 from advisor.paths import user_data_dir, write_text_atomic
 from hub_scan.records import CardRecord, ScannedCard, config_facts
 from hub_scan.scan import ScanResult, scan_record
-from hub_scan.sources.hub_client import NotOnHub, hub_errors, with_backoff
+from hub_scan.sources.hub_client import NoAccess, NotOnHub, hub_errors, with_backoff
 from hub_scan.stats import UsageStats
 
 Progress = Callable[[str, int, int], None]
@@ -212,6 +212,7 @@ def scan_hub(
     done = {k: v for k, v in done.items() if k in wanted}
     todo = [r for r in repos if r.id not in done]
     failures: list[str] = []
+    no_access: list[str] = []
     if progress:
         progress("fetching configs and cards", len(done), len(repos))
     with journal.open_for_append() as out, cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -220,6 +221,9 @@ def scan_hub(
             repo = futures[future]
             try:
                 card = scan_record(future.result())
+            except NoAccess:
+                no_access.append(repo.id)
+                continue
             except Exception as exc:  # after the retries: reported, left out, retried on the next run
                 failures.append(f"{repo.id}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
                 continue
@@ -238,6 +242,8 @@ def scan_hub(
             f"{len(failures)} repos failed after retries and are not counted (run again to retry): "
             + "; ".join(failures[:3])
         )
+    if no_access:
+        notes.append(f"{len(no_access)} gated or private repos left out (set HF_TOKEN with access to include them)")
     source = f"Hub models filter={query.filter!r}" + (f" author={query.author}" if query.author else "")
     return ScanResult(
         source, "hub", stats, ordered if keep_cards else [], elapsed_s=time.perf_counter() - start, notes=notes

@@ -23,6 +23,10 @@ class NotOnHub(Exception):
     """The file or repo does not exist (404): an answer, not a failure."""
 
 
+class NoAccess(Exception):
+    """Gated or private (401/403): retrying will not help; the repo is left out and reported."""
+
+
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
@@ -50,16 +54,20 @@ def is_transient(exc: BaseException) -> bool:
 
 def with_backoff(call: Callable[[], T], *, attempts: int = 6, base_s: float = 0.5, cap_s: float = 30.0) -> T:
     """Run ``call``; on a transient failure wait (Retry-After, else exponential with jitter) and retry."""
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError
 
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except (EntryNotFoundError, RepositoryNotFoundError) as exc:
+        except GatedRepoError as exc:
+            raise NoAccess(str(exc).splitlines()[0]) from None
+        except EntryNotFoundError as exc:
             raise NotOnHub(str(exc)) from None
         except Exception as exc:
             if _status(exc) == 404:
                 raise NotOnHub(str(exc)) from None
+            if _status(exc) in (401, 403):
+                raise NoAccess(str(exc).splitlines()[0] if str(exc) else "no access") from None
             if attempt == attempts or not is_transient(exc):
                 raise
             wait = _retry_after(exc)
