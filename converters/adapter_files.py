@@ -67,33 +67,14 @@ def open_adapter(source: str, *, allow_pickle: bool = False, revision: str | Non
 def _download(repo_id: str, *, revision: str | None, allow_pickle: bool) -> Path:
     """Fetch only the adapter's config, weights and card (never a whole model repo)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+
+    from advisor.hub_access import hub_errors
 
     patterns = [CONFIG_NAME, SAFETENSORS_NAME, "README.md"]
     if allow_pickle:
         patterns += list(PICKLE_NAMES)
-    try:
+    with hub_errors(repo_id if revision is None else f"{repo_id}@{revision}"):
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
-    except GatedRepoError:
-        raise UserError(f"{repo_id} is gated: accept its terms on the Hub and set HF_TOKEN.") from None
-    except RepositoryNotFoundError:
-        raise UserError(f"Hub repo {repo_id} not found (or private: set HF_TOKEN).") from None
-    except RevisionNotFoundError:
-        raise UserError(f"revision {revision!r} of {repo_id} not found.") from None
-    except (LocalEntryNotFoundError, EntryNotFoundError) as exc:
-        raise UserError(
-            f"cannot download {repo_id}: {str(exc).splitlines()[0]} (offline? unset HF_HUB_OFFLINE or pass a folder)."
-        ) from None
-    except OSError as exc:  # connection errors surface as OSError subclasses in huggingface_hub
-        raise UserError(
-            f"cannot download {repo_id}: {exc}. Check the network / HF_ENDPOINT, or pass a folder."
-        ) from None
 
 
 def _read_folder(folder: Path, origin: str, *, allow_pickle: bool) -> AdapterFiles:

@@ -52,7 +52,7 @@ class DumpShards:
             return Path(name)
         from huggingface_hub import hf_hub_download
 
-        from hub_scan.sources.hub_client import hub_errors
+        from advisor.hub_access import hub_errors
 
         with hub_errors(f"dataset {self.repo_id}"):
             return Path(hf_hub_download(self.repo_id, name, repo_type="dataset", revision=self.revision))
@@ -83,7 +83,7 @@ def resolve_shards(location: str) -> DumpShards:
 def _hub_shards(location: str, repo_id: str, revision: str | None, path: str) -> DumpShards:
     from huggingface_hub import HfApi
 
-    from hub_scan.sources.hub_client import hub_errors
+    from advisor.hub_access import hub_errors
 
     with hub_errors(f"dataset {repo_id}"):
         names = HfApi().list_repo_files(repo_id, repo_type="dataset", revision=revision)

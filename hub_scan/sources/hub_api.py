@@ -5,7 +5,7 @@
    The listing is saved once complete, so a resumed scan reads the same repos at the same commits.
 2. Fetch: ``adapter_config.json`` and ``README.md`` at that sha, concurrently (threads; the work is
    waiting on the network). ``hf_hub_download`` keeps them in the HF cache: a rerun reads from disk.
-   429 / 5xx / dropped connections are retried with back-off (:mod:`hub_client`).
+   429 / 5xx / dropped connections are retried with back-off (:mod:`advisor.hub_access`).
 3. Journal: each finished repo is one line appended (and flushed) to ``results.jsonl`` in the scan's
    state folder. A scan killed mid-way resumes from it: repos in the journal are not fetched again,
    a torn last line is dropped and redone, so no repo is lost or counted twice.
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from advisor.hub_access import NoAccess, NotOnHub, hub_errors, with_backoff
 from advisor.paths import user_data_dir, write_text_atomic
 from hub_scan.records import CardRecord, ScannedCard, config_facts
 from hub_scan.scan import ScanResult, scan_record
-from hub_scan.sources.hub_client import NoAccess, NotOnHub, hub_errors, with_backoff
 from hub_scan.stats import UsageStats
 
 Progress = Callable[[str, int, int], None]
@@ -75,7 +75,7 @@ def list_repos(query: HubQuery) -> list[ListedRepo]:
     from huggingface_hub import HfApi
 
     api = HfApi()
-    with hub_errors(f"listing models with filter {query.filter!r}"):
+    with hub_errors(f"the model list (filter {query.filter!r})"):
         infos = with_backoff(
             lambda: list(
                 api.list_models(

@@ -1,4 +1,6 @@
-"""Every call the scanner makes to the Hub goes through here: errors users can act on, and back-off.
+"""Hub access helpers every tool shares: errors users can act on, and back-off for long scans.
+
+The converter's adapter download and the Hub scanner both go through :func:`hub_errors`.
 
 huggingface_hub reads HF_ENDPOINT, HF_TOKEN, HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE itself;
 this module adds what a scan of thousands of repos needs on top: a retry with exponential back-off
@@ -89,14 +91,16 @@ def hub_errors(what: str) -> Iterator[None]:
     except Exception as exc:
         from huggingface_hub.errors import (
             GatedRepoError,
+            LocalEntryNotFoundError,
             OfflineModeIsEnabled,
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
 
-        if isinstance(exc, OfflineModeIsEnabled):
+        if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
             raise UserError(
-                f"{what}: HF_HUB_OFFLINE is set and it is not in the local cache; unset it to fetch"
+                f"cannot download {what}: it is not in the local cache and the Hub cannot be reached "
+                "(offline? unset HF_HUB_OFFLINE, or pass a local path)"
             ) from None
         if isinstance(exc, GatedRepoError):
             raise UserError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN") from None
@@ -104,5 +108,9 @@ def hub_errors(what: str) -> Iterator[None]:
             raise UserError(f"{what}: revision not found; check the @revision") from None
         if isinstance(exc, RepositoryNotFoundError) or _status(exc) in (401, 404):
             raise UserError(f"{what} not found on the Hub (or private: set HF_TOKEN)") from None
+        if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            raise UserError(
+                f"cannot download {what}: {exc}; check the network or HF_ENDPOINT, or pass a local path"
+            ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{what}: the Hub request failed ({first}); check the network or HF_ENDPOINT") from None
