@@ -6,7 +6,8 @@ Point ``HF_ENDPOINT`` at it. It serves:
 - ``HEAD|GET /{repo}/resolve/{rev}/{file}`` and ``/datasets/{repo}/resolve/{rev}/{file}`` with the
   ``X-Repo-Commit`` / ``ETag`` headers ``hf_hub_download`` needs, ``X-Error-Code: EntryNotFound``
   on a missing file;
-- ``GET /api/datasets/{repo}/tree/{rev}`` (what ``list_repo_files`` reads).
+- ``GET /api/{models,datasets}/{repo}/tree/{rev}`` and ``.../revision/{rev}`` (``list_repo_files``,
+  ``repo_info``: what ``snapshot_download`` reads).
 
 Faults are injected per request path: ``fail[path_fragment] = [429, 500, ...]`` answers those
 statuses first (429 with ``Retry-After: 0``), ``delay_s`` slows every file request.
@@ -90,19 +91,33 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
             query = urllib.parse.parse_qs(url.query)
             if path == "/api/models":
                 return self._list_models(query)
-            if path.startswith("/api/datasets/") and "/tree/" in path:
-                repo = path[len("/api/datasets/") :].split("/tree/")[0]
-                files = state.datasets.get(repo)
-                if files is None:
-                    return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
-                listing = [
-                    {"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                    for n, b in sorted(files.items())
-                ]
-                return self._send(200, json.dumps(listing).encode(), {"Content-Type": "application/json"})
+            for kind in ("models", "datasets"):
+                prefix = f"/api/{kind}/"
+                if path.startswith(prefix) and ("/tree/" in path or "/revision/" in path):
+                    repo = path[len(prefix) :].split("/tree/")[0].split("/revision/")[0]
+                    return self._repo_api(kind, repo, tree="/tree/" in path)
             if "/resolve/" in path:
                 return self._resolve(path)
             self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
+
+        def _files(self, kind: str, repo: str) -> dict[str, bytes] | None:
+            if kind == "datasets":
+                return state.datasets.get(repo)
+            return next((m.files for m in state.models if m.id == repo), None)
+
+        def _repo_api(self, kind: str, repo: str, tree: bool) -> None:
+            """``list_repo_tree`` (tree) and ``repo_info`` (revision), as snapshot_download reads them."""
+            files = self._files(kind, repo)
+            if files is None:
+                return self._send(404, b"{}", {"X-Error-Code": "RepoNotFound"})
+            if tree:
+                body = [
+                    {"type": "file", "path": n, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                    for n, b in sorted(files.items())
+                ]
+            else:
+                body = {"id": repo, "sha": SHA, "private": False, "siblings": [{"rfilename": n} for n in sorted(files)]}
+            self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
         def _list_models(self, query: dict[str, list[str]]) -> None:
             wanted = set(query.get("filter", []))

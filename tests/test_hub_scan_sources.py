@@ -269,3 +269,21 @@ def test_scan_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
     )
     assert result.returncode == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+
+
+def test_convert_downloads_an_adapter_from_the_hub(tiny_llama: Path, tmp_path: Path) -> None:
+    """The converter's Hub path (snapshot_download of config + safetensors + card) on the loopback Hub."""
+    from adapter_factory import make_adapter
+
+    folder = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    files["training_args.bin"] = b"not to be downloaded"
+    state = HubState(models=[FakeRepo(id="user/llama-oft", files=files, tags=["peft"])])
+    with FakeHub(state) as hub:
+        env = hub_env(hub, tmp_path)
+        result = run_cli(["convert", "user/llama-oft", str(tmp_path / "lora"), "--rank", "8"], env=env, timeout=300)
+        gone = run_cli(["convert", "user/absent", str(tmp_path / "x")], env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    assert not any("training_args.bin" in r for r in state.requests)  # only config, weights and card
+    assert gone.returncode == 2 and "not found on the Hub" in gone.stderr and not (tmp_path / "x").exists()
