@@ -80,6 +80,8 @@ _WORD_BYTES = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else 32 for c in rang
 def card_words(lowered: str) -> set[bytes]:
     """The card's ASCII words (lower-case letters and digits), as bytes."""
     return set(lowered.encode("utf-8", "ignore").translate(_WORD_BYTES).split())
+
+
 _FULL_SIGNS = re.compile(
     r"(?im)fine-?tuned version of|fine-?tuned (?:from|on|for)\b|\ba fine-?tuned\b|finetuned from model|"
     r"fine-?tuning framework|pipeline to fine-?tune|training (?:the )?\S+ (?:architecture|model) on|"
