@@ -168,6 +168,19 @@ def top_left_singular_vectors(matrix: torch.Tensor, rank: int, *, exact: bool | 
     return q @ u_small[:, :rank]
 
 
+def shrinkage(fit: InputMoments, ridge: float = DEFAULT_RIDGE) -> float:
+    """How far to pull the input second moment towards isotropy: ``C + λ·(tr C / d)·I``.
+
+    With fewer calibration tokens than input features (a 1B model's 8192-wide MLP inputs from a
+    few hundred prompts) ``C`` spans only the calibration rows, and a basis fitted to it ignores
+    every other direction: measured on held-out inputs it was then worse than the plain SVD
+    (Llama-3.2-1B shape, rank 256: 0.74 vs 0.66 layer-output error). The sample covariance's
+    error scales like ``d / n``, so the shrinkage does too (Ledoit-Wolf in spirit), never less
+    than ``ridge``: plenty of tokens keeps the calibrated fit, too few falls back towards plain.
+    """
+    return max(ridge, fit.features / max(fit.count, 1))
+
+
 def layer_basis(
     delta: torch.Tensor,
     rank: int,
@@ -190,7 +203,7 @@ def layer_basis(
         if fit is None:
             raise ValueError("calibrated factorisation needs calibration inputs")
         root = fit.sqrt_factor().to(work.device)
-        lam = ridge * fit.trace() / fit.features
+        lam = shrinkage(fit, ridge) * fit.trace() / fit.features
         ranked = torch.cat([work @ root, (lam**0.5) * work], dim=1) if lam > 0 else work @ root
     else:
         ranked = work
