@@ -287,3 +287,28 @@ def test_convert_downloads_an_adapter_from_the_hub(tiny_llama: Path, tmp_path: P
     assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
     assert not any("training_args.bin" in r for r in state.requests)  # only config, weights and card
     assert gone.returncode == 2 and "not found on the Hub" in gone.stderr and not (tmp_path / "x").exists()
+
+
+def test_trial_data_from_a_hub_dataset(tmp_path: Path) -> None:
+    """A trial's --data can be a Hub dataset id: its parquet files, read through the same Hub helper."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from advisor.trial.data import SAMPLE_DATASET
+
+    rows = [json.loads(line) for line in SAMPLE_DATASET.read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    state = HubState(
+        datasets={"user/sentiment": {"data/train-00000.parquet": (tmp_path / "train.parquet").read_bytes()}}
+    )
+    code = "from advisor.trial.data import load_trial_data as f; print(f('user/sentiment').describe())"
+    with FakeHub(state) as hub:
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **hub_env(hub, tmp_path)},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "2-class classification from text, label; 192 train / 48 eval" in result.stdout
