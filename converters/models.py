@@ -141,7 +141,7 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
     try:
         from transformers import AutoTokenizer
 
-        with _quiet():
+        with quiet_hf():
             tokenizer = AutoTokenizer.from_pretrained(name)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -163,7 +163,7 @@ def load_model(name: str, model_class: str, adapter: AdapterFiles, *, device: st
     if model_class == "AutoModelForSequenceClassification" and num_labels:
         kwargs["num_labels"] = num_labels
     try:
-        with _quiet():
+        with quiet_hf():
             model = _class_by_name(model_class).from_pretrained(name, **kwargs)
     except UserError:
         raise
@@ -178,14 +178,14 @@ def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -
     from transformers import AutoConfig
 
     paths = _adapter_module_paths(adapter)
-    with _quiet():
+    with quiet_hf():
         hf_config = AutoConfig.from_pretrained(name)
     best, best_hits = classes[0], -1
     for cls_name in classes:
         try:
             cls = _class_by_name(cls_name)
             build = cls.from_config if hasattr(cls, "from_config") else cls._from_config
-            with torch.device("meta"), _quiet():
+            with torch.device("meta"), quiet_hf():
                 skeleton = build(hf_config)
         except Exception:
             continue
@@ -207,7 +207,7 @@ def _num_labels(adapter: AdapterFiles) -> int | None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_hf():
     """transformers/peft print advice (and tqdm bars) on load; our own output says what matters."""
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -239,7 +239,7 @@ def attach_adapter(base: BaseModel, adapter: AdapterFiles) -> Any:
             f"(e.g. {example}); pass the base model the adapter was trained on with --base-model."
         )
     try:
-        with _quiet():
+        with quiet_hf():
             model = PeftModel.from_pretrained(base.model, str(adapter.folder), is_trainable=False)
     except Exception as exc:
         text = str(exc).replace("\n", " ")
