@@ -461,26 +461,11 @@ def scan_dataset_command(
     save: SaveOption = True,
 ) -> None:
     """Classify a parquet card dump (the blog's source), streaming: memory stays bounded."""
-    import os
-    import time
-
     from advisor.output.progress import progress_reporter
-    from hub_scan.scan import ScanResult, scan_batches_parallel
-    from hub_scan.sources.card_dump import count_rows, iter_batches, resolve_shards
+    from hub_scan.sources.card_dump import scan_card_dump
 
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
-    start = time.perf_counter()
-    shards = resolve_shards(location)
-    rows = count_rows(shards)
-    total = min(rows, limit) if rows is not None and limit else (rows or limit or 0)
-    processes = workers or os.cpu_count() or 1
     with progress_reporter("classifying cards", enabled=not as_json) as progress:
-        stats = scan_batches_parallel(
-            iter_batches(shards, limit=limit), workers=processes, progress=progress, total=total
-        )
-    notes = [f"{len(shards.files)} parquet file(s), {processes} process(es)"]
-    result = ScanResult(location, "dataset", stats, elapsed_s=time.perf_counter() - start, notes=notes)
+        result = scan_card_dump(location, limit=limit, workers=workers, progress=progress)
     _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=False)
 
 

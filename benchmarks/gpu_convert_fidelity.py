@@ -35,28 +35,18 @@ def main() -> None:
     import peft
     import torch
     from gpu_train_memory import SHAPES, pick_run
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from advisor.trial.candidates import build_candidate
     from converters.convert import ConvertOptions, convert_adapter
 
     base, oft, lora = args.work / "base", args.work / "oft", args.work / "lora"
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**SHAPES[args.shape], max_position_embeddings=8192)).save_pretrained(base)
     run = pick_run("oft")
-    config_class = PEFT_TYPE_TO_CONFIG_MAPPING["OFT"]
-    fields = set(config_class.__dataclass_fields__)
-    skip = {
-        "peft_type",
-        "base_model_name_or_path",
-        "revision",
-        "peft_version",
-        "auto_mapping",
-        "task_type",
-        "inference_mode",
-    }
-    kwargs = {k: v for k, v in run.peft_config.items() if k in fields and k not in skip}
-    model = peft.get_peft_model(LlamaForCausalLM.from_pretrained(base), config_class(**kwargs, task_type="CAUSAL_LM"))
+    candidate = build_candidate(run, str(base), "generation", steps=1)  # the stored config, on this model's names
+    kwargs = candidate.config.to_dict()
+    model = peft.get_peft_model(LlamaForCausalLM.from_pretrained(base), candidate.config)
     with torch.no_grad():
         for _, param in model.named_parameters():
             if param.requires_grad:

@@ -95,28 +95,12 @@ def trial(args: argparse.Namespace) -> dict:
     if args.run != "full":
         import peft
 
-        run = pick_run(args.run)
-        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+        from advisor.trial.candidates import build_candidate
 
-        config_class = PEFT_TYPE_TO_CONFIG_MAPPING[run.peft_type]
-        fields = set(config_class.__dataclass_fields__)
-        kwargs = {
-            k: v
-            for k, v in run.peft_config.items()
-            if k in fields
-            and k
-            not in {
-                "peft_type",
-                "base_model_name_or_path",
-                "revision",
-                "peft_version",
-                "auto_mapping",
-                "task_type",
-                "rank_pattern",
-                "inference_mode",
-            }
-        }
-        model = peft.get_peft_model(model, config_class(**kwargs, task_type="CAUSAL_LM"))
+        run = pick_run(args.run)
+        names = [name for name, _ in model.named_modules() if name]
+        candidate = build_candidate(run, args.shape, "generation", args.steps, names=names)
+        model = peft.get_peft_model(model, candidate.config)
         if setup["grad_checkpointing"]:
             model.enable_input_require_grads()
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -92,8 +92,10 @@ def scan_batches_parallel(
         return stats
     import concurrent.futures as cf
     import multiprocessing
+    import os
 
-    context = multiprocessing.get_context("fork" if hasattr(__import__("os"), "fork") else "spawn")
+    # fork: workers start without re-importing the classifier (spawn where fork does not exist).
+    context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: set[cf.Future] = set()
         for batch in batches:

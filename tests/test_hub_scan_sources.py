@@ -123,11 +123,12 @@ def test_scan_dataset_parquet_matches_dir(tmp_path: Path, dir_scan: dict) -> Non
     assert json.loads(limited.stdout)["stats"]["cards"] == 10
 
 
+@needs_shared
 def test_card_dump_streams_in_bounded_batches(tmp_path: Path) -> None:
     from hub_scan.sources.card_dump import iter_batches, resolve_shards
 
     path = tmp_path / "cards.parquet"
-    write_card_parquet(path, shared_repos(40) if SHARED_CARDS.is_dir() else [], row_group_size=8)
+    write_card_parquet(path, shared_repos(40), row_group_size=8)
     batches = list(iter_batches(resolve_shards(str(path)), batch_rows=8))
     assert all(len(b) <= 8 for b in batches) and sum(len(b) for b in batches) == 40
     assert batches[0][0].created_at.startswith("2024-01-03")

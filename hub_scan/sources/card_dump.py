@@ -184,3 +184,24 @@ def iter_batches(
                 yield records
             if left is not None and left <= 0:
                 return
+
+
+def scan_card_dump(location: str, *, limit: int | None = None, workers: int = 0, progress: Any = None) -> Any:
+    """Resolve, stream and classify a card dump on ``workers`` processes (0: all cores): a ScanResult."""
+    import os
+    import time
+
+    from hub_scan.scan import ScanResult, scan_batches_parallel
+
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    if workers < 0:
+        raise UserError("--workers must be 0 (all cores) or more")
+    start = time.perf_counter()
+    shards = resolve_shards(location)
+    rows = count_rows(shards)
+    total = min(rows, limit) if rows is not None and limit else (rows or limit or 0)
+    processes = workers or os.cpu_count() or 1
+    stats = scan_batches_parallel(iter_batches(shards, limit=limit), workers=processes, progress=progress, total=total)
+    notes = [f"{len(shards.files)} parquet file(s), {processes} process(es)"]
+    return ScanResult(location, "dataset", stats, elapsed_s=time.perf_counter() - start, notes=notes)
