@@ -148,7 +148,7 @@ def check_lora(
     config, tensors = _load_folder(folder)
     base = base or base_info(config.get("base_model_name_or_path"))
     findings: list[Finding] = []
-    modules, ranks = _check_tensors(tensors, base, findings, target)
+    modules, ranks = _check_tensors(tensors, base, findings, target, config.get("modules_to_save") or [])
     _check_config(config, ranks, findings, target)
     max_rank = max(ranks.values()) if ranks else None
     report = CheckReport(str(shown_as or folder), target, findings, max_rank, len(modules))
@@ -167,13 +167,18 @@ def check_lora(
 
 
 def _check_tensors(
-    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding], target: str
+    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding], target: str, modules_to_save: list[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     import torch
 
     modules: dict[str, dict[str, Any]] = {}
     biases: list[str] = []
+    saved_pattern = re.compile(rf"(^|\.)({'|'.join(map(re.escape, modules_to_save))})\.") if modules_to_save else None
+    saved: list[str] = []
     for key, tensor in tensors.items():
+        if saved_pattern is not None and saved_pattern.search(key) and "lora_" not in key:
+            saved.append(key)  # a whole trained module (a classifier head): PEFT restores it as it is
+            continue
         if "lora_magnitude_vector" in key:
             findings.append(Finding("error", f"tensor {key} is DoRA's magnitude: vLLM and llama.cpp reject DoRA"))
             continue
@@ -220,6 +225,14 @@ def _check_tensors(
                 fixable=target == "vllm",
             )
         )
+    if saved:
+        findings.append(
+            Finding(
+                "info",
+                f"{len(saved)} tensor(s) of modules_to_save ({', '.join(modules_to_save)}) are carried whole: "
+                "PEFT restores them; llama.cpp rejects them",
+            )
+        )
     if len(dtypes) > 1:
         findings.append(Finding("warning", f"factors mix dtypes {sorted(map(str, dtypes))}; consumers upcast"))
     if not ranks:
@@ -230,9 +243,7 @@ def _check_tensors(
 def _check_shape(path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, findings: list[Finding]) -> None:
     if not base.weight_shapes or a.dim() != 2:
         return
-    shape = next(
-        (s for k, s in base.weight_shapes.items() if k == f"{path}.weight" or k.endswith(f".{path}.weight")), None
-    )
+    shape = _base_shape(path, base)
     if shape is None:
         findings.append(Finding("error", f"{path} is not a weight of the base model {base.name}"))
         return
@@ -240,6 +251,23 @@ def _check_shape(path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, fin
     want = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else tuple(shape)
     if got != want:
         findings.append(Finding("error", f"{path}: LoRA shape {got} does not match the base weight {want}"))
+
+
+def _base_shape(path: str, base: BaseInfo) -> tuple[int, ...] | None:
+    """The base weight's shape for a LoRA module path.
+
+    A task model wraps the checkpoint's model under its ``base_model_prefix`` (``bert.encoder...``
+    in a BertForSequenceClassification adapter, ``encoder...`` in a BertModel checkpoint), so the
+    path without its first component is tried as well.
+    """
+    candidates = [path]
+    if "." in path:
+        candidates.append(path.split(".", 1)[1])
+    for name in candidates:
+        for key, shape in base.weight_shapes.items():
+            if key == f"{name}.weight" or key.endswith(f".{name}.weight"):
+                return shape
+    return None
 
 
 def _module_scale(config: dict[str, Any], path: str, rank: int) -> float:

@@ -563,10 +563,11 @@ def _reloaded_fidelity(
     from peft import PeftModel
 
     from converters.fidelity import compare
-    from converters.models import load_model, model_outputs
+    from converters.models import load_model, model_outputs, quiet_hf
 
     fresh = load_model(base.name_or_path, base.model_class, adapter, device=device)
-    lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
+    with quiet_hf():  # a wrong or missing tensor shows up below as lost fidelity, not as a warning
+        lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
     converted = model_outputs(lora, eval_batches)
     return compare(converted, original, bare, masks, causal_lm=base.is_causal_lm)
 

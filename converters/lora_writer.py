@@ -120,10 +120,17 @@ class LoraAdapter:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {}
+        with_bias = self.has_bias
         for module in self.modules:
             state.update(module.tensors)
-            if module.bias is not None:
-                state[f"base_model.model.{module.name}.lora_B.bias"] = module.bias.contiguous()
+            bias = module.bias
+            if bias is None and with_bias and module.kind != "embedding":
+                # lora_bias is one switch for the whole adapter: PEFT then expects a bias on every
+                # module and warns about each missing one. A zero bias is the exact "no change".
+                b = next(t for k, t in module.tensors.items() if k.endswith("lora_B.weight"))
+                bias = b.new_zeros(b.shape[0])
+            if bias is not None:
+                state[f"base_model.model.{module.name}.lora_B.bias"] = bias.contiguous()
         state.update(self.extra_tensors)
         return state
 

@@ -44,3 +44,44 @@ def phase_reporter(*, enabled: bool = True) -> Iterator[Callable[[str, int, int]
             bar.update(task, description=phase, completed=done, total=total if total > 1 else None)
 
         yield update
+
+
+@contextmanager
+def trial_progress(*, enabled: bool = True) -> Iterator[Callable[[object], None] | None]:
+    """Yield a callback for :class:`~advisor.trial.run.TrialEvent`: an overall bar and one bar per candidate."""
+    if not enabled or not is_terminal(sys.stderr):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+    ) as bar:
+        overall = bar.add_task("candidates", total=None, loss="")
+        bars: dict[str, int] = {}
+
+        def update(event: object) -> None:
+            kind, name = getattr(event, "kind", ""), getattr(event, "name", "")
+            total, step, loss = getattr(event, "total", 0), getattr(event, "step", 0), getattr(event, "loss", None)
+            if kind == "plan":
+                bar.update(overall, total=total)
+            elif kind in ("start", "probe"):
+                label = f"  {name}" + (" (timing the baseline)" if kind == "probe" else "")
+                bars[name] = bar.add_task(label, total=total, loss="")
+            elif kind == "step" and name in bars:
+                bar.update(bars[name], completed=step, loss=f"loss {loss:.4f}" if loss is not None else "")
+            elif kind == "end":
+                result = getattr(event, "result", None)
+                status = getattr(result, "status", "")
+                if name not in bars:  # resumed: finished in an earlier run
+                    bars[name] = bar.add_task(f"  {name} (resumed)", total=total, completed=step, loss="")
+                bar.update(bars[name], loss=status if status != "ok" else "done")
+                bar.advance(overall)
+
+        yield update

@@ -13,9 +13,11 @@ own processes when CPU memory figures matter.
 
 from __future__ import annotations
 
+import enum
 import math
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,14 +51,37 @@ class CandidateResult:
     eval_accuracy: float | None = None
     peak_memory_bytes: int | None = None
     memory_kind: str = ""  # "cuda max reserved" | "cpu peak RSS growth"
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # load + train + eval + save
+    step_s: float | None = None  # median seconds per optimizer step, the first (warm-up) step left out
     tokens_per_s: float = 0.0
     trainable_params: int = 0
     checkpoint_bytes: int = 0
     adapter_dir: str | None = None
+    # One figure per eval row, in eval order (1/0 correct for classification, mean target-token loss for
+    # generation): comparing two candidates row by row is what makes the noise estimate paired.
+    eval_per_row: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A PEFT config as plain, stable JSON: sets become sorted lists (their order varies between processes)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return plain(value.value)
+        if isinstance(value, (set, frozenset)):
+            return sorted(plain(v) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return str(value)  # enums (PeftType, TaskType) and the odd object
+
+    return plain(config.to_dict())
 
 
 def _rss_bytes() -> int:
@@ -149,30 +174,37 @@ def _schedule(step: int, budget: TrainBudget) -> float:
 
 def evaluate(
     model: Any, data: TrialData, tokenizer: Any, budget: TrainBudget, vocab: int, pad_id: int
-) -> tuple[float, float | None]:
-    """Mean eval loss (per example for classification, per target token for generation) and accuracy."""
+) -> tuple[float, float | None, list[float]]:
+    """Mean eval loss (per example for classification, per target token for generation), accuracy, per-row figures."""
     import torch
+    import torch.nn.functional as F
 
     model.eval()
-    total_loss, weight, correct = 0.0, 0, 0
+    total_loss, weight = 0.0, 0
+    per_row: list[float] = []
     with torch.no_grad():
         for start in range(0, len(data.eval), budget.batch_size):
             chunk = data.eval[start : start + budget.batch_size]
             batch = {
                 k: v.to(budget.device) for k, v in encode_batch(chunk, tokenizer, data.kind, vocab, pad_id).items()
             }
-            out = model(**batch)
+            logits = model(**batch).logits.float()
+            labels = batch["labels"]
             if data.kind == "classification":
-                total_loss += float(out.loss) * len(chunk)
+                losses = F.cross_entropy(logits, labels, reduction="none")
+                total_loss += float(losses.sum())
                 weight += len(chunk)
-                correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+                per_row += [float(x) for x in (logits.argmax(-1) == labels).float()]
             else:
-                tokens = int((batch["labels"][:, 1:] != -100).sum())
-                total_loss += float(out.loss) * tokens
-                weight += tokens
+                shifted, targets = logits[:, :-1], labels[:, 1:]
+                token_loss = F.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+                counts = (targets != -100).sum(1)
+                total_loss += float(token_loss.sum())
+                weight += int(counts.sum())
+                per_row += [float(x) for x in token_loss.sum(1) / counts.clamp(min=1)]
     model.train()
-    accuracy = correct / len(data.eval) if data.kind == "classification" else None
-    return total_loss / max(weight, 1), accuracy
+    accuracy = sum(per_row) / len(per_row) if data.kind == "classification" and per_row else None
+    return total_loss / max(weight, 1), accuracy, per_row
 
 
 def train_candidate(
@@ -183,24 +215,33 @@ def train_candidate(
     learning_rate: float,
     budget: TrainBudget,
     out_dir: Path | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> CandidateResult:
-    """Train ``peft_config`` (a peft ``PeftConfig``) on ``data`` for ``budget``; never raises for a bad run."""
+    """Train ``peft_config`` (a peft ``PeftConfig``) on ``data`` for ``budget``; never raises for a bad run.
+
+    ``on_step(step, loss)`` is called after every optimizer step (progress bars). Batches are
+    tokenised before the clock of their step starts, so step times measure the model, not the tokenizer.
+    """
     import peft
     import torch
 
-    result = CandidateResult(method, peft_config.to_dict(), learning_rate)
+    from converters.models import quiet_hf
+
+    result = CandidateResult(method, config_dict(peft_config), learning_rate)
     cuda = budget.device.startswith("cuda")
     rss_before = _rss_bytes()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     torch.manual_seed(budget.seed)
-    model, tokenizer = load_model(model_path, data, budget.device)
+    with quiet_hf():  # "classifier newly initialised" is the point of a trial, not news
+        model, tokenizer = load_model(model_path, data, budget.device)
     vocab = int(model.config.vocab_size)
     pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
     torch.manual_seed(budget.seed)  # the adapter's init draws the same numbers for every candidate
     try:
-        model = peft.get_peft_model(model, peft_config)
+        with quiet_hf():
+            model = peft.get_peft_model(model, peft_config)
     except Exception as exc:  # a config this model cannot take (e.g. layer types the method does not support)
         result.status, result.message = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         return result
@@ -212,9 +253,17 @@ def train_candidate(
     tokens = 0
     first_loss = None
     rows = data.train
+    encoded: dict[int, dict[str, Any]] = {}  # by first row: the data cycles, so batches repeat
+    step_times: list[float] = []
     for step in range(budget.steps):
-        chunk = tuple(rows[(step * budget.batch_size + i) % len(rows)] for i in range(budget.batch_size))
-        batch = {k: v.to(budget.device) for k, v in encode_batch(chunk, tokenizer, data.kind, vocab, pad_id).items()}
+        first_row = (step * budget.batch_size) % len(rows)
+        if first_row not in encoded:
+            chunk = tuple(rows[(first_row + i) % len(rows)] for i in range(budget.batch_size))
+            encoded[first_row] = {
+                k: v.to(budget.device) for k, v in encode_batch(chunk, tokenizer, data.kind, vocab, pad_id).items()
+            }
+        batch = encoded[first_row]
+        step_start = time.perf_counter()
         loss = model(**batch).loss
         value = float(loss.detach())
         result.train_losses.append(round(value, 6))
@@ -228,14 +277,23 @@ def train_candidate(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - step_start)
         tokens += int(batch["attention_mask"].sum())
         result.steps_done = step + 1
+        if on_step is not None:
+            on_step(step + 1, value)
     if cuda:
         torch.cuda.synchronize()
-    train_s = time.perf_counter() - start
-    result.tokens_per_s = tokens / train_s if train_s > 0 else 0.0
+    loop_s = sum(step_times)
+    result.tokens_per_s = tokens / loop_s if loop_s > 0 else 0.0
+    timed = sorted(step_times[1:] or step_times)
+    result.step_s = timed[len(timed) // 2] if timed else None
     if result.status == "ok":
-        result.eval_loss, result.eval_accuracy = evaluate(model, data, tokenizer, budget, vocab, pad_id)
+        result.eval_loss, result.eval_accuracy, result.eval_per_row = evaluate(
+            model, data, tokenizer, budget, vocab, pad_id
+        )
         if out_dir is not None:
             model.save_pretrained(out_dir)
             result.adapter_dir = str(out_dir)

@@ -1,0 +1,240 @@
+"""How a quick trial looks: the fair-setup header, the leaderboard, the verdict, JSON and a plot.
+
+Presentation only: the ranking, the noise test and the next command come from
+:mod:`advisor.trial.leaderboard`; this module formats them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.output.tables import Column, TableSpec
+from advisor.paths import atomic_destination
+from advisor.trial.leaderboard import Standing
+from advisor.trial.run import TrialReport, entry_dict
+
+MIB = 2**20
+
+
+def _mib(n_bytes: int | None) -> str:
+    return f"{n_bytes / MIB:,.0f}" if n_bytes is not None else "-"
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    """The config fields that tell candidates apart (rank, block size, modules), not all forty."""
+    keys = ("r", "oft_block_size", "boft_block_size", "lora_alpha", "init_lora_weights", "use_dora", "use_rslora")
+    parts = [f"{k}={config[k]}" for k in keys if config.get(k) not in (None, False, {}, []) and k in config]
+    modules = config.get("target_modules")
+    if isinstance(modules, (list, tuple, set)):
+        parts.append("on " + ",".join(sorted(modules)))
+    elif modules:
+        parts.append(f"on {modules}")
+    return " ".join(parts)
+
+
+def header_lines(report: TrialReport) -> list[str]:
+    b = report.budget
+    warmup = max(1, round(b.steps * b.warmup_fraction))
+    lines = [
+        f"Data: {report.data.describe()}",
+        f"Model: {report.request.model} on {b.device}",
+        f"Same for every candidate: seed {b.seed}, the same {len(report.data.train)} train rows in the same order, "
+        f"{b.steps} steps x batch {b.batch_size} (≤128 tokens per row), AdamW, {warmup} warm-up step(s) then "
+        f"linear decay, the same {len(report.data.eval)} eval rows",
+        "Differs by design (each from its PEFT benchmark run on Llama-3.2-3B, modules mapped to this model):",
+    ]
+    for entry in report.entries:
+        result = entry.result
+        lines.append(
+            f"  {entry.name}: lr {entry.learning_rate:g}, {_config_text(result.peft_config)} "
+            f"[{entry.run_id.split('/', 1)[-1]}; {entry.why}]"
+        )
+    lines += [f"Note: {note}" for note in report.notes]
+    return lines
+
+
+def _score_text(standing: Standing, metric: str) -> str:
+    if standing.score is None:
+        return "-"
+    return f"{standing.score:.3f}" if metric == "eval accuracy" else f"{standing.score:.4f}"
+
+
+def _gap_text(standing: Standing) -> str:
+    if standing.rank is None or standing.gap is None:
+        return "-"
+    if standing.rank == 1:
+        return "winner"
+    se = f" ± {standing.gap_se:.3f}" if standing.gap_se is not None else ""
+    return f"{standing.gap:.3f}{se}" + (" ≈" if standing.within_noise else "")
+
+
+def leaderboard_table(report: TrialReport) -> TableSpec:
+    board = report.leaderboard
+    classification = board.metric == "eval accuracy"
+    columns = [Column("#", "right"), Column("candidate"), Column("status")]
+    if classification:
+        columns += [Column("accuracy", "right"), Column("eval loss", "right")]
+    else:
+        columns += [Column("eval loss", "right")]
+    columns += [
+        Column("gap ± SE", "right"),
+        Column("frontier"),
+        Column("peak MiB", "right"),
+        Column("s/step", "right"),
+        Column("tok/s", "right"),
+        Column("trainable", "right"),
+        Column("ckpt KiB", "right"),
+        Column("wall s", "right"),
+    ]
+    rows = []
+    for s in board.standings:
+        r = s.entry.result
+        name = s.entry.name + (" (baseline)" if s.entry.is_baseline else "")
+        status = r.status + (" (resumed)" if s.entry.resumed else "")
+        cells = [str(s.rank) if s.rank else "-", name, status]
+        if classification:
+            cells += [_score_text(s, board.metric), f"{r.eval_loss:.4f}" if r.eval_loss is not None else "-"]
+        else:
+            cells += [_score_text(s, board.metric)]
+        cells += [
+            _gap_text(s),
+            "yes" if s.pareto else "",
+            _mib(r.peak_memory_bytes),
+            f"{r.step_s:.3f}" if r.step_s else "-",
+            f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-",
+            f"{r.trainable_params:,}",
+            f"{r.checkpoint_bytes / 1024:,.0f}" if r.checkpoint_bytes else "-",
+            f"{r.wall_s:.1f}",
+        ]
+        rows.append(tuple(cells))
+    winner = {0} if board.winner is not None else set()
+    return TableSpec(tuple(columns), tuple(rows), title="Trial leaderboard", highlight_rows=frozenset(winner))
+
+
+def footer_lines(report: TrialReport, plot: Path | None) -> list[str]:
+    board = report.leaderboard
+    lines = []
+    for s in board.standings:
+        if s.entry.result.status != "ok":
+            lines.append(f"{s.entry.name} {s.entry.result.status}: {s.entry.result.message}")
+    memory_kind = next((s.entry.result.memory_kind for s in board.standings if s.entry.result.memory_kind), "")
+    if memory_kind:
+        isolated = " (each candidate in its own process)" if report.request.isolate else ""
+        lines.append(f"peak memory = {memory_kind}{isolated}")
+    lines.append(f"Noise rule: {board.noise_rule}; ≈ marks a gap within noise")
+    winner, baseline = board.winner, board.baseline
+    if winner is not None:
+        score = _score_text(winner, board.metric)
+        lines.append(f"Winner: {winner.entry.name} ({winner.entry.display_name}), {board.metric} {score}")
+        if baseline is not None and baseline is not winner and baseline.rank is not None:
+            verdict = (
+                "within noise: on this data the trial cannot tell them apart"
+                if baseline.within_noise
+                else "a real difference at 95%"
+            )
+            lines.append(f"LoRA baseline: rank {baseline.rank}, {baseline.gap:.3f} behind the winner — {verdict}")
+    lines.append(f"Results: {report.results_file} (re-run the same command to resume; --fresh to start over)")
+    if plot is not None:
+        lines.append(f"Plot written to {plot}")
+    lines.append(report.next_text)
+    if report.next_command:
+        lines.append(f"  {report.next_command}")
+    return lines
+
+
+def trial_json(report: TrialReport, plot: Path | None) -> dict[str, Any]:
+    board = report.leaderboard
+    b = report.budget
+    return {
+        "data": {
+            "source": report.data.source,
+            "kind": report.data.kind,
+            "columns": list(report.data.columns),
+            "labels": list(report.data.labels),
+            "train_rows": len(report.data.train),
+            "eval_rows": len(report.data.eval),
+            "seed": report.data.seed,
+        },
+        "model": report.request.model,
+        "budget": {
+            "steps": b.steps,
+            "batch_size": b.batch_size,
+            "seed": b.seed,
+            "device": b.device,
+            "warmup_fraction": b.warmup_fraction,
+        },
+        "metric": board.metric,
+        "higher_is_better": board.higher_is_better,
+        "noise_rule": board.noise_rule,
+        "leaderboard": [
+            {
+                "rank": s.rank,
+                **entry_dict(s.entry),
+                "score": s.score,
+                "gap_to_winner": s.gap,
+                "gap_se": s.gap_se,
+                "within_noise": s.within_noise,
+                "pareto": s.pareto,
+                **{k: v for k, v in s.entry.result.to_dict().items() if k not in ("method", "eval_per_row")},
+            }
+            for s in board.standings
+        ],
+        "winner": board.winner.entry.name if board.winner else None,
+        "next": {"text": report.next_text, "command": report.next_command},
+        "results_file": str(report.results_file),
+        "plot": str(plot) if plot is not None else None,
+        "notes": report.notes,
+    }
+
+
+def trial_plot(report: TrialReport, path: Path) -> Path:
+    """Eval score against peak memory, one point per finished candidate; the frontier and the winner marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UserError("plotting needs matplotlib: pip install 'peft-advisor[plot]'") from exc
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    board = report.leaderboard
+    done = [s for s in board.standings if s.rank is not None]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    for s in done:
+        x = (s.entry.result.peak_memory_bytes or 0) / MIB
+        is_winner = s is board.winner
+        ax.scatter(
+            [x],
+            [s.score],
+            s=140 if is_winner else 70,
+            marker="*" if is_winner else ("D" if s.entry.method == "lora" else "o"),
+            color="#c44e52" if is_winner else ("#dd8452" if s.entry.method == "lora" else "#4c72b0"),
+            zorder=4,
+        )
+        label = s.entry.name + (" ≈ winner" if s.within_noise and not is_winner else "")
+        ax.annotate(label, (x, s.score), fontsize=9, xytext=(5, 4), textcoords="offset points")
+    front = sorted(((s.entry.result.peak_memory_bytes or 0) / MIB, s.score) for s in done if s.pareto)
+    if len(front) > 1:
+        step = "post" if board.higher_is_better else "pre"
+        ax.step([p[0] for p in front], [p[1] for p in front], where=step, color="#55a868", label="Pareto frontier")
+        ax.legend(loc="best", fontsize=8)
+    memory = done[0].entry.result.memory_kind if done else ""
+    ax.set_xlabel(f"peak memory, MiB ({memory})")
+    ax.set_ylabel(board.metric + ("" if board.higher_is_better else " (lower is better)"))
+    ax.set_title(
+        f"Quick trial: {Path(report.request.model).name} on {Path(report.data.source).name}, "
+        f"{report.budget.steps} steps (≈: within noise of the winner)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        with atomic_destination(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
+    return path

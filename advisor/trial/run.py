@@ -1,0 +1,237 @@
+"""``peft-advise trial`` as one library call: plan, train every candidate the same way, rank.
+
+The order of work is chosen so that the cheap, likely-to-fail parts come first: the data is read
+and checked, the plan is made and every candidate's config is built on the user's model (meta
+device, no weights) before the first minute of training is spent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.trial.data import TrialData, load_trial_data
+from advisor.trial.leaderboard import Entry, Leaderboard, next_step, rank_entries
+from advisor.trial.plan import DEFAULT_TOP, TrialPlan, plan_trial
+from advisor.trial.results import TrialStore, candidate_key, setup_record
+from advisor.trial.train import CandidateResult, TrainBudget, config_dict
+
+DEFAULT_STEPS = 30
+PROBE_STEPS = 4
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    data: str
+    model: str
+    out: Path
+    task: str = "text"
+    vram_gib: float | None = None
+    candidates: str = "auto"
+    top: int = DEFAULT_TOP
+    steps: int | None = None
+    minutes: float | None = None
+    eval_fraction: float = 0.2
+    batch_size: int = 8
+    seed: int = 0
+    lr_scale: float = 1.0
+    device: str = "auto"
+    isolate: bool = True  # each candidate in its own process (honest memory figures)
+    fresh: bool = False
+    text_column: str | None = None
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """Progress, for bars: ``kind`` is plan / probe / start / step / end."""
+
+    kind: str
+    name: str = ""
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    result: CandidateResult | None = None
+
+
+@dataclass
+class TrialReport:
+    request: TrialRequest
+    data: TrialData
+    plan: TrialPlan
+    budget: TrainBudget
+    entries: list[Entry]
+    leaderboard: Leaderboard
+    results_file: Path
+    next_text: str
+    next_command: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _validate(request: TrialRequest) -> None:
+    if request.steps is not None and request.minutes is not None:
+        raise UserError("give --steps or --minutes, not both")
+    if request.steps is not None and request.steps < 1:
+        raise UserError(f"--steps must be at least 1, got {request.steps}")
+    if request.minutes is not None and not (request.minutes > 0 and math.isfinite(request.minutes)):
+        raise UserError(f"--minutes must be a positive number, got {request.minutes}")
+    if request.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {request.batch_size}")
+    if not (request.lr_scale > 0 and math.isfinite(request.lr_scale)):
+        raise UserError(f"--lr-scale must be a positive number, got {request.lr_scale}")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    wanted = device.strip().lower()
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is visible to torch {torch.__version__}; use --device cpu")
+    if wanted != "cpu" and not wanted.startswith("cuda"):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
+    return wanted
+
+
+def _trainer(request: TrialRequest) -> Callable[..., CandidateResult]:
+    if request.isolate:
+        from advisor.trial.isolate import train_in_subprocess, warm_up
+
+        warm_up()
+        return train_in_subprocess
+    from advisor.trial.train import train_candidate
+
+    return train_candidate
+
+
+def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None = None) -> TrialReport:
+    """Train the planned candidates (resuming finished ones from ``request.out``) and rank them."""
+    from advisor.benchmarks.store import load_snapshot
+    from advisor.methods.registry import load_registry
+    from advisor.trial.candidates import build_candidate, module_names
+
+    _validate(request)
+    emit = events or (lambda event: None)
+    device = resolve_device(request.device)
+    train = _trainer(request)  # early: the training processes' imports overlap with the checks below
+    data = load_trial_data(
+        request.data,
+        eval_fraction=request.eval_fraction,
+        seed=request.seed,
+        text_column=request.text_column,
+        label_column=request.label_column,
+    )
+    registry = load_registry()
+    plan = plan_trial(
+        load_snapshot(),
+        registry,
+        task=request.task,
+        vram_gib=request.vram_gib,
+        candidates=request.candidates,
+        top=request.top,
+    )
+    names = module_names(request.model)
+    notes = list(plan.notes)
+    steps = request.steps or DEFAULT_STEPS
+    if request.minutes is not None:
+        baseline = build_candidate(plan.runs[0].run, request.model, data.kind, PROBE_STEPS, names)
+        emit(TrialEvent("probe", plan.runs[0].name, total=PROBE_STEPS))
+        probe_budget = TrainBudget(PROBE_STEPS, request.batch_size, seed=request.seed, device=device)
+        probe = train(
+            request.model,
+            data,
+            baseline.method,
+            baseline.config,
+            baseline.learning_rate * request.lr_scale,
+            probe_budget,
+            on_step=lambda step, loss: emit(TrialEvent("step", plan.runs[0].name, step, PROBE_STEPS, loss)),
+        )
+        steps, note = steps_for_minutes(request.minutes, len(plan.runs), probe)
+        notes.append(note)
+    budget = TrainBudget(steps=steps, batch_size=request.batch_size, seed=request.seed, device=device)
+    built = [build_candidate(p.run, request.model, data.kind, steps, names) for p in plan.runs]
+    store = TrialStore(request.out, setup_record(request.model, data, budget), fresh=request.fresh)
+    entries: list[Entry] = []
+    emit(TrialEvent("plan", total=len(built)))
+    for planned, candidate in zip(plan.runs, built, strict=True):
+        method = registry.resolve(planned.method)
+        lr = candidate.learning_rate * request.lr_scale
+        key = candidate_key(planned.name, planned.run.id, lr, config_dict(candidate.config))
+        result = store.finished(planned.name, key)
+        resumed = result is not None
+        if result is None:
+            emit(TrialEvent("start", planned.name, total=steps))
+            partial = store.partial_dir(planned.name)
+            result = train(
+                request.model,
+                data,
+                planned.method,
+                candidate.config,
+                lr,
+                budget,
+                partial,
+                on_step=lambda step, loss, name=planned.name: emit(TrialEvent("step", name, step, steps, loss)),
+            )
+            result = store.record(planned.name, key, result)
+        emit(TrialEvent("end", planned.name, result.steps_done, steps, result=result))
+        entries.append(
+            Entry(
+                name=planned.name,
+                method=planned.method,
+                display_name=method.display_name,
+                run_id=planned.run.id,
+                why=planned.why,
+                learning_rate=lr,
+                result=result,
+                is_baseline=planned.method == "lora" and not planned.run.variant_flags,
+                lora_convertible=method.lora_convertible,
+                resumed=resumed,
+            )
+        )
+    board = rank_entries(entries, data.kind == "classification")
+    text, command = next_step(board, request.model, data.kind)
+    if any(e.resumed for e in entries):
+        notes.append(
+            f"resumed from {store.path}: {', '.join(e.name for e in entries if e.resumed)} "
+            "finished earlier with the same setup (pass --fresh to retrain)"
+        )
+    return TrialReport(request, data, plan, budget, entries, board, store.path, text, command, notes)
+
+
+def steps_for_minutes(minutes: float, candidates: int, probe: CandidateResult) -> tuple[int, str]:
+    """One step count for every candidate, from the baseline's measured step time (fairness: same steps).
+
+    Methods whose steps are slower than LoRA's make the trial overrun; that is said, not hidden.
+    """
+    if probe.status != "ok" or not probe.step_s:
+        raise UserError(f"could not time the baseline to size --minutes ({probe.message}); use --steps instead")
+    overhead = max(0.0, probe.wall_s - probe.steps_done * probe.step_s)  # load, eval, save
+    per_candidate = minutes * 60 / candidates - overhead
+    steps = int(per_candidate / probe.step_s)
+    if steps < 1:
+        raise UserError(
+            f"--minutes {minutes:g} leaves no training time: loading and evaluating takes ~{overhead:.0f} s per "
+            f"candidate ({candidates} candidates); give more minutes or use --steps"
+        )
+    return steps, (
+        f"--minutes {minutes:g}: {steps} steps per candidate (baseline step {probe.step_s:.2f} s, "
+        f"~{overhead:.0f} s load+eval each); methods with slower steps than LoRA take longer"
+    )
+
+
+def entry_dict(entry: Entry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "method": entry.method,
+        "run_id": entry.run_id,
+        "why": entry.why,
+        "learning_rate": entry.learning_rate,
+        "baseline": entry.is_baseline,
+        "lora_convertible": entry.lora_convertible,
+        "resumed": entry.resumed,
+    }
