@@ -236,3 +236,38 @@ def test_identity_adapter_converts_and_json_stays_valid(tiny_llama: Path, tmp_pa
     report = json.loads(result.stdout)
     assert report["fidelity"]["effect_size"] == 0 and report["fidelity"]["output_error"] < 1e-6
     assert any("does not change the model's outputs" in note for note in report["notes"])
+
+
+def test_classifier_adapter_checks_against_a_bare_checkpoint(minilm: Path, tmp_path: Path) -> None:
+    """A SEQ_CLS adapter names bert.encoder...; MiniLM's checkpoint says encoder...; the head is modules_to_save."""
+    import peft
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(minilm), num_labels=2)
+    config = peft.LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"])
+    peft.get_peft_model(model, config).save_pretrained(tmp_path / "cls")
+    result = invoke("check-lora", tmp_path / "cls", "--for", "peft", "--base-model", minilm)
+    assert result.exit_code == 0, result.stdout
+    assert "modules_to_save (classifier, score) are carried whole" in result.stdout
+    assert "is not a weight of the base model" not in result.stdout
+
+
+def test_lora_bias_is_filled_with_zeros_where_a_layer_kept_its_bias() -> None:
+    """lora_bias is one switch for the adapter: PEFT expects a bias on every module once it is on."""
+    import torch
+
+    from converters.lora_writer import LoraAdapter, LoraModule
+
+    def module(name: str, bias: torch.Tensor | None) -> LoraModule:
+        tensors = {
+            f"base_model.model.{name}.lora_A.weight": torch.ones(2, 4),
+            f"base_model.model.{name}.lora_B.weight": torch.ones(3, 2),
+        }
+        return LoraModule(name, "linear", tensors, 2, bias)
+
+    adapter = LoraAdapter([module("a", torch.ones(3)), module("b", None)], base_model="m")
+    state = adapter.state_dict()
+    assert torch.equal(state["base_model.model.a.lora_B.bias"], torch.ones(3))
+    assert torch.equal(state["base_model.model.b.lora_B.bias"], torch.zeros(3))
+    adapter.drop_bias()
+    assert not any(key.endswith("bias") for key in adapter.state_dict())

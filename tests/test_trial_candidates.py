@@ -36,9 +36,10 @@ def test_ia3_default_on_bert_keeps_feedforward_inside_targets(minilm: Path) -> N
     assert config.task_type == "SEQ_CLS" and candidate.learning_rate == pytest.approx(1e-4)
 
 
-def test_adalora_schedule_scaled_to_the_trial(tiny_llama: Path) -> None:
-    candidate = build_candidate(run_for("adalora"), str(tiny_llama), "generation", steps=40)
-    assert candidate.config.total_step == 40 and candidate.config.tinit < 40 - candidate.config.tfinal
+@pytest.mark.parametrize("steps", [1, 2, 10, 40])
+def test_adalora_schedule_scaled_to_the_trial(tiny_llama: Path, steps: int) -> None:
+    candidate = build_candidate(run_for("adalora"), str(tiny_llama), "generation", steps=steps)
+    assert candidate.config.total_step == steps and candidate.config.tinit < steps - candidate.config.tfinal
     assert set(candidate.config.target_modules) == {"q_proj", "v_proj"}
     assert candidate.config.rank_pattern in (None, {})  # learned during the benchmark run: not copied
 
@@ -73,3 +74,9 @@ def test_built_candidates_train_on_minilm(minilm: Path) -> None:
             str(minilm), data, method, candidate.config, candidate.learning_rate, TrainBudget(steps=3, batch_size=4)
         )
         assert result.status == "ok", (method, result.message)
+
+
+def test_norm_layers_map_for_ln_tuning(minilm: Path, tiny_llama: Path) -> None:
+    llama_norms = ["input_layernorm", "post_attention_layernorm", "norm"]
+    assert map_modules(llama_norms, module_names(str(minilm)), {}) == ["LayerNorm"]
+    assert map_modules(llama_norms, module_names(str(tiny_llama)), {}) == llama_norms  # its own names, kept

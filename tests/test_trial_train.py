@@ -67,3 +67,21 @@ def test_tiny_llama_generation_path(tiny_llama: Path, tmp_path: Path) -> None:
     result = train_candidate(str(tiny_llama), data, "lora", config, 1e-3, TrainBudget(steps=6, batch_size=4))
     assert result.status == "ok", result.message
     assert result.eval_accuracy is None and math.isfinite(result.eval_loss)
+
+
+def test_a_run_that_breaks_mid_training_is_reported_not_raised(minilm: Path, sentiment) -> None:
+    """A prompt encoder sized for another model fails in its first forward pass: a failed row, not a crash."""
+    import peft
+
+    wrong_width = peft.PromptEncoderConfig(
+        task_type="SEQ_CLS",
+        num_virtual_tokens=4,
+        token_dim=100,  # MiniLM's hidden size is 384
+        num_transformer_submodules=1,
+        num_attention_heads=12,
+        num_layers=6,
+        encoder_hidden_size=100,
+    )
+    result = train_candidate(str(minilm), sentiment, "p_tuning", wrong_width, 1e-3, TrainBudget(steps=3, batch_size=4))
+    assert result.status == "failed" and "at step 1" in result.message
+    assert result.steps_done == 0 and result.eval_loss is None and result.peak_memory_bytes is not None

@@ -24,6 +24,17 @@ ROLE_NAMES: dict[str, tuple[str, ...]] = {
     "gate": ("gate_proj", "w1"),
     "up": ("up_proj", "intermediate.dense", "fc1", "lin1", "c_fc", "w3"),
     "down": ("down_proj", "output.dense", "fc2", "lin2", "w2"),
+    "norm": (
+        "input_layernorm",
+        "post_attention_layernorm",
+        "LayerNorm",
+        "layer_norm",
+        "ln_1",
+        "ln_2",
+        "norm1",
+        "norm2",
+    ),
+    "final_norm": ("norm", "ln_f", "final_layer_norm", "LayerNorm"),
 }
 LLAMA_ROLE = {
     "q_proj": "q",
@@ -33,6 +44,9 @@ LLAMA_ROLE = {
     "gate_proj": "gate",
     "up_proj": "up",
     "down_proj": "down",
+    "input_layernorm": "norm",
+    "post_attention_layernorm": "norm",
+    "norm": "final_norm",
 }
 MODULE_FIELDS = ("target_modules", "feedforward_modules", "exclude_modules")
 NOT_COPIED = {
@@ -47,6 +61,11 @@ NOT_COPIED = {
     "alpha_pattern",
     "layers_to_transform",
     "layers_pattern",
+    # Prompt learning: shapes of the benchmark's model; PEFT reads the user's model config when unset.
+    "token_dim",
+    "num_attention_heads",
+    "num_layers",
+    "num_transformer_submodules",
 }
 STEP_FIELDS = ("total_step", "tinit", "tfinal")
 
@@ -97,7 +116,12 @@ def map_modules(wanted: Any, names: list[str], module_map: dict[str, str]) -> An
     mapped = []
     for name in wanted:
         role = LLAMA_ROLE.get(name)
-        leaf = resolve_role(role, names) if role else (name if any(n.endswith(name) for n in names) else None)
+        if any(n == name or n.endswith("." + name) for n in names):
+            leaf = name  # the model uses the benchmark's own name (a Llama-style model): keep it
+        elif role:
+            leaf = resolve_role(role, names)
+        else:
+            leaf = None
         if leaf is not None:
             module_map[name] = leaf
             if leaf not in mapped:
@@ -116,6 +140,8 @@ def build_candidate(run: Any, model_path: str, kind: str, steps: int, names: lis
     names = names if names is not None else module_names(model_path)
     module_map: dict[str, str] = {}
     kwargs = {k: v for k, v in run.peft_config.items() if k in fields and k not in NOT_COPIED}
+    if kwargs.get("encoder_hidden_size") == run.peft_config.get("token_dim"):
+        kwargs.pop("encoder_hidden_size", None)  # P-tuning's encoder as wide as the model: as wide as *this* model
     for key in MODULE_FIELDS:
         if kwargs.get(key) is not None:
             kwargs[key] = map_modules(kwargs[key], names, module_map)
@@ -130,7 +156,10 @@ def build_candidate(run: Any, model_path: str, kind: str, steps: int, names: lis
         scale = steps / run.max_steps
         for key in STEP_FIELDS:
             if kwargs.get(key):
-                kwargs[key] = max(1, round(kwargs[key] * scale)) if key != "total_step" else steps
+                kwargs[key] = round(kwargs[key] * scale) if key != "total_step" else steps
+        if "tinit" in kwargs and "tfinal" in kwargs:  # AdaLoRA needs a budgeting phase of at least one step
+            kwargs["tinit"] = min(kwargs["tinit"] or 0, max(0, (steps - 1) // 2))
+            kwargs["tfinal"] = min(kwargs["tfinal"] or 0, max(0, steps - 1 - kwargs["tinit"]))
     if kwargs.get("tokenizer_name_or_path"):
         kwargs["tokenizer_name_or_path"] = model_path
     task_type = "SEQ_CLS" if kind == "classification" else "CAUSAL_LM"

@@ -8,6 +8,7 @@ device, no weights) before the first minute of training is spent.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,7 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
     names = module_names(request.model)
     notes = list(plan.notes)
     steps = request.steps or DEFAULT_STEPS
+    started = time.perf_counter()
     if request.minutes is not None:
         baseline = build_candidate(plan.runs[0].run, request.model, data.kind, PROBE_STEPS, names)
         emit(TrialEvent("probe", plan.runs[0].name, total=PROBE_STEPS))
@@ -151,14 +153,24 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
             probe_budget,
             on_step=lambda step, loss: emit(TrialEvent("step", plan.runs[0].name, step, PROBE_STEPS, loss)),
         )
-        steps, note = steps_for_minutes(request.minutes, len(plan.runs), probe)
+        spent = time.perf_counter() - started  # the probe is part of the time budget
+        steps, note = steps_for_minutes(request.minutes - spent / 60, len(plan.runs), probe)
         notes.append(note)
     budget = TrainBudget(steps=steps, batch_size=request.batch_size, seed=request.seed, device=device)
-    built = [build_candidate(p.run, request.model, data.kind, steps, names) for p in plan.runs]
+    runs, built = [], []
+    for planned in plan.runs:
+        try:
+            built.append(build_candidate(planned.run, request.model, data.kind, steps, names))
+            runs.append(planned)
+        except UserError as exc:
+            if planned.why.startswith("recommender"):  # the user did not ask for it by name: say so, go on
+                notes.append(f"skipped {planned.name} ({planned.why}): {exc}")
+                continue
+            raise
     store = TrialStore(request.out, setup_record(request.model, data, budget), fresh=request.fresh)
     entries: list[Entry] = []
     emit(TrialEvent("plan", total=len(built)))
-    for planned, candidate in zip(plan.runs, built, strict=True):
+    for planned, candidate in zip(runs, built, strict=True):
         method = registry.resolve(planned.method)
         lr = candidate.learning_rate * request.lr_scale
         key = candidate_key(planned.name, planned.run.id, lr, config_dict(candidate.config))

@@ -236,8 +236,6 @@ def train_candidate(
     torch.manual_seed(budget.seed)
     with quiet_hf():  # "classifier newly initialised" is the point of a trial, not news
         model, tokenizer = load_model(model_path, data, budget.device)
-    vocab = int(model.config.vocab_size)
-    pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
     torch.manual_seed(budget.seed)  # the adapter's init draws the same numbers for every candidate
     try:
         with quiet_hf():
@@ -247,6 +245,38 @@ def train_candidate(
         return result
     trainable = [p for p in model.parameters() if p.requires_grad]
     result.trainable_params = sum(p.numel() for p in trainable)
+    try:
+        _train_and_evaluate(model, tokenizer, trainable, data, learning_rate, budget, result, out_dir, on_step)
+    except Exception as exc:  # a forward pass this model/method pair cannot do, out of memory, ...
+        result.status = "failed"
+        result.message = f"{type(exc).__name__} at step {result.steps_done + 1}: {str(exc).splitlines()[0][:300]}"
+        result.eval_loss = result.eval_accuracy = None
+    result.wall_s = time.perf_counter() - start
+    if cuda:
+        result.peak_memory_bytes, result.memory_kind = torch.cuda.max_memory_reserved(), "cuda max reserved"
+    else:
+        result.peak_memory_bytes = max(0, _peak_rss_bytes() - rss_before)
+        result.memory_kind = "cpu peak RSS growth"
+    return result
+
+
+def _train_and_evaluate(
+    model: Any,
+    tokenizer: Any,
+    trainable: list[Any],
+    data: TrialData,
+    learning_rate: float,
+    budget: TrainBudget,
+    result: CandidateResult,
+    out_dir: Path | None,
+    on_step: Callable[[int, float], None] | None,
+) -> None:
+    """The loop itself; fills ``result`` as it goes, so a failure part-way still reports the steps done."""
+    import torch
+
+    cuda = budget.device.startswith("cuda")
+    vocab = int(model.config.vocab_size)
+    pad_id = int(getattr(model.config, "pad_token_id", None) or 0)
     optimizer = torch.optim.AdamW(trainable, lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _schedule(step, budget))
     model.train()
@@ -284,8 +314,6 @@ def train_candidate(
         result.steps_done = step + 1
         if on_step is not None:
             on_step(step + 1, value)
-    if cuda:
-        torch.cuda.synchronize()
     loop_s = sum(step_times)
     result.tokens_per_s = tokens / loop_s if loop_s > 0 else 0.0
     timed = sorted(step_times[1:] or step_times)
@@ -298,10 +326,3 @@ def train_candidate(
             model.save_pretrained(out_dir)
             result.adapter_dir = str(out_dir)
             result.checkpoint_bytes = sum(p.stat().st_size for p in Path(out_dir).rglob("*") if p.is_file())
-    result.wall_s = time.perf_counter() - start
-    if cuda:
-        result.peak_memory_bytes, result.memory_kind = torch.cuda.max_memory_reserved(), "cuda max reserved"
-    else:
-        result.peak_memory_bytes = max(0, _peak_rss_bytes() - rss_before)
-        result.memory_kind = "cpu peak RSS growth"
-    return result
