@@ -69,6 +69,27 @@ def recommend_command(
         bool, typer.Option("--json", help="Machine-readable output (stable shape, see README).")
     ] = False,
     plot: Annotated[Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Predict memory for this model (Hub id or folder; config only).")
+    ] = None,
+    quant: Annotated[str | None, typer.Option(help="none | 8bit | 4bit (bitsandbytes base).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32 (compute precision).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per step (benchmark: 4).")] = None,
+    seq_len: Annotated[
+        int | None, typer.Option(help="Tokens per sequence, the longest you train on (benchmark: 768).")
+    ] = None,
+    grad_checkpointing: Annotated[
+        bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Benchmark: off.")
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw | adamw-8bit.")] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="peak (default: the worst step, every sequence full length; calibrated on the stored max) | "
+            "train (a 99th-percentile step; calibrated on the stored p99)."
+        ),
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each row's predicted memory term by term.")] = False,
 ) -> None:
     """Rank PEFT methods that fit --vram for --task (the default command)."""
     if ctx.invoked_subcommand is not None:
@@ -89,6 +110,9 @@ def recommend_command(
         require=_split_csv(require),
         top=top,
         all_variants=all_variants,
+        memory=_memory_request(
+            model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, memory, explain
+        ),
     )
     registry = load_registry()
     rec = recommend(query, load_snapshot(), registry)
@@ -99,10 +123,43 @@ def recommend_command(
         from advisor.output.plots import pareto_plot
 
         pareto_plot(rec, plot)
-    _render_recommendation(rec, as_json, plot)
+    _render_recommendation(rec, as_json, plot, explain)
 
 
-def _render_recommendation(rec: Any, as_json: bool, plot: Path | None) -> None:
+def _memory_request(
+    model: str | None,
+    quant: str | None,
+    dtype: str | None,
+    batch_size: int | None,
+    seq_len: int | None,
+    grad_checkpointing: bool | None,
+    optimizer: str | None,
+    memory: str | None,
+    explain: bool,
+) -> Any:
+    """None when no setup flag is given (the measured figures as stored); else the memory model's request."""
+    flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, memory)
+    if all(flag is None for flag in flags) and not explain:
+        return None
+    from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest, MemorySetup, validate_setup
+    from advisor.memory.shapes import read_shape
+
+    base = BENCHMARK_SETUP
+    setup = MemorySetup(
+        batch_size=base.batch_size if batch_size is None else batch_size,
+        seq_len=base.seq_len if seq_len is None else seq_len,
+        dtype=(dtype or base.dtype).lower(),
+        quant=(quant or base.quant).lower(),
+        grad_checkpointing=base.grad_checkpointing if grad_checkpointing is None else grad_checkpointing,
+        optimizer=(optimizer or base.optimizer).lower(),
+        mode=(memory or base.mode).lower(),
+    )
+    validate_setup(setup)
+    shape = read_shape(model) if model else BENCHMARK_SHAPE
+    return MemoryRequest(shape, setup, model_given=model is not None)
+
+
+def _render_recommendation(rec: Any, as_json: bool, plot: Path | None, explain: bool = False) -> None:
     from advisor.output import emit_json, print_lines, print_table
     from advisor.output import recommend_view as view
     from hub_scan.usage_file import load_usage
@@ -116,6 +173,8 @@ def _render_recommendation(rec: Any, as_json: bool, plot: Path | None) -> None:
         print_lines(view.nothing_fits_lines(rec))
     else:
         print_table(view.table_spec(rec))
+        if explain and rec.breakdowns:
+            print_table(view.explain_table(rec))
     print_lines(view.footer_lines(rec) + view.usage_lines(rec, usage))
     if plot is not None:
         print_lines([f"Plot written to {plot}"])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from advisor.benchmarks.definitions import BENCHMARKS, BenchmarkDef, MetricDef
 from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup, Snapshot
 from advisor.errors import UserError
+from advisor.memory.model import Breakdown, MemoryRequest, project
 from advisor.methods.registry import MethodInfo, Registry
 from advisor.methods.variants import vllm_blockers
 from advisor.tasks import TaskChoice, resolve_task
@@ -35,6 +36,7 @@ class Query:
     require: tuple[str, ...] = ()
     top: int | None = None
     all_variants: bool = False
+    memory: MemoryRequest | None = None  # predict memory for the user's model/setup instead of the measured
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ class Recommendation:
     nothing_fits: NothingFits | None
     snapshot_source: dict
     notes: tuple[str, ...] = field(default=())
+    memory: MemoryRequest | None = None
+    breakdowns: dict[str, Breakdown] = field(default_factory=dict)  # run id -> predicted terms
 
     @property
     def total_rows(self) -> int:
@@ -279,11 +283,19 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         raise UserError(f"the benchmark snapshot has no {bench.key} runs; run `peft-advise refresh-benchmarks`")
 
     methods = {r.id: registry.resolve(r.method) for r in runs}
+    breakdowns: dict[str, Breakdown] = {}
+    if query.memory is not None:
+        if bench.domain != "llm":
+            raise UserError("the memory model covers language models (MetaMathQA); drop --model and the setup flags")
+        runs, breakdowns = project(list(runs), query.memory)
     caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}
-    excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0}
+    excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0, "quantization": 0}
+    quant = query.memory.setup.quant if query.memory is not None else "none"
     candidates = []
     for run in runs:
-        if not all(caps[run.id].satisfies(req) for req in query.require):
+        if quant != "none" and not _trains_on_quantized(methods[run.id]):
+            excluded["quantization"] += 1
+        elif not all(caps[run.id].satisfies(req) for req in query.require):
             excluded["requirements"] += 1
         elif run.metrics.get(metric.key) is None:
             excluded["no_metric"] += 1
@@ -331,7 +343,22 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
     lora = _lora_standing(candidates, {r.id for r in fitting}, rows, best, metric, setup)
     shown = rows[: query.top] if query.top else rows
     notes = [task.note] if task.note else []
-    if metric.key == "test accuracy":
+    if query.memory is not None:
+        request = query.memory
+        what = (
+            "every sequence at --seq-len (the worst step)" if request.setup.mode == "peak" else "a 99th-percentile step"
+        )
+        notes.append(
+            f"memory figures are PREDICTIONS for {request.describe()}: {what}, by the memory model "
+            f"calibrated on each run's measured {'peak' if request.setup.mode == 'peak' else '99th-percentile'} "
+            "reserved memory (--explain shows the terms); the CUDA context adds ~0.3–0.5 GiB on top"
+        )
+        if excluded["quantization"]:
+            notes.append(
+                f"{excluded['quantization']} run(s) left out: their method cannot train on a {request.setup.quant} "
+                "bitsandbytes base (full fine-tuning, or no PEFT bnb layers)"
+            )
+    elif metric.key == "test accuracy":
         notes.append(
             "peak memory is PyTorch's peak reserved memory over the whole run, including evaluation "
             "(generation at batch 50); the CUDA context adds ~0.3–0.5 GiB on top"
@@ -351,4 +378,13 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         nothing_fits=nothing_fits,
         snapshot_source=dict(snapshot.source, file=snapshot.origin),
         notes=tuple(notes),
+        memory=query.memory,
+        breakdowns=breakdowns,
     )
+
+
+def _trains_on_quantized(method: MethodInfo) -> bool:
+    """Prompt methods leave the layers alone; weight methods need PEFT's bitsandbytes layers; full FT cannot."""
+    if method.kind == "full":
+        return False
+    return method.kind == "prompt" or method.quantized_base

@@ -74,6 +74,11 @@ def header_lines(rec: Recommendation) -> list[str]:
         f"Task: {rec.task.name} → {rec.benchmark.key}: {rec.benchmark.title}",
         f"Budget: {q.vram_gib:g} GiB of GPU memory (GiB = 2^30 bytes; a '24 GB' card is 24 GiB)",
         f"Measured on: {setup_text(rec.setup, rec.benchmark.seq_label)}",
+        *(
+            [f"Memory predicted for: {rec.memory.describe()} ({rec.memory.shape.params_source})"]
+            if rec.memory is not None
+            else []
+        ),
         f"Ranked {order}; {scope}; {rec.total_rows} row(s), {rec.excluded['over_budget']} run(s) over budget"
         + (f", {rec.excluded['requirements']} not meeting --require" if rec.excluded["requirements"] else "")
         + (f", {rec.excluded['no_metric']} without {metric.short}" if rec.excluded["no_metric"] else ""),
@@ -88,7 +93,7 @@ def table_spec(rec: Recommendation) -> TableSpec:
         Column("method"),
         Column("variant"),
         Column(rec.metric.short, "right"),
-        Column("peak GiB", "right"),
+        Column("pred. GiB" if rec.memory is not None else "peak GiB", "right"),
         Column("frontier"),
         Column("≈best"),
         Column("train min", "right"),
@@ -249,10 +254,72 @@ def _mark_json(mark: LoraMark | None) -> dict[str, Any] | None:
     }
 
 
+MEMORY_TERMS = ("base weights", "trainable + grads + optimizer", "activations", "logits", "quantised-layer inputs")
+
+
+def explain_table(rec: Recommendation) -> TableSpec:
+    """--explain: each shown row's predicted memory, term by term (GiB)."""
+    present = [t for t in MEMORY_TERMS if any(t in b.terms for b in rec.breakdowns.values())]
+    columns = (
+        Column("#", "right"),
+        Column("method"),
+        Column("variant"),
+        *(Column(term, "right") for term in present),
+        Column("a", "right"),
+        Column("total GiB", "right"),
+    )
+    rows = []
+    for row in rec.rows:
+        b = rec.breakdowns[row.run.id]
+        rows.append(
+            (
+                str(row.rank),
+                row.method.display_name,
+                variant_text(row.run),
+                *(f"{b.terms.get(term, 0.0) / GIB:.2f}" for term in present),
+                f"{b.activation_factor:.2f}",
+                f"{b.total / GIB:.2f}",
+            )
+        )
+    title = (
+        "Predicted memory by term (GiB); a = activation vectors kept per token and layer, fitted to the run's "
+        "measured figure on the benchmark setup"
+    )
+    return TableSpec(columns, tuple(rows), title=title)
+
+
+def memory_json(rec: Recommendation) -> dict[str, Any] | None:
+    if rec.memory is None:
+        return None
+    request = rec.memory
+    return {
+        "predicted": True,
+        "model": request.shape.to_dict(),
+        "model_given": request.model_given,
+        "setup": {
+            "batch_size": request.setup.batch_size,
+            "sequence_length": request.setup.seq_len,
+            "dtype": request.setup.dtype,
+            "quant": request.setup.quant,
+            "gradient_checkpointing": request.setup.grad_checkpointing,
+            "optimizer": request.setup.optimizer,
+            "memory": request.setup.mode,
+        },
+        "breakdown_gib": {
+            row.run.id: {
+                **{k: round(v / GIB, 3) for k, v in rec.breakdowns[row.run.id].terms.items()},
+                "activation_factor": round(rec.breakdowns[row.run.id].activation_factor, 3),
+            }
+            for row in rec.rows
+        },
+    }
+
+
 def recommendation_json(rec: Recommendation) -> dict[str, Any]:
     setup = rec.setup
     nothing = rec.nothing_fits
     return {
+        "memory_model": memory_json(rec),
         "task": rec.task.name,
         "benchmark": rec.benchmark.key,
         "task_note": rec.task.note,

@@ -1,0 +1,1 @@
+"""Memory model: predicted training memory per PEFT method for the user's model and setup."""

@@ -1,0 +1,158 @@
+"""How accurate is the memory model? (a) leave-one-out on PEFT's runs, (b) figures measured elsewhere.
+
+(a) Targets: median absolute error ≤ 5%. Each MetaMathQA run is predicted with an activation factor
+    fitted *without it*: the median of its method's other runs, or of every other PEFT run when its
+    method has no other run. Both calibrations: ``peak`` (accelerator_memory_max) and ``train`` (the
+    99th percentile).
+(b) Target ≤ 15%. Rows of benchmarks/data/published_memory.json (LitGPT's resource tables, Unsloth's
+    context table, this project's H100 runs at other batch/seq/checkpointing), each predicted from the
+    model's config, the setup and PEFT's LoRA rank-32 run. Units are converted (GB = 1e9, GiB = 2^30);
+    "allocated" figures are compared as they are (the model predicts reserved memory, a few % above).
+
+Run: ``python benchmarks/memory_accuracy.py [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from advisor.benchmarks.records import GIB  # noqa: E402
+from advisor.benchmarks.store import load_snapshot  # noqa: E402
+from advisor.memory.model import (  # noqa: E402
+    BENCHMARK_SETUP,
+    BENCHMARK_SHAPE,
+    MemorySetup,
+    activation_factor,
+    measured,
+    predict,
+)
+from advisor.memory.shapes import shape_from_config  # noqa: E402
+
+UNITS = {"GB": 1e9, "GiB": GIB}
+
+
+def leave_one_out(mode: str) -> list[dict]:
+    runs = [r for r in load_snapshot().runs if r.benchmark == "MetaMathQA" and measured(r, mode)]
+    factors = {r.id: activation_factor(r, mode) for r in runs}
+    rows = []
+    for run in runs:
+        same = [factors[r.id] for r in runs if r.method == run.method and r.id != run.id]
+        pool = same or [factors[r.id] for r in runs if r.id != run.id and r.peft_type is not None]
+        factor = statistics.median(pool)
+        setup = replace(BENCHMARK_SETUP, mode=mode)
+        predicted = predict(run, BENCHMARK_SHAPE, setup, factor=factor).total
+        truth = measured(run, mode)
+        rows.append(
+            {
+                "run": run.id,
+                "from": "its method's other runs" if same else "all other runs",
+                "measured_gib": round(truth / GIB, 3),
+                "predicted_gib": round(predicted / GIB, 3),
+                "error": round(predicted / truth - 1, 4),
+            }
+        )
+    return rows
+
+
+def published() -> list[dict]:
+    data = json.loads((REPO / "benchmarks/data/published_memory.json").read_text())
+    runs = {r.id: r for r in load_snapshot().runs}
+    rows = []
+    for row in data["rows"]:
+        shape = shape_from_config(data["models"][row["model"]], row["model"], row["params"], "published")
+        setup = MemorySetup(
+            batch_size=row["batch"], seq_len=row["seq"], quant=row["quant"], grad_checkpointing=row["gc"]
+        )
+        predicted = predict(runs[row["run"]], shape, setup).total
+        truth = row["value"] * UNITS[row["unit"]]
+        rows.append({**row, "predicted_gib": round(predicted / GIB, 3), "measured_gib": round(truth / GIB, 3),
+                     "error": round(predicted / truth - 1, 4)})  # fmt: skip
+    h100 = json.loads((REPO / "benchmarks/data/gpu_train_memory_h100.json").read_text())
+    for row in h100["rows"]:
+        if row["setup"] == "bench" or row["run"] not in runs:
+            continue
+        setup = MemorySetup(batch_size=row["batch"], seq_len=row["seq"], grad_checkpointing=row["grad_checkpointing"])
+        predicted = predict(runs[row["run"]], BENCHMARK_SHAPE, setup).total
+        truth = row["max_reserved_bytes"]
+        rows.append(
+            {
+                "source": "h100",
+                "model": "Llama-3.2-3B shape",
+                "run": row["run"],
+                "quant": "none",
+                "batch": row["batch"],
+                "seq": row["seq"],
+                "gc": row["grad_checkpointing"],
+                "figure": "reserved",
+                "predicted_gib": round(predicted / GIB, 3),
+                "measured_gib": round(truth / GIB, 3),
+                "error": round(predicted / truth - 1, 4),
+            }
+        )
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    errors = sorted(abs(r["error"]) for r in rows)
+    return {
+        "n": len(errors),
+        "median_abs_error": round(statistics.median(errors), 4),
+        "p90_abs_error": round(errors[int(0.9 * (len(errors) - 1))], 4),
+        "max_abs_error": round(errors[-1], 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    loo = {mode: leave_one_out(mode) for mode in ("peak", "train")}
+    outside = published()
+    report = {
+        "leave_one_out": {mode: {**summary(rows), "target": "median ≤ 5%"} for mode, rows in loo.items()},
+        "published": {**summary(outside), "target": "median ≤ 15%"},
+        "published_by_source": {
+            source: summary([r for r in outside if r["source"] == source])
+            for source in sorted({r["source"] for r in outside})
+        },
+        "rows": {"leave_one_out_peak": loo["peak"], "leave_one_out_train": loo["train"], "published": outside},
+    }
+    if args.json:
+        print(json.dumps(report, indent=1, ensure_ascii=False))
+        return
+    for mode, s in report["leave_one_out"].items():
+        print(
+            f"(a) leave-one-out, {mode:5s}: n={s['n']}, median |error| {s['median_abs_error']:.1%}, "
+            f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 5%)"
+        )
+    worst = sorted(loo["peak"], key=lambda r: -abs(r["error"]))[:5]
+    for r in worst:
+        print(
+            f"      worst: {r['run']:60s} {r['measured_gib']:6.2f} GiB measured, "
+            f"{r['predicted_gib']:6.2f} predicted ({r['error']:+.1%}, from {r['from']})"
+        )
+    s = report["published"]
+    print(
+        f"(b) outside figures: n={s['n']}, median |error| {s['median_abs_error']:.1%}, "
+        f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 15%)"
+    )
+    for source, t in report["published_by_source"].items():
+        print(f"      {source:8s} n={t['n']}, median |error| {t['median_abs_error']:.1%}, max {t['max_abs_error']:.1%}")
+    for r in outside:
+        what = f"{r['model']} {r['quant']} b{r['batch']} s{r['seq']}{' gc' if r['gc'] else ''}"
+        print(
+            f"      {r['source']:8s} {what:48s} {r['measured_gib']:6.2f} GiB ({r['figure']}), "
+            f"predicted {r['predicted_gib']:6.2f} ({r['error']:+.1%})"
+        )
+
+
+if __name__ == "__main__":
+    main()

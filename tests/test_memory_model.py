@@ -1,0 +1,226 @@
+"""The memory model: its terms for known shapes, calibration, monotonicity, GPU checks, shapes from files."""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advisor.benchmarks.records import GIB
+from advisor.benchmarks.store import load_snapshot
+from advisor.cli import app
+from advisor.errors import UserError
+from advisor.memory.model import (
+    BENCHMARK_SETUP,
+    BENCHMARK_SHAPE,
+    MemorySetup,
+    activation_factor,
+    base_weight_bytes,
+    logit_bytes,
+    predict,
+    validate_setup,
+)
+from advisor.memory.shapes import estimate_params, read_shape
+
+REPO = Path(__file__).resolve().parent.parent
+LLAMA_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
+
+def llm_runs():
+    return [r for r in load_snapshot().runs if r.benchmark == "MetaMathQA"]
+
+
+def run(method: str, variant: str):
+    return next(r for r in llm_runs() if r.method == method and r.variant == variant)
+
+
+def test_terms_for_the_benchmark_shape() -> None:
+    shape, setup = BENCHMARK_SHAPE, BENCHMARK_SETUP
+    assert estimate_params(3072, 8192, 28, 24, 8, 128, 128256, True) == shape.total_params == 3_212_749_824
+    assert base_weight_bytes(shape, setup) == shape.total_params * 2
+    assert logit_bytes(shape, setup) == 4 * 768 * 128256 * 14
+    four_bit = base_weight_bytes(shape, replace(setup, quant="4bit"))
+    linear = shape.total_params - 128256 * 3072  # tied embeddings stay bf16
+    assert four_bit == pytest.approx(linear * 4.127 / 8 + 128256 * 3072 * 2)
+    lora = predict(run("lora", "rank32"), shape, setup)
+    assert lora.terms["trainable + grads + optimizer"] == 9_175_040 * 16  # fp32 weight + grad + two moments
+
+
+def test_calibration_reproduces_every_benchmark_run() -> None:
+    for r in llm_runs():
+        assert predict(r, BENCHMARK_SHAPE, BENCHMARK_SETUP).total == pytest.approx(r.peak_memory_bytes, rel=1e-9)
+        if r.p99_memory_bytes:
+            train = predict(r, BENCHMARK_SHAPE, replace(BENCHMARK_SETUP, mode="train"))
+            assert train.total == pytest.approx(r.p99_memory_bytes, rel=1e-9)
+        factor = activation_factor(r, "peak")
+        assert factor is not None and 0 < factor < 20, r.id  # a physical count of saved vectors
+
+
+@pytest.mark.parametrize(
+    ("change", "larger"),
+    [
+        ({"batch_size": 8}, True),
+        ({"seq_len": 2048}, True),
+        ({"quant": "4bit"}, False),
+        ({"quant": "8bit"}, False),
+        ({"grad_checkpointing": True}, False),
+        ({"optimizer": "adamw-8bit"}, False),
+        ({"dtype": "fp32"}, True),
+    ],
+)
+def test_monotone_in_every_setting(change: dict, larger: bool) -> None:
+    shape = read_shape_from(LLAMA_8B)
+    for r in (run("lora", "rank32"), run("ia3", "default"), run("prompt_tuning", "default")):
+        before = predict(r, shape, BENCHMARK_SETUP).total
+        after = predict(r, shape, replace(BENCHMARK_SETUP, **change)).total
+        assert (after > before) if larger else (after < before), (r.id, change)
+    four = predict(run("lora", "rank32"), shape, replace(BENCHMARK_SETUP, quant="4bit")).total
+    eight = predict(run("lora", "rank32"), shape, replace(BENCHMARK_SETUP, quant="8bit")).total
+    assert four < eight
+
+
+def test_gpu_measurements_off_the_benchmark_setup_within_five_percent() -> None:
+    """H100 peaks at other batch/seq/checkpointing (benchmarks/data/gpu_train_memory_h100.json)."""
+    rows = json.loads((REPO / "benchmarks/data/gpu_train_memory_h100.json").read_text())["rows"]
+    runs = {r.id: r for r in llm_runs()}
+    checked = 0
+    for row in rows:
+        if row["run"] not in runs or row["setup"] == "bench":
+            continue
+        setup = MemorySetup(batch_size=row["batch"], seq_len=row["seq"], grad_checkpointing=row["grad_checkpointing"])
+        predicted = predict(runs[row["run"]], BENCHMARK_SHAPE, setup).total
+        assert predicted == pytest.approx(row["max_reserved_bytes"], rel=0.05), row
+        checked += 1
+    assert checked >= 9
+
+
+def read_shape_from(config: dict, folder: Path | None = None):
+    import tempfile
+
+    folder = folder or Path(tempfile.mkdtemp())
+    (folder / "config.json").write_text(json.dumps(config))
+    return read_shape(str(folder))
+
+
+def _safetensors(path: Path, shapes: dict[str, list[int]]) -> None:
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 2
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
+
+
+def test_shape_from_a_local_folder_counts_safetensors_headers(tmp_path: Path) -> None:
+    _safetensors(tmp_path / "model-00001.safetensors", {"a": [10, 20], "b": [5]})
+    _safetensors(tmp_path / "model-00002.safetensors", {"c": [3, 3, 3]})
+    shape = read_shape_from(LLAMA_8B, tmp_path)
+    assert shape.total_params == 200 + 5 + 27 and shape.params_source == "safetensors headers"
+    assert (shape.hidden, shape.layers, shape.kv_heads, shape.head_dim) == (4096, 32, 8, 128)
+    estimated = read_shape_from(LLAMA_8B)
+    assert estimated.params_source == "estimated from config.json"
+    assert estimated.total_params == pytest.approx(8.03e9, rel=0.01)  # Llama-3.1-8B
+
+
+def test_bad_models_and_setups_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match="no such folder"):
+        read_shape(str(tmp_path / "absent"))
+    with pytest.raises(UserError, match=r"has no config\.json"):
+        read_shape(str(tmp_path))
+    with pytest.raises(UserError, match="lacks hidden_size"):
+        read_shape_from({"vocab_size": 10, "num_hidden_layers": 2, "num_attention_heads": 2}, tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(UserError, match="not in the local cache"):
+        read_shape("someone/some-model")
+    with pytest.raises(UserError, match="--quant"):
+        validate_setup(replace(BENCHMARK_SETUP, quant="3bit"))
+    with pytest.raises(UserError, match="--seq-len"):
+        validate_setup(replace(BENCHMARK_SETUP, seq_len=0))
+
+
+runner = CliRunner()
+
+
+def test_cli_explain_for_a_local_llama_in_4bit(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B))
+    result = runner.invoke(
+        app,
+        [
+            "--vram",
+            "24",
+            "--task",
+            "math",
+            "--model",
+            str(tmp_path),
+            "--quant",
+            "4bit",
+            "--batch-size",
+            "1",
+            "--explain",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Predicted memory by term" in result.output and "base weights" in result.output
+    assert "PREDICTIONS" in result.output and "cannot train on a 4bit" in result.output
+    data = json.loads(
+        runner.invoke(
+            app,
+            [
+                "--vram",
+                "24",
+                "--task",
+                "math",
+                "--model",
+                str(tmp_path),
+                "--quant",
+                "4bit",
+                "--batch-size",
+                "1",
+                "--json",
+            ],
+        ).output
+    )
+    assert data["memory_model"]["predicted"] and data["memory_model"]["setup"]["quant"] == "4bit"
+    assert all(row["peak_memory_gib"] < 24 for row in data["rows"])
+    plain = json.loads(runner.invoke(app, ["--vram", "24", "--task", "math", "--json"]).output)
+    assert plain["memory_model"] is None  # no setup flag: the measured figures, as stored
+    bad = runner.invoke(app, ["--vram", "24", "--task", "math", "--quant", "2bit"])
+    assert bad.exit_code == 2
+
+
+def test_the_recommend_path_stays_free_of_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B))
+    code = (
+        "import sys; from advisor.cli import main; sys.argv=['peft-advise','--vram','24','--task','math','--model',"
+        f"{str(tmp_path)!r},'--explain'];\n"
+        "try:\n main()\nexcept SystemExit: pass\n"
+        "assert not {'torch','transformers','peft'} & set(sys.modules), sorted(sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_memory_in_gib_is_what_the_table_shows() -> None:
+    lora = predict(run("lora", "rank32"), BENCHMARK_SHAPE, BENCHMARK_SETUP)
+    assert lora.total / GIB == pytest.approx(run("lora", "rank32").peak_memory_gib)
