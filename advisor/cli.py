@@ -173,8 +173,8 @@ def _render_recommendation(rec: Any, as_json: bool, plot: Path | None, explain: 
         print_lines(view.nothing_fits_lines(rec))
     else:
         print_table(view.table_spec(rec))
-        if explain and rec.breakdowns:
-            print_table(view.explain_table(rec))
+    if explain and rec.breakdowns:
+        print_table(view.explain_table(rec))
     print_lines(view.footer_lines(rec) + view.usage_lines(rec, usage))
     if plot is not None:
         print_lines([f"Plot written to {plot}"])

@@ -224,3 +224,25 @@ def test_the_recommend_path_stays_free_of_torch(tmp_path: Path) -> None:
 def test_memory_in_gib_is_what_the_table_shows() -> None:
     lora = predict(run("lora", "rank32"), BENCHMARK_SHAPE, BENCHMARK_SETUP)
     assert lora.total / GIB == pytest.approx(run("lora", "rank32").peak_memory_gib)
+
+
+def test_shape_from_the_hub_reads_only_the_config_then_works_offline(tmp_path: Path) -> None:
+    """A loopback Hub serves config.json (no weights): read once through the HF cache, then offline from it."""
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub, FakeRepo, HubState
+
+    state = HubState(models=[FakeRepo(id="org/llama-8b", files={"config.json": json.dumps(LLAMA_8B).encode()})])
+    code = "from advisor.memory.shapes import read_shape as r; s = r('org/llama-8b'); print(s.layers, s.params_source)"
+    with FakeHub(state) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        online = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert online.returncode == 0, online.stderr[-2000:]
+    assert online.stdout.strip() == "32 estimated from config.json"
+    assert [p.name for p in (tmp_path / "hf").rglob("*") if p.is_file() and "snapshots" in p.parts] == ["config.json"]
+    offline = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=120
+    )
+    assert offline.returncode == 0 and offline.stdout.startswith("32 "), offline.stderr[-2000:]

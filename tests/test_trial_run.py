@@ -213,6 +213,7 @@ def test_tiny_llama_generation_trial(tiny_llama: Path, tmp_path: Path) -> None:
     scores = [s.score for s in board.standings if s.rank]
     assert scores == sorted(scores)  # lowest loss first
     assert "--for vllm" in report.next_command
+    assert all(e.predicted_memory_bytes and e.predicted_memory_bytes > 0 for e in report.entries)  # memory model
 
 
 # ----------------------------------------------------------------------------- the command line

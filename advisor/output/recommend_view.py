@@ -200,8 +200,14 @@ def nothing_fits_lines(rec: Recommendation) -> list[str]:
         f"No {rec.benchmark.key} run fits {rec.query.vram_gib:g} GiB.",
         f"The smallest is {small.experiment} at {small.peak_memory_gib:.2f} GiB: "
         f"it needs {rec.nothing_fits.shortfall_gib:.2f} GiB more.",
-        "These are measured figures for the setup above: a smaller batch, shorter sequences, gradient "
-        "checkpointing or a quantised base need less memory than shown.",
+        (
+            "These are measured figures for the setup above: a smaller batch, shorter sequences, gradient "
+            "checkpointing or a quantised base need less memory than shown; predict yours with --model, "
+            "--batch-size, --seq-len, --grad-checkpointing, --quant."
+            if rec.memory is None
+            else "These are predictions for your setup: --grad-checkpointing, a smaller --batch-size or --seq-len, "
+            "or --quant 4bit lower them; --explain shows where the memory goes."
+        ),
     ]
 
 
@@ -268,14 +274,17 @@ def explain_table(rec: Recommendation) -> TableSpec:
         Column("a", "right"),
         Column("total GiB", "right"),
     )
+    shown = [(str(row.rank), row.method.display_name, row.run) for row in rec.rows]
+    if rec.nothing_fits is not None:  # nothing to rank: explain why the smallest run does not fit
+        shown = [("-", rec.nothing_fits.smallest.method, rec.nothing_fits.smallest)]
     rows = []
-    for row in rec.rows:
-        b = rec.breakdowns[row.run.id]
+    for rank, name, run in shown:
+        b = rec.breakdowns[run.id]
         rows.append(
             (
-                str(row.rank),
-                row.method.display_name,
-                variant_text(row.run),
+                rank,
+                name,
+                variant_text(run),
                 *(f"{b.terms.get(term, 0.0) / GIB:.2f}" for term in present),
                 f"{b.activation_factor:.2f}",
                 f"{b.total / GIB:.2f}",

@@ -18,7 +18,7 @@ from advisor.trial.run import TrialReport, entry_dict
 MIB = 2**20
 
 
-def _mib(n_bytes: int | None) -> str:
+def _mib(n_bytes: float | None) -> str:
     return f"{n_bytes / MIB:,.0f}" if n_bytes is not None else "-"
 
 
@@ -66,13 +66,14 @@ def _gap_text(standing: Standing) -> str:
         return "-"
     if standing.rank == 1:
         return "winner"
-    se = f" ± {standing.gap_se:.3f}" if standing.gap_se is not None else ""
-    return f"{standing.gap:.3f}{se}" + (" ≈" if standing.within_noise else "")
+    se = f" ± {standing.gap_se:.2g}" if standing.gap_se is not None else ""
+    return f"{standing.gap:.3g}{se}" + (" ≈" if standing.within_noise else "")
 
 
 def leaderboard_table(report: TrialReport) -> TableSpec:
     board = report.leaderboard
     classification = board.metric == "eval accuracy"
+    predicted = any(s.entry.predicted_memory_bytes for s in board.standings)
     columns = [Column("#", "right"), Column("candidate"), Column("status")]
     if classification:
         columns += [Column("accuracy", "right"), Column("eval loss", "right")]
@@ -82,6 +83,7 @@ def leaderboard_table(report: TrialReport) -> TableSpec:
         Column("gap ± SE", "right"),
         Column("frontier"),
         Column("peak MiB", "right"),
+        *([Column("pred. MiB", "right")] if predicted else []),
         Column("s/step", "right"),
         Column("tok/s", "right"),
         Column("trainable", "right"),
@@ -102,6 +104,7 @@ def leaderboard_table(report: TrialReport) -> TableSpec:
             _gap_text(s),
             "yes" if s.pareto else "",
             _mib(r.peak_memory_bytes),
+            *([_mib(s.entry.predicted_memory_bytes)] if predicted else []),
             f"{r.step_s:.3f}" if r.step_s else "-",
             f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "-",
             f"{r.trainable_params:,}",
@@ -123,6 +126,13 @@ def footer_lines(report: TrialReport, plot: Path | None) -> list[str]:
     if memory_kind:
         isolated = " (each candidate in its own process)" if report.request.isolate else ""
         lines.append(f"peak memory = {memory_kind}{isolated}")
+    if any(s.entry.predicted_memory_bytes for s in board.standings):
+        cpu = report.budget.device == "cpu"
+        lines.append(
+            f"pred. MiB = the memory model's GPU prediction for this trial's own setup (fp32, batch "
+            f"{report.budget.batch_size}, ≤128 tokens)"
+            + ("; on the CPU the measured column is RSS growth, not comparable" if cpu else "; compare with peak MiB")
+        )
     lines.append(f"Noise rule: {board.noise_rule}; ≈ marks a gap within noise")
     winner, baseline = board.winner, board.baseline
     if winner is not None:

@@ -31,6 +31,7 @@ class Entry:
     is_baseline: bool
     lora_convertible: bool
     resumed: bool = False
+    predicted_memory_bytes: float | None = None  # the memory model's figure for the trial's own setup
 
 
 @dataclass(frozen=True)

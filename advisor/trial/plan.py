@@ -10,10 +10,11 @@ tuned. Nothing here imports torch: the plan is made (and printed) before any mod
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from advisor.benchmarks.records import GIB, BenchmarkRun, Snapshot
 from advisor.errors import UserError
+from advisor.memory.model import MemoryRequest
 from advisor.methods.registry import Registry
 from advisor.recommend import Query, recommend
 from advisor.tasks import resolve_task
@@ -40,6 +41,7 @@ class TrialPlan:
     vram_gib: float | None
     runs: tuple[PlannedRun, ...]
     notes: tuple[str, ...]
+    predicted_bytes: dict[str, float] = field(default_factory=dict)  # run id -> the memory model's figure
 
 
 def _budget_bytes(vram_gib: float | None) -> float:
@@ -54,7 +56,14 @@ def _score(run: BenchmarkRun, metric_key: str, higher: bool) -> float:
 
 
 def _named_run(
-    name: str, snapshot: Snapshot, registry: Registry, benchmark: str, metric_key: str, higher: bool, vram: float | None
+    name: str,
+    snapshot: Snapshot,
+    registry: Registry,
+    benchmark: str,
+    metric_key: str,
+    higher: bool,
+    vram: float | None,
+    memory_of: dict[str, float],
 ) -> tuple[str, BenchmarkRun, str]:
     method_name, _, variant = name.partition(":")
     method = registry.resolve(method_name)
@@ -76,7 +85,7 @@ def _named_run(
         return method.name, chosen, f"named ({variant})"
     if method.peft_type == "LORA":
         runs = [r for r in runs if not r.variant_flags] or runs  # "lora" means plain LoRA, not DoRA or rsLoRA
-    fitting = [r for r in runs if r.peak_memory_bytes <= _budget_bytes(vram)]
+    fitting = [r for r in runs if memory_of.get(r.id, r.peak_memory_bytes) <= _budget_bytes(vram)]
     chosen = max(fitting or runs, key=lambda r: _score(r, metric_key, higher))
     why = "named" if fitting else "named; its benchmark run did not fit the budget"
     return method.name, chosen, why
@@ -90,6 +99,7 @@ def plan_trial(
     vram_gib: float | None = None,
     candidates: str = "auto",
     top: int = DEFAULT_TOP,
+    memory: MemoryRequest | None = None,
 ) -> TrialPlan:
     """The runs to train, in order: the baseline (plain LoRA) first, then the others."""
     choice = resolve_task(task)
@@ -106,7 +116,8 @@ def plan_trial(
     names = [part.strip().lower() for part in candidates.split(",") if part.strip()]
     if not names:
         raise UserError("--candidates is empty; use auto or a comma list such as lora,oft,ia3")
-    rec = recommend(Query(vram_gib=vram_gib or 1e9, task=task), snapshot, registry)
+    rec = recommend(Query(vram_gib=vram_gib or 1e9, task=task, memory=memory), snapshot, registry)
+    memory_of = {run_id: b.total for run_id, b in rec.breakdowns.items()}
     metric_key, higher = rec.metric.key, rec.metric.higher_is_better
     planned: list[PlannedRun] = []
     if names == ["auto"]:
@@ -127,7 +138,9 @@ def plan_trial(
         if "auto" in names:
             raise UserError("--candidates: use auto on its own, or a comma list of methods")
         for name in names:
-            method, run, why = _named_run(name, snapshot, registry, rec.benchmark.key, metric_key, higher, vram_gib)
+            method, run, why = _named_run(
+                name, snapshot, registry, rec.benchmark.key, metric_key, higher, vram_gib, memory_of
+            )
             if any(p.run.id == run.id for p in planned):
                 raise UserError(f"--candidates names {name!r} twice")
             planned.append(PlannedRun(method, run, why))
@@ -139,4 +152,6 @@ def plan_trial(
         PlannedRun(p.method, p.run, p.why, f"{p.method}-{p.run.variant}" if p.method in clashes else p.method)
         for p in planned
     )
-    return TrialPlan(choice.name, rec.benchmark.key, vram_gib, runs, tuple(notes))
+    if memory is not None:
+        notes.append(f"candidates fitted to --vram by the memory model's prediction for {memory.describe()}")
+    return TrialPlan(choice.name, rec.benchmark.key, vram_gib, runs, tuple(notes), memory_of)

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.memory.model import MemoryRequest
 from advisor.trial.data import TrialData, load_trial_data
 from advisor.trial.leaderboard import Entry, Leaderboard, next_step, rank_entries
 from advisor.trial.plan import DEFAULT_TOP, TrialPlan, plan_trial
 from advisor.trial.results import TrialStore, candidate_key, setup_record
-from advisor.trial.train import CandidateResult, TrainBudget, config_dict
+from advisor.trial.train import MAX_TOKENS, CandidateResult, TrainBudget, config_dict
 
 DEFAULT_STEPS = 30
 PROBE_STEPS = 4
@@ -99,6 +100,22 @@ def resolve_device(device: str) -> str:
     return wanted
 
 
+def _trial_memory(request: TrialRequest, data: TrialData) -> MemoryRequest | None:
+    """The memory model's view of the trial itself: this model, fp32, the trial's batch and token cap.
+
+    Only for causal LMs (the model predicts an LM head's logits, not a classifier's); it picks the
+    candidates that fit ``--vram`` and is printed beside each candidate's measured peak.
+    """
+    if data.kind != "generation":
+        return None
+    from advisor.memory.model import MemorySetup
+    from advisor.memory.shapes import read_shape
+
+    shape = read_shape(request.model)
+    setup = MemorySetup(batch_size=request.batch_size, seq_len=MAX_TOKENS, dtype="fp32")
+    return MemoryRequest(shape, setup, model_given=True)
+
+
 def _trainer(request: TrialRequest) -> Callable[..., CandidateResult]:
     if request.isolate:
         from advisor.trial.isolate import train_in_subprocess, warm_up
@@ -135,6 +152,7 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
         vram_gib=request.vram_gib,
         candidates=request.candidates,
         top=request.top,
+        memory=_trial_memory(request, data),
     )
     names = module_names(request.model)
     notes = list(plan.notes)
@@ -203,6 +221,7 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
                 is_baseline=planned.method == "lora" and not planned.run.variant_flags,
                 lora_convertible=method.lora_convertible,
                 resumed=resumed,
+                predicted_memory_bytes=plan.predicted_bytes.get(planned.run.id),
             )
         )
     board = rank_entries(entries, data.kind == "classification")
@@ -246,4 +265,5 @@ def entry_dict(entry: Entry) -> dict[str, Any]:
         "baseline": entry.is_baseline,
         "lora_convertible": entry.lora_convertible,
         "resumed": entry.resumed,
+        "predicted_memory_bytes": entry.predicted_memory_bytes,
     }
