@@ -496,6 +496,20 @@ def trial_command(
     print_lines(view.footer_lines(report, written))
 
 
+@app.command("space")
+@user_errors
+def space_command(
+    port: Annotated[int | None, typer.Option(help="Port to serve on (default: Gradio's, 7860).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 to serve your network.")] = "127.0.0.1",
+) -> None:
+    """Serve the peft-advisor web app (the Hugging Face Space) locally."""
+    try:
+        from space.app import main as serve
+    except ImportError as exc:
+        raise UserError(f"the app needs gradio: pip install 'peft-advisor[space]' ({exc})") from None
+    serve(port=port, host=host)
+
+
 scan_app = typer.Typer(
     help="Which PEFT methods people use: classify Hub model cards and adapter configs, and count.",
     no_args_is_help=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from advisor.errors import UserError
 from advisor.paths import atomic_destination
@@ -68,3 +69,50 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def pareto_figure(rec: Recommendation) -> Any:
+    """The same score-vs-memory view as :func:`pareto_plot`, as an interactive plotly figure (the Space)."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError as exc:
+        raise UserError("interactive plots need plotly: pip install 'peft-advisor[plot]'") from exc
+    rows = rec.ranked
+    memory_label = "predicted" if rec.memory is not None else "peak"
+    fig = go.Figure()
+    for is_lora, name, color, symbol in (
+        (False, "other methods", "#4c72b0", "circle"),
+        (True, "LoRA", "#dd8452", "diamond"),
+    ):
+        chosen = [r for r in rows if (r.method.peft_type == "LORA") == is_lora]
+        fig.add_trace(
+            go.Scatter(
+                x=[r.run.peak_memory_gib for r in chosen],
+                y=[r.score for r in chosen],
+                mode="markers",
+                name=name,
+                marker={"color": color, "symbol": symbol, "size": 12 if is_lora else 9},
+                text=[f"#{r.rank} {r.method.display_name} ({r.run.variant})" for r in chosen],
+                hovertemplate="%{text}<br>%{y:.4f} at %{x:.2f} GiB<extra></extra>",
+            )
+        )
+    front = sorted((r.run.peak_memory_gib, r.score) for r in rows if r.pareto)
+    if front:
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in front],
+                y=[p[1] for p in front],
+                mode="lines",
+                line={"shape": "hv", "color": "#55a868"},
+                name="Pareto frontier",
+                hoverinfo="skip",
+            )
+        )
+    fig.add_vline(x=rec.query.vram_gib, line_dash="dash", line_color="#c44e52")
+    fig.update_layout(
+        title=f"{rec.benchmark.key}: {rec.metric.short} vs {memory_label} memory",
+        xaxis_title=f"{memory_label} GPU memory (GiB); budget {rec.query.vram_gib:g} GiB",
+        yaxis_title=rec.metric.label,
+        height=480,
+    )
+    return fig

@@ -1,0 +1,81 @@
+"""peft-advisor as a Gradio app: the same library calls as the CLI, laid out in tabs.
+
+Layout only: every button calls a function of :mod:`space.callbacks`, which calls the library.
+Run locally with ``peft-advise space [--port N]`` (or ``python space/app.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # ``python space/app.py`` from a checkout: make the packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no phoning home
+
+from space import callbacks
+
+TASKS = ("math", "code", "chat", "reasoning", "text", "image")
+OBJECTIVES = ("score", "memory", "speed", "size", "balanced")
+
+
+def _recommend(vram: float | None, task: str, model: str, quant: str, objective: str, require: list[str]) -> tuple:
+    import gradio as gr
+
+    result = callbacks.recommend(vram, task, model, quant, objective, require)
+    if result.message:
+        return (
+            gr.update(value=None, headers=None),
+            None,
+            gr.update(choices=[], value=None),
+            f"**Error:** {result.message}",
+        )
+    text = "\n\n".join(result.lines)
+    return (
+        gr.update(value=result.rows, headers=result.headers),
+        result.figure,
+        gr.update(choices=result.methods, value=result.methods[0] if result.methods else None),
+        text,
+    )
+
+
+def build_app() -> Any:
+    import gradio as gr
+
+    with gr.Blocks(title="peft-advisor") as app:
+        gr.Markdown(
+            "# peft-advisor\nChoose a PEFT method for your GPU and task from PEFT's own benchmark results "
+            "(and, with a model id, the memory model's predictions for it)."
+        )
+        with gr.Tab("Recommend"):
+            with gr.Row():
+                vram = gr.Number(label="GPU memory budget (GiB)", value=24, minimum=0, elem_id="vram")
+                task = gr.Dropdown(list(TASKS), value="math", label="Task", elem_id="task")
+                objective = gr.Dropdown(list(OBJECTIVES), value="score", label="Objective")
+            with gr.Row():
+                model = gr.Textbox(
+                    label="Your model (Hub id or folder, optional)", placeholder="meta-llama/Llama-3.1-8B"
+                )
+                quant = gr.Radio(list(callbacks.QUANT_CHOICES), value="none", label="Base precision")
+                require = gr.CheckboxGroup(list(callbacks.REQUIREMENTS), label="Required capabilities")
+            submit = gr.Button("Rank methods", variant="primary", elem_id="rank")
+            table = gr.Dataframe(label="Ranking", interactive=False, wrap=True, elem_id="ranking")
+            plot = gr.Plot(label="Score vs memory")
+            notes = gr.Markdown(elem_id="notes")
+            with gr.Row():
+                method = gr.Dropdown([], label="Config snippet of", elem_id="snippet-method")
+            snippet = gr.Code(language="python", label="PEFT config (copy and run)")
+            submit.click(_recommend, [vram, task, model, quant, objective, require], [table, plot, method, notes])
+            method.change(callbacks.config_snippet, [vram, task, method], [snippet])
+    return app
+
+
+def main(port: int | None = None, host: str = "127.0.0.1") -> None:
+    build_app().launch(server_name=host, server_port=port, show_error=False)
+
+
+if __name__ == "__main__":
+    main()
