@@ -6,7 +6,7 @@ JSON parse only, so the recommend path stays fast and never imports the scanner'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ class UsageSummary:
     shares: dict[str, float]  # family -> share among cards reporting exactly one PEFT technique
     config_adapters: int
     config_shares: dict[str, float]
+    # month created (YYYY-MM) -> {family: cards reporting exactly that one technique}; {} for old files
+    by_month: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def share_of(self, name: str) -> float:
         return self.shares.get(name, 0.0)
@@ -43,6 +45,7 @@ class UsageSummary:
             "shares": self.shares,
             "config_adapters": self.config_adapters,
             "config_shares": self.config_shares,
+            "by_month": self.by_month,
         }
 
 
@@ -57,7 +60,16 @@ def summary_of(result: Any) -> UsageSummary:
         shares={r["technique"]: round(r["share"], 6) for r in stats.shares()},
         config_adapters=sum(stats.with_config.values()),
         config_shares={r["peft_type"]: round(r["share"], 6) for r in stats.config_shares()},
+        by_month=_by_month(stats.by_month),
     )
+
+
+def _by_month(counter: Any) -> dict[str, dict[str, int]]:
+    months: dict[str, dict[str, int]] = {}
+    for (month, family), count in sorted(counter.items()):
+        if month:
+            months.setdefault(month, {})[family] = count
+    return months
 
 
 def save_usage(result: Any, path: Path | None = None) -> Path:
@@ -73,6 +85,7 @@ def load_usage(path: Path | None = None) -> UsageSummary | None:
         return None
     try:
         data = read_json(target)
-        return UsageSummary(**{k: data[k] for k in UsageSummary.__dataclass_fields__})
+        fields = UsageSummary.__dataclass_fields__
+        return UsageSummary(**{k: data[k] for k in fields if k in data or k != "by_month"})
     except (ValueError, KeyError, TypeError):
         return None

@@ -70,7 +70,44 @@ def build_app() -> Any:
             snippet = gr.Code(language="python", label="PEFT config (copy and run)")
             submit.click(_recommend, [vram, task, model, quant, objective, require], [table, plot, method, notes])
             method.change(callbacks.config_snippet, [vram, task, method], [snippet])
+        with gr.Tab("Hub statistics"):
+            usage_info = gr.Markdown(elem_id="usage-info")
+            with gr.Row():
+                usage_table = gr.Dataframe(label="Share per technique", interactive=False)
+                usage_plot = gr.Plot(label="Shares and trend")
+            with gr.Row():
+                limit = gr.Number(value=callbacks.REFRESH_LIMIT, label="Repos to scan", precision=0)
+                refresh = gr.Button("Refresh from the Hub")
+            outputs = [usage_info, usage_table, usage_plot]
+
+            def _refresh_with_progress(limit: float, progress: Any = gr.Progress()) -> tuple:  # noqa: B008
+                return _refresh_usage(limit, progress)
+
+            app.load(_usage, None, outputs)
+            refresh.click(_refresh_with_progress, [limit], outputs)
     return app
+
+
+def _show_usage(result: callbacks.UsageResult) -> tuple:
+    import gradio as gr
+
+    text = result.info + (f"\n\n**Error:** {result.message}" if result.message else "")
+    table = gr.update(value=result.rows, headers=result.headers) if result.rows else gr.update(value=None)
+    return text, table, result.figure
+
+
+def _usage() -> tuple:
+    return _show_usage(callbacks.hub_statistics())
+
+
+def _refresh_usage(limit: float, progress: Any = None) -> tuple:
+    """Gradio injects a progress tracker for a parameter whose default is one (see build_app)."""
+
+    def report(phase: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress((done, total) if total else None, desc=phase)
+
+    return _show_usage(callbacks.refresh_hub_statistics(int(limit or callbacks.REFRESH_LIMIT), report))
 
 
 def main(port: int | None = None, host: str = "127.0.0.1") -> None:

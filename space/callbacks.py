@@ -100,3 +100,57 @@ def config_snippet(vram: float | None, task: str, method: str | None) -> str:
         return snippet(run, registry.resolve(run.method), registry.peft_version)
     except UserError as exc:
         return f"# {exc}"
+
+
+@dataclass
+class UsageResult:
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    figure: Any = None
+    info: str = ""  # source, date, sample size; or how to get a first scan
+    message: str = ""
+
+
+REFRESH_LIMIT = 500  # repos per refresh from the Space: minutes, not hours, on a free CPU Space
+
+
+def hub_statistics() -> UsageResult:
+    """The Hub statistics tab: the latest saved scan (what `peft-advise scan ...` saved)."""
+    from advisor.output import scan_view
+    from hub_scan.usage_file import load_usage, usage_path
+
+    summary = load_usage()
+    if summary is None or not summary.exactly_one:
+        return UsageResult(
+            info=f"No Hub scan saved yet ({usage_path()}). Press Refresh (needs the Hub), or run "
+            "`peft-advise scan dataset` / `peft-advise scan hub` where this app runs."
+        )
+    lora = 100 * summary.share_of("lora")
+    return UsageResult(
+        headers=["technique", "share", "cards"],
+        rows=scan_view.summary_rows(summary),
+        figure=scan_view.summary_figure(summary),
+        info=(
+            f"{summary.kind} scan of {summary.source}, {summary.scanned_at[:10]}: {summary.cards:,} cards, "
+            f"{summary.exactly_one:,} report exactly one PEFT technique (the sample for the shares); LoRA {lora:.1f}%"
+        ),
+    )
+
+
+def refresh_hub_statistics(limit: int = REFRESH_LIMIT, progress: Any = None) -> UsageResult:
+    """Scan the live Hub (library peft, ``limit`` repos), save the summary, show it. Offline: a message."""
+    from hub_scan.sources.hub_api import HubQuery, scan_hub
+    from hub_scan.usage_file import save_usage
+
+    try:
+        if not 1 <= int(limit) <= 5000:
+            raise UserError("scan between 1 and 5,000 repos from the Space; use the CLI for more")
+        result = scan_hub(HubQuery(filter="peft", limit=int(limit)), progress=progress)
+        if result.stats.exactly_one_total:
+            save_usage(result)
+    except UserError as exc:
+        return UsageResult(message=str(exc))
+    shown = hub_statistics()
+    if not result.stats.exactly_one_total:
+        shown.message = f"scanned {result.stats.cards:,} repos, none reporting exactly one technique; nothing saved"
+    return shown

@@ -272,6 +272,16 @@ def write_chart(result: Any, path: Path) -> Path:
 def _plotly_chart(
     path: Path, names: list[str], values: list[float], months: list[str], series: dict[str, list[float]], title: str
 ) -> Path:
+    fig = plotly_usage_figure(names, values, months, series, title)
+    # plotly.js embedded: the file opens offline.
+    write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    return path
+
+
+def plotly_usage_figure(
+    names: list[str], values: list[float], months: list[str], series: dict[str, list[float]], title: str
+) -> Any:
+    """Share bars and, when months are known, each technique's share by month of creation."""
     try:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
@@ -304,9 +314,31 @@ def _plotly_chart(
                 col=2,
             )
     fig.update_layout(title=title, height=520)
-    # plotly.js embedded: the file opens offline.
-    write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    return path
+    return fig
+
+
+TOP_TECHNIQUES = 8
+
+
+def summary_rows(summary: Any) -> list[list[str]]:
+    """The saved usage summary's shares as table rows: technique, share, of how many cards."""
+    ranked = sorted(summary.shares.items(), key=lambda item: -item[1])
+    return [[_display(name), _pct(share), f"{round(share * summary.exactly_one):,}"] for name, share in ranked]
+
+
+def summary_figure(summary: Any) -> Any:
+    """The saved summary as the scan's chart: top techniques' shares, and their trend by month."""
+    ranked = sorted(summary.shares.items(), key=lambda item: -item[1])[:TOP_TECHNIQUES]
+    names = [_display(name) for name, _ in ranked]
+    values = [100 * share for _, share in ranked]
+    months = sorted(summary.by_month)
+    totals = {m: sum(summary.by_month[m].values()) for m in months}
+    series = {name: [summary.by_month[m].get(name, 0) / totals[m] for m in months] for name, _ in ranked[:4]}
+    title = (
+        f"{summary.kind} scan of {summary.cards:,} cards ({summary.exactly_one:,} reporting exactly one technique), "
+        f"{summary.scanned_at[:10]}"
+    )
+    return plotly_usage_figure(names, values, months, series if months else {}, title)
 
 
 def usage_json(result: Any, *, with_cards: bool) -> dict[str, Any]:

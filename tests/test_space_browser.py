@@ -1,0 +1,115 @@
+"""The Space in a real headless browser: Debian's chromium driven by Playwright, the app on loopback.
+
+The README's test command installs chromium (apt) where it can. Without it the test is skipped on
+a developer's machine and fails in CI (``CI`` set), so a green CI always means the browser ran.
+The screenshot lands in ``test-artifacts/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed; the README test command installs it with apt-get")
+        pytest.skip("no chromium on this machine (apt-get install chromium)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def space_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    home = tmp_path_factory.mktemp("space-home")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "PEFT_ADVISOR_HOME": str(home),
+    }
+    log = open(home / "space.log", "w")  # noqa: SIM115 - closed in the teardown below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "advisor.cli", "space", "--port", str(port)], stdout=log, stderr=log, env=env
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail(f"the app did not start: {(home / 'space.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "advisor.cli", "--vram", "24", "--task", "math", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    expected = json.loads(cli.stdout)["rows"][0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(space_url, wait_until="networkidle")
+            page.locator("#vram input").fill("24")
+            page.locator("#rank").click()
+            page.wait_for_function(
+                "() => (document.querySelector('#notes')?.innerText || '').includes('Task: math')", timeout=60_000
+            )
+            # Gradio's dataframe draws its rows as a virtual grid; its own test ids name each cell.
+            cells = [page.locator(f'#ranking [data-testid="cell-0-{col}"]').inner_text() for col in range(3)]
+            page.screenshot(path=str(ARTIFACTS / "space-recommend.png"))
+        finally:
+            browser.close()
+    cells = [cell.strip() for cell in cells]
+    assert cells[:3] == ["1", expected["method_display"], expected["variant"]], cells
+    assert (ARTIFACTS / "space-recommend.png").stat().st_size > 10_000
