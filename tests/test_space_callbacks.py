@@ -61,3 +61,68 @@ def test_the_app_builds_with_its_tabs() -> None:
     table, _figure, picker, notes = _recommend(24, "math", "", "none", "score", [])
     assert table["value"][0][1] and picker["choices"] and notes.startswith("Task:")
     assert _recommend(None, "math", "", "none", "score", [])[3].startswith("**Error:**")
+
+
+def test_hub_statistics_tab_shows_the_saved_scan() -> None:
+    from advisor.paths import write_json_atomic
+    from hub_scan.usage_file import usage_path
+
+    empty = callbacks.hub_statistics()
+    assert not empty.rows and "No Hub scan saved yet" in empty.info
+    write_json_atomic(
+        usage_path(),
+        {
+            "source": "hf://datasets/librarian-bots/model_cards_with_metadata",
+            "kind": "dataset",
+            "scanned_at": "2026-11-01T10:00:00+00:00",
+            "cards": 1000,
+            "exactly_one": 500,
+            "shares": {"lora": 0.9, "oft": 0.06, "ia3": 0.04},
+            "config_adapters": 0,
+            "config_shares": {},
+            "by_month": {"2026-09": {"lora": 200, "oft": 10}, "2026-10": {"lora": 250, "oft": 20, "ia3": 20}},
+        },
+    )
+    shown = callbacks.hub_statistics()
+    assert [row[0] for row in shown.rows][:1] == ["LoRA"] and shown.rows[0][2] == "450"
+    assert "500 report exactly one" in shown.info and "2026-11-01" in shown.info and "LoRA 90.0%" in shown.info
+    assert len(shown.figure.data) == 1 + 3  # the share bars and one trend line per technique
+
+
+def test_hub_refresh_scans_a_loopback_hub_and_saves(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub, FakeRepo, HubState
+
+    card = b"---\nlibrary_name: peft\ntags: [peft]\n---\n# Adapter\nFine-tuned with LoRA (r=16) on my data.\n"
+    state = HubState(
+        models=[
+            FakeRepo(id=f"user/adapter-{i}", files={"README.md": card, "adapter_config.json": b'{"peft_type": "LORA"}'})
+            for i in range(3)
+        ]
+    )
+    code = (
+        "from space.callbacks import refresh_hub_statistics as r; s = r(10); "
+        "print(s.message or 'OK'); print(s.info); print(s.rows[0] if s.rows else None)"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PEFT_ADVISOR_HOME": str(tmp_path / "home"),
+    }
+    with FakeHub(state) as hub:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**env, "HF_ENDPOINT": hub.url},
+            timeout=300,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "OK" and "3 report exactly one" in lines[1] and "LoRA" in lines[2]
+    assert (tmp_path / "home" / "hub-usage.json").is_file()
+    assert "between 1 and 5,000" in callbacks.refresh_hub_statistics(0).message
