@@ -85,7 +85,39 @@ def build_app() -> Any:
 
             app.load(_usage, None, outputs)
             refresh.click(_refresh_with_progress, [limit], outputs)
+        with gr.Tab("Convert to LoRA"):
+            gr.Markdown(
+                "Export an OFT / BOFT / HRA / IA³ / LoHa / ... adapter to a plain LoRA adapter that vLLM, "
+                "Diffusers and llama.cpp load. Safetensors only; a .zip of the adapter folder or its files."
+            )
+            with gr.Row():
+                hub_id = gr.Textbox(label="Hub adapter id", placeholder="user/my-oft-adapter")
+                files = gr.File(
+                    label="…or upload the adapter (.zip, or adapter_config.json + adapter_model.safetensors)",
+                    file_count="multiple",
+                    elem_id="adapter-upload",
+                )
+            with gr.Row():
+                target = gr.Radio(["vllm", "peft", "diffusers"], value="vllm", label="Who will load it")
+                rank = gr.Number(label="Rank", value=64, precision=0, minimum=1)
+                base = gr.Textbox(label="Base model (empty: from the adapter)")
+            run_convert = gr.Button("Convert", variant="primary", elem_id="convert")
+            convert_message = gr.Markdown(elem_id="convert-message")
+            convert_report = gr.Code(label="Report", language=None, elem_id="convert-report")
+            convert_file = gr.File(label="Converted LoRA (zip)")
+            run_convert.click(
+                _convert, [hub_id, files, target, rank, base], [convert_message, convert_report, convert_file]
+            )
     return app
+
+
+def _convert(hub_id: str, files: list[Any] | None, target: str, rank: float | None, base: str) -> tuple:
+    paths = [getattr(f, "name", f) for f in (files or [])]
+    result = callbacks.convert(hub_id, paths, target, int(rank) if rank else None, base)
+    message = f"**Error:** {result.message}" if result.message else "Converted."
+    if result.serve_command:
+        message += f"\n\nServe it: `{result.serve_command}`"
+    return message, result.report, result.download
 
 
 def _show_usage(result: callbacks.UsageResult) -> tuple:

@@ -154,3 +154,62 @@ def refresh_hub_statistics(limit: int = REFRESH_LIMIT, progress: Any = None) -> 
     if not result.stats.exactly_one_total:
         shown.message = f"scanned {result.stats.cards:,} repos, none reporting exactly one technique; nothing saved"
     return shown
+
+
+@dataclass
+class ConvertTabResult:
+    report: str = ""  # the CLI's report lines (fidelity, consumer checks, vllm serve command)
+    download: str | None = None  # a zip of the converted LoRA folder
+    serve_command: str | None = None
+    message: str = ""
+
+
+def convert(
+    hub_id: str | None,
+    uploaded: list[str] | None,
+    target: str = "vllm",
+    rank: int | None = None,
+    base_model: str | None = None,
+) -> ConvertTabResult:
+    """The Convert tab: ``peft-advise convert SRC OUT --for TARGET [--rank R] [--base-model M]``, zipped."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from advisor.output import convert_view
+    from converters.convert import ConversionRejected, ConvertOptions, convert_adapter
+    from space.uploads import adapter_folder
+
+    try:
+        source = (hub_id or "").strip()
+        if uploaded:
+            if source:
+                raise UserError("give a Hub adapter id or upload files, not both")
+            source = str(adapter_folder([Path(p) for p in uploaded]))
+        if not source:
+            raise UserError("enter a Hub adapter id (user/my-oft-adapter) or upload the adapter")
+        work = Path(tempfile.mkdtemp(prefix="peft-advisor-convert-"))
+        out = work / "lora"
+        options = ConvertOptions(
+            rank=int(rank) if rank else None,
+            target=(target or "peft").lower(),
+            base_model=(base_model or "").strip() or None,
+            device="cpu",
+        )
+        try:
+            result = convert_adapter(source, out, options)
+        except ConversionRejected as rejected:
+            lines = convert_view.result_lines(rejected.result)
+            return ConvertTabResult(report="\n".join(lines), message=rejected.reason)
+    except UserError as exc:
+        return ConvertTabResult(message=str(exc))
+    archive = shutil.make_archive(str(work / "lora-adapter"), "zip", root_dir=out)
+    report = "\n".join(convert_view.result_lines(result))
+    serve = result.check.serve_command if result.check is not None else None
+    passed = result.check is None or result.check.passed
+    return ConvertTabResult(
+        report=report,
+        download=archive,
+        serve_command=serve,
+        message="" if passed else f"written, but not ready for {options.target}: see the findings below",
+    )

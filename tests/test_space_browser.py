@@ -113,3 +113,35 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
     cells = [cell.strip() for cell in cells]
     assert cells[:3] == ["1", expected["method_display"], expected["variant"]], cells
     assert (ARTIFACTS / "space-recommend.png").stat().st_size > 10_000
+
+
+def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Path) -> None:
+    """A zip that writes outside its folder: the page says why, no stack trace, nothing converted."""
+    import zipfile
+
+    from playwright.sync_api import sync_playwright
+
+    evil = tmp_path / "adapter.zip"
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("adapter_config.json", '{"peft_type": "OFT"}')
+        bundle.writestr("../../../tmp/escaped.json", "{}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(space_url, wait_until="networkidle")
+            page.get_by_role("tab", name="Convert to LoRA").click()
+            page.locator("#adapter-upload input[type=file]").set_input_files(str(evil))
+            page.wait_for_timeout(1000)  # the upload finishes before the click
+            page.locator("#convert").click()
+            page.wait_for_function(
+                "() => (document.querySelector('#convert-message')?.innerText || '').includes('Error')",
+                timeout=60_000,
+            )
+            message = page.locator("#convert-message").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "space-malicious-upload.png"))
+        finally:
+            browser.close()
+    assert "refused" in message and "outside the archive" in message
+    assert "Traceback" not in message

@@ -126,3 +126,26 @@ def test_hub_refresh_scans_a_loopback_hub_and_saves(tmp_path: Path) -> None:
     assert lines[0] == "OK" and "3 report exactly one" in lines[1] and "LoRA" in lines[2]
     assert (tmp_path / "home" / "hub-usage.json").is_file()
     assert "between 1 and 5,000" in callbacks.refresh_hub_statistics(0).message
+
+
+def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(tiny_llama: Path, tmp_path: Path) -> None:
+    import shutil
+    import zipfile
+
+    from adapter_factory import make_adapter
+
+    folder = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
+    archive = shutil.make_archive(str(tmp_path / "oft-upload"), "zip", root_dir=folder)
+    result = callbacks.convert("", [archive], target="vllm", rank=8, base_model=str(tiny_llama))
+    assert not result.message, result.message + result.report
+    assert "fidelity" in result.report and result.serve_command and "vllm serve" in result.serve_command
+    with zipfile.ZipFile(result.download) as bundle:
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(bundle.namelist())
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("adapter_config.json", "{}")
+        bundle.writestr("../../escape.json", "{}")
+    refused = callbacks.convert("", [str(evil)])
+    assert "outside the archive" in refused.message and refused.download is None
+    assert "not both" in callbacks.convert("user/x", [archive]).message
+    assert "enter a Hub adapter id" in callbacks.convert("", []).message
