@@ -164,3 +164,25 @@ def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Pa
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
     assert "upload a .jsonl" in callbacks.trial(str(notes), str(minilm), ["lora"], 3).message
+
+
+def test_export_makes_a_self_contained_space_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "space-repo"
+    result = CliRunner().invoke(app, ["space", "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "sdk: gradio" in card and "app_file: app.py" in card
+    assert (out / "app.py").is_file() and "gradio" in (out / "requirements.txt").read_text()
+    assert (out / "advisor" / "data" / "benchmarks.json").is_file()
+    code = (
+        "import advisor, space.app; from pathlib import Path; "
+        f"assert Path(advisor.__file__).is_relative_to({str(out)!r}), advisor.__file__; "
+        "space.app.build_app(); print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+    again = CliRunner().invoke(app, ["space", "--export", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output

@@ -1,0 +1,48 @@
+"""Make a folder that deploys as a Hugging Face Space as it is: the app, the library, requirements.
+
+A Space repo only has what is pushed to it, so the export vendors the project's own packages
+(advisor, converters, hub_scan, space, with their data files) next to an ``app.py`` entry point,
+the Space card (README.md with its front matter) and ``requirements.txt`` for the third-party
+packages. Written to a temporary folder beside the target and renamed: never half an export.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from advisor.errors import UserError
+
+PACKAGES = ("advisor", "converters", "hub_scan", "space")
+ENTRY_POINT = '''"""Hugging Face Space entry point: the peft-advisor app, with its library vendored beside it."""
+
+from space.app import main
+
+if __name__ == "__main__":
+    main(host="0.0.0.0", port=7860)
+'''
+
+
+def export_space(dest: Path, *, overwrite: bool = False) -> Path:
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise UserError(f"{dest} exists; pass --overwrite to replace it")
+    here = Path(__file__).resolve().parent
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name in PACKAGES:
+            module = __import__(name)
+            source = Path(module.__file__).resolve().parent
+            shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copyfile(here / "README.md", staging / "README.md")
+        shutil.copyfile(here / "requirements.txt", staging / "requirements.txt")
+        (staging / "app.py").write_text(ENTRY_POINT, encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
