@@ -96,9 +96,14 @@ def build_app() -> Any:
                 trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
             with gr.Row():
                 trial_candidates = gr.CheckboxGroup(
-                    list(callbacks.TRIAL_CHOICES), value=["lora", "oft", "ia3"], label="Candidates"
+                    list(callbacks.TRIAL_CHOICES),
+                    value=["lora", "oft", "ia3"],
+                    label="Candidates",
+                    elem_id="candidates",
                 )
-                trial_steps = gr.Slider(1, callbacks.SPACE_MAX_STEPS, value=20, step=1, label="Steps per candidate")
+                trial_steps = gr.Slider(
+                    1, callbacks.SPACE_MAX_STEPS, value=20, step=1, label="Steps per candidate", elem_id="trial-steps"
+                )
             run_trial_button = gr.Button("Run the trial", variant="primary", elem_id="trial")
             trial_message = gr.Markdown(elem_id="trial-message")
             trial_table = gr.Dataframe(label="Leaderboard", interactive=False, wrap=True, elem_id="leaderboard")

@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
+TABS = ("Recommend", "Hub statistics", "Quick trial", "Convert to LoRA")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -100,6 +101,7 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(space_url, wait_until="networkidle")
+            tabs = [page.get_by_role("tab", name=name).count() for name in TABS]
             page.locator("#vram input").fill("24")
             page.locator("#rank").click()
             page.wait_for_function(
@@ -110,6 +112,7 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "space-recommend.png"))
         finally:
             browser.close()
+    assert tabs == [1] * len(TABS)  # all four tabs are served
     cells = [cell.strip() for cell in cells]
     assert cells[:3] == ["1", expected["method_display"], expected["variant"]], cells
     assert (ARTIFACTS / "space-recommend.png").stat().st_size > 10_000
@@ -145,3 +148,32 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Pat
             browser.close()
     assert "refused" in message and "outside the archive" in message
     assert "Traceback" not in message
+
+
+def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str) -> None:
+    """One candidate, two steps on the shipped sample and MiniLM: progress, then the leaderboard and the winner."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(space_url, wait_until="networkidle")
+            page.get_by_role("tab", name="Quick trial").click()
+            for name in ("oft", "ia3"):  # leave LoRA alone: the quickest trial that still ranks
+                page.locator("#candidates").get_by_label(name, exact=True).uncheck()
+            page.locator("#trial-steps input[type=number]").fill("2")
+            page.locator("#trial-steps input[type=number]").press("Enter")
+            page.locator("#trial").click()
+            page.wait_for_function(
+                "() => /Winner:|Error/.test(document.querySelector('#trial-message')?.innerText || '')",
+                timeout=240_000,
+            )
+            message = page.locator("#trial-message").inner_text()
+            first = page.locator('#leaderboard [data-testid="cell-0-1"]').inner_text()
+            page.screenshot(path=str(ARTIFACTS / "space-trial.png"))
+        finally:
+            browser.close()
+    assert "Winner: lora" in message and "2 steps" in message, message[:500]
+    assert first.startswith("lora")
