@@ -206,7 +206,10 @@ def _refresh_usage(limit: float, progress: Any = None) -> tuple:
 
 
 def main(port: int | None = None, host: str = "127.0.0.1") -> None:
-    build_app().launch(server_name=host, server_port=port, show_error=False)
+    from space.uploads import MAX_UPLOAD_BYTES
+
+    # Gradio refuses larger uploads before they reach a callback; space.uploads checks again after.
+    build_app().launch(server_name=host, server_port=port, show_error=False, max_file_size=MAX_UPLOAD_BYTES)
 
 
 if __name__ == "__main__":
