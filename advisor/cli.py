@@ -99,6 +99,7 @@ def recommend_command(
         raise UserError(f"{missing} missing; e.g. `peft-advise --vram 24 --task math` (see --help)")
 
     from advisor.benchmarks.store import load_snapshot
+    from advisor.memory.request import memory_request
     from advisor.methods.registry import load_registry
     from advisor.recommend import Query, recommend
 
@@ -110,8 +111,16 @@ def recommend_command(
         require=_split_csv(require),
         top=top,
         all_variants=all_variants,
-        memory=_memory_request(
-            model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, memory, explain
+        memory=memory_request(
+            model,
+            quant=quant,
+            dtype=dtype,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            grad_checkpointing=grad_checkpointing,
+            optimizer=optimizer,
+            mode=memory,
+            force=explain,
         ),
     )
     registry = load_registry()
@@ -124,39 +133,6 @@ def recommend_command(
 
         pareto_plot(rec, plot)
     _render_recommendation(rec, as_json, plot, explain)
-
-
-def _memory_request(
-    model: str | None,
-    quant: str | None,
-    dtype: str | None,
-    batch_size: int | None,
-    seq_len: int | None,
-    grad_checkpointing: bool | None,
-    optimizer: str | None,
-    memory: str | None,
-    explain: bool,
-) -> Any:
-    """None when no setup flag is given (the measured figures as stored); else the memory model's request."""
-    flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, memory)
-    if all(flag is None for flag in flags) and not explain:
-        return None
-    from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest, MemorySetup, validate_setup
-    from advisor.memory.shapes import read_shape
-
-    base = BENCHMARK_SETUP
-    setup = MemorySetup(
-        batch_size=base.batch_size if batch_size is None else batch_size,
-        seq_len=base.seq_len if seq_len is None else seq_len,
-        dtype=(dtype or base.dtype).lower(),
-        quant=(quant or base.quant).lower(),
-        grad_checkpointing=base.grad_checkpointing if grad_checkpointing is None else grad_checkpointing,
-        optimizer=(optimizer or base.optimizer).lower(),
-        mode=(memory or base.mode).lower(),
-    )
-    validate_setup(setup)
-    shape = read_shape(model) if model else BENCHMARK_SHAPE
-    return MemoryRequest(shape, setup, model_given=model is not None)
 
 
 def _render_recommendation(rec: Any, as_json: bool, plot: Path | None, explain: bool = False) -> None:

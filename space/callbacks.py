@@ -39,8 +39,7 @@ def recommend(
 ) -> RecommendResult:
     """The Recommend tab: ``peft-advise --vram V --task T [--model M --quant Q] --objective O --require R``."""
     from advisor.benchmarks.store import load_snapshot
-    from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest, MemorySetup, validate_setup
-    from advisor.memory.shapes import read_shape
+    from advisor.memory.request import memory_request
     from advisor.methods.registry import load_registry
     from advisor.output import recommend_view as view
     from advisor.output.plots import pareto_figure
@@ -50,14 +49,7 @@ def recommend(
     try:
         if vram is None:
             raise UserError("enter your GPU memory budget in GiB (a '24 GB' card: 24)")
-        memory = None
-        model = (model or "").strip() or None
-        quant = (quant or "none").lower()
-        if model or quant != "none":
-            setup = MemorySetup(quant=quant, mode=BENCHMARK_SETUP.mode)
-            validate_setup(setup)
-            shape = read_shape(model) if model else BENCHMARK_SHAPE
-            memory = MemoryRequest(shape, setup, model_given=model is not None)
+        memory = memory_request(model, quant=None if (quant or "none") == "none" else quant)
         query = Query(
             vram_gib=float(vram),
             task=task,

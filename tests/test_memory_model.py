@@ -161,43 +161,12 @@ runner = CliRunner()
 
 def test_cli_explain_for_a_local_llama_in_4bit(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B))
-    result = runner.invoke(
-        app,
-        [
-            "--vram",
-            "24",
-            "--task",
-            "math",
-            "--model",
-            str(tmp_path),
-            "--quant",
-            "4bit",
-            "--batch-size",
-            "1",
-            "--explain",
-        ],
-    )
+    args = ["--vram", "24", "--task", "math", "--model", str(tmp_path), "--quant", "4bit", "--batch-size", "1"]
+    result = runner.invoke(app, [*args, "--explain"])
     assert result.exit_code == 0, result.output
     assert "Predicted memory by term" in result.output and "base weights" in result.output
     assert "PREDICTIONS" in result.output and "cannot train on a 4bit" in result.output
-    data = json.loads(
-        runner.invoke(
-            app,
-            [
-                "--vram",
-                "24",
-                "--task",
-                "math",
-                "--model",
-                str(tmp_path),
-                "--quant",
-                "4bit",
-                "--batch-size",
-                "1",
-                "--json",
-            ],
-        ).output
-    )
+    data = json.loads(runner.invoke(app, [*args, "--json"]).output)
     assert data["memory_model"]["predicted"] and data["memory_model"]["setup"]["quant"] == "4bit"
     assert all(row["peak_memory_gib"] < 24 for row in data["rows"])
     plain = json.loads(runner.invoke(app, ["--vram", "24", "--task", "math", "--json"]).output)

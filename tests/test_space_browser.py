@@ -136,7 +136,7 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Pat
             page.goto(space_url, wait_until="networkidle")
             page.get_by_role("tab", name="Convert to LoRA").click()
             page.locator("#adapter-upload input[type=file]").set_input_files(str(evil))
-            page.wait_for_timeout(1000)  # the upload finishes before the click
+            page.locator("#adapter-upload").get_by_text("adapter.zip").wait_for(timeout=30_000)  # uploaded
             page.locator("#convert").click()
             page.wait_for_function(
                 "() => (document.querySelector('#convert-message')?.innerText || '').includes('Error')",

@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_memory_model import LLAMA_8B
 from typer.testing import CliRunner
 
 from advisor.cli import app
 from space import callbacks
-
-LLAMA_8B = {
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "vocab_size": 128256,
-    "tie_word_embeddings": False,
-}
 
 
 def test_recommend_tab_matches_the_cli_json() -> None:

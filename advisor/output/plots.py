@@ -6,22 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.paths import atomic_destination
+from advisor.output.figures import pyplot_for, save_static
 from advisor.recommend import Recommendation
 
 
 def pareto_plot(rec: Recommendation, path: Path) -> Path:
     """Every row as a point, the frontier as a line, LoRA runs highlighted, the budget marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UserError("plotting needs matplotlib: pip install 'peft-advisor[plot]'") from exc
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    plt = pyplot_for(path)
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     rows = rec.ranked  # the whole ranking, not just the --top rows
@@ -63,12 +54,7 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_destination(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
+    return save_static(fig, path)
 
 
 def pareto_figure(rec: Recommendation) -> Any:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.output.figures import STATIC_SUFFIXES, pyplot_for, save_static
 from advisor.output.tables import Column, TableSpec
-from advisor.paths import atomic_destination, write_text_atomic
+from advisor.paths import write_text_atomic
 
 TOP_SPLITS = 12
 
@@ -235,15 +236,9 @@ def write_chart(result: Any, path: Path) -> Path:
     title = f"PEFT technique shares, {stats.exactly_one_total:,} cards reporting exactly one ({result.source})"
     if suffix == ".html":
         return _plotly_chart(path, names, values, months, series, title)
-    if suffix not in (".png", ".svg", ".pdf"):
+    if suffix not in STATIC_SUFFIXES:
         raise UserError(f"--plot {path}: use .png, .svg, .pdf or .html (interactive)")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UserError("charts need matplotlib: pip install 'peft-advisor[plot]'") from exc
+    plt = pyplot_for(path)
     panels = 2 if months else 1
     fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), dpi=120, squeeze=False)
     ax = axes[0][0]
@@ -263,9 +258,7 @@ def write_chart(result: Any, path: Path) -> Path:
         ax2.tick_params(axis="x", labelrotation=60, labelsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_destination(path) as tmp:
-        fig.savefig(tmp, format=suffix.lstrip("."))
-    plt.close(fig)
+    save_static(fig, path)
     return path
 
 

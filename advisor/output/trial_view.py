@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from advisor.errors import UserError
+from advisor.output.figures import pyplot_for, save_static
 from advisor.output.tables import Column, TableSpec
-from advisor.paths import atomic_destination
 from advisor.trial.leaderboard import Standing
 from advisor.trial.run import TrialReport, entry_dict
 
@@ -201,16 +200,7 @@ def trial_json(report: TrialReport, plot: Path | None) -> dict[str, Any]:
 
 def trial_plot(report: TrialReport, path: Path) -> Path:
     """Eval score against peak memory, one point per finished candidate; the frontier and the winner marked."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise UserError("plotting needs matplotlib: pip install 'peft-advisor[plot]'") from exc
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    plt = pyplot_for(path)
     board = report.leaderboard
     done = [s for s in board.standings if s.rank is not None]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
@@ -242,9 +232,4 @@ def trial_plot(report: TrialReport, path: Path) -> Path:
     )
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        with atomic_destination(path) as tmp:
-            fig.savefig(tmp)
-    finally:
-        plt.close(fig)
-    return path
+    return save_static(fig, path)

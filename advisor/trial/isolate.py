@@ -85,7 +85,7 @@ def train_in_subprocess(
     out_dir: Path | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> CandidateResult:
-    """:func:`~advisor.trial.train.train_candidate` in a spawned process; same arguments, same result."""
+    """:func:`~advisor.trial.train.train_candidate` in a fresh child process; same arguments, same result."""
     context = _context()  # never a plain fork: the parent may hold CUDA or torch's thread pools
     channel = context.Queue()
     process = context.Process(
