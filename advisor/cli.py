@@ -68,7 +68,9 @@ def recommend_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (stable shape, see README).")
     ] = False,
-    plot: Annotated[Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf).")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf, or .html: interactive).")
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Predict memory for this model (Hub id or folder; config only).")
     ] = None,
@@ -102,6 +104,11 @@ def recommend_command(
     from advisor.memory.request import memory_request
     from advisor.methods.registry import load_registry
     from advisor.recommend import Query, recommend
+
+    if plot is not None:
+        from advisor.output.figures import check_plot_path
+
+        check_plot_path(plot)
 
     query = Query(
         vram_gib=vram,
@@ -271,7 +278,17 @@ def convert_command(
     min_fidelity: Annotated[
         float | None, typer.Option(help="Refuse to write (exit 1) below this fidelity (0-1).")
     ] = None,
-    factorization: Annotated[str, typer.Option(help="calibrated (output-aware, default) | plain (SVD).")] = "auto",
+    warn_below: Annotated[
+        float,
+        typer.Option(help="Warn in the summary below this fidelity, and let --sweep pick the smallest rank above it."),
+    ] = 0.9,
+    factorization: Annotated[
+        str,
+        typer.Option(
+            help="auto (calibrated: output-aware, where the layer's inputs were recorded; else plain) | "
+            "calibrated | plain (SVD)."
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     allow_pickle: Annotated[
@@ -311,6 +328,7 @@ def convert_command(
         target=target.lower(),
         sweep=_parse_ranks(sweep),
         min_fidelity=min_fidelity,
+        warn_below=warn_below,
         factorization=factorization.lower(),
         device=device,
         overwrite=overwrite,
@@ -368,6 +386,10 @@ def check_lora_command(
 
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass a LoRA adapter folder.")
+    if fix is not None:
+        from converters.lora_writer import check_destination
+
+        check_destination(fix, overwrite=overwrite or fix.resolve() == folder.resolve(), option="--fix")
     info = base_info(base_model) if base_model else None
     changes: list[str] = []
     if fix is not None:
@@ -410,7 +432,8 @@ def trial_command(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     out: Annotated[Path, typer.Option(help="Folder for adapters, results file and plot.")] = Path("peft-trial"),
     plot: Annotated[
-        Path | None, typer.Option(help="Score-vs-memory plot (.png/.svg/.pdf); default OUT/trial.png.")
+        Path | None,
+        typer.Option(help="Score-vs-memory plot (.png/.svg/.pdf, or .html: interactive); default OUT/trial.png."),
     ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the results of an earlier run in --out.")] = False,
     in_process: Annotated[
@@ -421,8 +444,11 @@ def trial_command(
     """Train the top candidates briefly on your data, under the same budget, and pick the winner."""
     from advisor.output import emit_json, print_lines, print_table
     from advisor.output import trial_view as view
+    from advisor.output.figures import check_plot_path
     from advisor.output.progress import trial_progress
 
+    if plot is not None:
+        check_plot_path(plot)  # before minutes of training, not after
     try:
         from advisor.trial.run import TrialRequest, run_trial
     except ImportError as exc:  # pragma: no cover - the [peft] extra is missing
@@ -466,10 +492,12 @@ def trial_command(
             raise  # asked for explicitly: say why it cannot be drawn
     if as_json:
         emit_json(view.trial_json(report, written))
-        return
-    print_lines(view.header_lines(report))
-    print_table(view.leaderboard_table(report))
-    print_lines(view.footer_lines(report, written))
+    else:
+        print_lines(view.header_lines(report))
+        print_table(view.leaderboard_table(report))
+        print_lines(view.footer_lines(report, written))
+    if report.leaderboard.winner is None:
+        raise typer.Exit(1)  # every candidate failed or diverged: no verdict to act on
 
 
 @app.command("space")
@@ -548,6 +576,17 @@ def _scan_outputs(
     print_lines(written)
 
 
+def _check_scan_outputs(csv_path: Path | None, plot: Path | None) -> None:
+    """Output paths are checked before a scan that may take minutes."""
+    from advisor.output.figures import check_plot_path
+    from advisor.paths import check_output_file
+
+    if csv_path is not None:
+        check_output_file(csv_path, "--csv")
+    if plot is not None:
+        check_plot_path(plot)
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
 CsvOption = Annotated[Path | None, typer.Option("--csv", help="Write all statistics as CSV (long format).")]
 PlotOption = Annotated[
@@ -577,6 +616,8 @@ def scan_dir_command(
     from advisor.output.progress import progress_reporter
     from hub_scan.scan import scan_records
     from hub_scan.sources.local_dir import read_local_dir, repo_folders
+
+    _check_scan_outputs(csv_path, plot)
 
     total = len(repo_folders(folder)) if folder.is_dir() else 0
     with progress_reporter("classifying cards", enabled=not as_json) as progress:
@@ -612,6 +653,8 @@ def scan_dataset_command(
     from advisor.output.progress import progress_reporter
     from hub_scan.sources.card_dump import scan_card_dump
 
+    _check_scan_outputs(csv_path, plot)
+
     with progress_reporter("classifying cards", enabled=not as_json) as progress:
         result = scan_card_dump(location, limit=limit, workers=workers, progress=progress)
     _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=False)
@@ -643,6 +686,7 @@ def scan_hub_command(
         raise UserError("--limit must be at least 1")
     if workers < 1:
         raise UserError("--workers must be at least 1")
+    _check_scan_outputs(csv_path, plot)
     query = HubQuery(filter=filter, author=author, search=search, limit=limit)
     with phase_reporter(enabled=not as_json) as progress:
         result = scan_hub(query, state_dir=state_dir, workers=workers, fresh=fresh, keep_cards=True, progress=progress)

@@ -81,12 +81,15 @@ def config_snippet(run: BenchmarkRun, method: MethodInfo, registry_version: str)
 
 
 def select_config_run(rec: Recommendation, wanted: str, snapshot: Snapshot, registry: Registry) -> BenchmarkRun:
-    """The run whose config ``--show-config METHOD[/VARIANT]`` prints.
+    """The run whose config ``--show-config METHOD[:VARIANT]`` prints.
 
     ``METHOD``: its row in this recommendation (the run that fits and ranks), else its
-    best-scoring run in the benchmark even if it does not fit. ``METHOD/VARIANT``: that run.
+    best-scoring run in the benchmark even if it does not fit. ``METHOD:VARIANT`` (or
+    ``METHOD/VARIANT``), as ``trial --candidates`` takes it: that run.
     """
-    name, _, variant = wanted.partition("/")
+    from advisor.methods.variants import split_method_spec
+
+    name, variant = split_method_spec(wanted)
     method = registry.resolve(name)
     row = next((r for r in rec.ranked if r.method.name == method.name), None)
     if row is not None and not variant:
@@ -96,7 +99,8 @@ def select_config_run(rec: Recommendation, wanted: str, snapshot: Snapshot, regi
         runs = [r for r in runs if variant in (r.variant, r.experiment.split("/", 1)[-1])]
     if not runs:
         named = f" named {variant!r}" if variant else ""
-        raise UserError(f"{rec.benchmark.key} has no {method.name} run{named}; see --all-variants for the runs")
+        known = ", ".join(r.variant for r in snapshot.runs_for(rec.benchmark.key) if r.method == method.name)
+        raise UserError(f"{rec.benchmark.key} has no {method.name} run{named}; its runs: {known or 'none'}")
     sign = 1 if rec.metric.higher_is_better else -1
     scored = [r for r in runs if r.metrics.get(rec.metric.key) is not None] or runs
     return max(scored, key=lambda r: sign * (r.metrics.get(rec.metric.key) or 0.0))

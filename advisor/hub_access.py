@@ -48,6 +48,10 @@ def is_transient(exc: BaseException) -> bool:
     status = _status(exc)
     if status is not None:
         return status in RETRY_STATUS
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        return False  # offline by choice, or not cached: waiting changes nothing
     name = type(exc).__name__
     return any(k in name for k in ("Timeout", "Connect", "RemoteProtocol", "ReadError")) or isinstance(
         exc, (ConnectionError, TimeoutError)
@@ -77,6 +81,30 @@ def with_backoff(call: Callable[[], T], *, attempts: int = 6, base_s: float = 0.
                 wait = min(cap_s, base_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
             time.sleep(min(wait, cap_s))
     raise AssertionError("unreachable")
+
+
+def require_hub(what: str, *, timeout_s: float = 10.0) -> None:
+    """Fail in a second, not minutes, when the Hub cannot be reached at all.
+
+    huggingface_hub retries a refused connection five times per request and a scan would add its own
+    back-off on top (2.5 minutes of "Retrying in 8s" before one error). A single plain request to the
+    endpoint tells an offline machine, a wrong HF_ENDPOINT or a dead network apart from the transient
+    failures (429, 5xx, a dropped connection mid-scan) that the back-off is for.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        raise UserError(f"{what} needs the Hub, and HF_HUB_OFFLINE is set; unset it to scan the Hub")
+    try:
+        get_session().get(f"{constants.ENDPOINT}/api/models", params={"limit": 1}, timeout=timeout_s)
+    except Exception as exc:
+        if _status(exc) is not None:
+            return  # the Hub answered (even with an error status): it is reachable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{what}: cannot reach the Hub at {constants.ENDPOINT} ({first}); check the network or HF_ENDPOINT"
+        ) from None
 
 
 @contextlib.contextmanager

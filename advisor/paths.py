@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from advisor.errors import UserError
+
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -25,6 +27,56 @@ def user_data_dir() -> Path:
         return Path(explicit).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "peft-advisor"
+
+
+def check_output_file(path: Path, option: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse, before any work is done, a file the command could not write at the end.
+
+    A run that trains for ten minutes and then fails on ``--plot x.html`` (or a folder named ``x.png``)
+    wastes the user's time; so every output path is checked first. See :func:`_check_parent` for
+    which missing folders are created.
+    """
+    path = Path(path).expanduser()
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise UserError(f"{option} {path}: use a file name ending in {', '.join(suffixes)}")
+    if path.is_dir():
+        example = path / ("out" + (suffixes[0] if suffixes else ""))
+        raise UserError(f"{option} {path} is a folder; pass a file name, e.g. {example}")
+    _check_parent(path, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {path}: the file exists and is not writable")
+    return path
+
+
+def check_output_folder(path: Path, option: str) -> Path:
+    """Like :func:`check_output_file` for a folder output; whether an existing folder may be replaced is
+    the command's own rule (``--overwrite``)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path} is a file; pass a folder")
+    _check_parent(path, option)
+    return path
+
+
+def _check_parent(path: Path, option: str) -> None:
+    """The nearest existing ancestor must be a writable folder. A missing parent is created later only when
+    it lies inside the working directory (``--out runs/a`` is convenient there); elsewhere it is an error,
+    because a typo such as ``/nonexistent/dir`` would otherwise create folders anywhere on the disk."""
+    parent = path.absolute().parent
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, not a folder")
+    if existing != parent:
+        cwd = Path.cwd().resolve()
+        if not parent.resolve().is_relative_to(cwd):
+            raise UserError(
+                f"{option} {path}: the folder {parent} does not exist; create it first (only folders inside the "
+                "working directory are created for you)"
+            )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write in {existing} (permission denied)")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.paths import read_json
 from converters import consumer_facts as facts
+from converters.lora_writer import DIFFUSERS_WEIGHTS_NAME as _DIFFUSERS_FILE
 
 TARGETS = ("peft", "vllm", "diffusers")
 _LORA_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_A|lora_B)\.weight$")
@@ -146,12 +147,19 @@ def check_lora(
         raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
     folder = Path(folder)
     config, tensors = _load_folder(folder)
+    shown = Path(shown_as or folder)
+    peft_type = str(config.get("peft_type") or "").upper()
+    if peft_type != "LORA":
+        # Every tensor and half the config keys would fail one by one; the one thing to say is what to run.
+        finding = Finding("error", _not_lora_message(peft_type, shown, target))
+        return CheckReport(str(shown), target, [finding], None, 0)
     base = base or base_info(config.get("base_model_name_or_path"))
     findings: list[Finding] = []
     modules, ranks = _check_tensors(tensors, base, findings, target, config.get("modules_to_save") or [])
+    _check_dora(config, tensors, findings, target, shown)
     _check_config(config, ranks, findings, target)
     max_rank = max(ranks.values()) if ranks else None
-    report = CheckReport(str(shown_as or folder), target, findings, max_rank, len(modules))
+    report = CheckReport(str(shown), target, findings, max_rank, len(modules))
     if target == "vllm":
         _check_vllm(config, modules, ranks, base, findings, report)
     elif target == "diffusers":
@@ -159,11 +167,53 @@ def check_lora(
             Finding(
                 "info",
                 "Diffusers does not read adapter_config.json or PEFT key names; use the "
-                "pytorch_lora_weights.safetensors that `convert --for diffusers` writes (transformer.* keys)",
+                f"{_DIFFUSERS_FILE} that `convert --for diffusers` writes (transformer.* keys)",
             )
         )
         _check_diffusers_file(folder, findings)
     return report
+
+
+def _not_lora_message(peft_type: str, folder: Path, target: str) -> str:
+    import shlex
+
+    from advisor.methods.registry import load_registry
+
+    method = load_registry().get(peft_type) if peft_type else None
+    name = method.display_name if method is not None else (peft_type or "unknown")
+    where = shlex.quote(str(folder))
+    return (
+        f"this is a{'n' if name[:1].upper() in 'AEIOU' else ''} {name} adapter (peft_type {peft_type or 'missing'}), "
+        f"not a LoRA: export it with `peft-advise convert {where} OUT --for {target}`"
+        + (" (see `peft-advise convert --list`)" if method is None else "")
+    )
+
+
+def is_dora(config: dict[str, Any], tensors: Any) -> bool:
+    """DoRA by its config switch or by its magnitude tensors (either alone makes PEFT or vLLM treat it as DoRA)."""
+    return bool(config.get("use_dora")) or any("lora_magnitude_vector" in key for key in tensors)
+
+
+def _check_dora(
+    config: dict[str, Any], tensors: dict[str, Any], findings: list[Finding], target: str, folder: Path
+) -> None:
+    """One finding for DoRA, by consumer: PEFT and Diffusers load it; vLLM and llama.cpp refuse it."""
+    if not is_dora(config, tensors):
+        return
+    import shlex
+
+    if target == "vllm":
+        findings.append(
+            Finding(
+                "error",
+                "DoRA adapter: vLLM and llama.cpp cannot serve DoRA, and no --fix can remove it without changing what "
+                f"it computes; convert it instead: `peft-advise convert {shlex.quote(str(folder))} OUT --for vllm` "
+                "(folds DoRA into a plain LoRA, fidelity measured)",
+            )
+        )
+    else:
+        loader = "PEFT" if target == "peft" else "Diffusers (through PEFT)"
+        findings.append(Finding("info", f"DoRA adapter: {loader} loads it as it is; vLLM and llama.cpp do not"))
 
 
 def _check_tensors(
@@ -175,23 +225,29 @@ def _check_tensors(
     biases: list[str] = []
     saved_pattern = re.compile(rf"(^|\.)({'|'.join(map(re.escape, modules_to_save))})\.") if modules_to_save else None
     saved: list[str] = []
+    foreign: list[str] = []
     for key, tensor in tensors.items():
         if saved_pattern is not None and saved_pattern.search(key) and "lora_" not in key:
             saved.append(key)  # a whole trained module (a classifier head): PEFT restores it as it is
             continue
         if "lora_magnitude_vector" in key:
-            findings.append(Finding("error", f"tensor {key} is DoRA's magnitude: vLLM and llama.cpp reject DoRA"))
-            continue
+            continue  # DoRA: one finding for the whole adapter, see _check_dora
         if key.endswith("lora_B.bias"):
             biases.append(key)
             continue
         match = _LORA_KEY.match(key) or _EMB_KEY.match(key)
         if not match:
-            findings.append(
-                Finding("error", f"tensor {key} is not a LoRA A/B tensor (another PEFT method, or modules_to_save)")
-            )
+            foreign.append(key)
             continue
         modules.setdefault(match["path"], {})[match["part"]] = tensor
+    if foreign:
+        findings.append(
+            Finding(
+                "error",
+                f"{len(foreign)} tensor(s) are not LoRA A/B factors (another PEFT method's weights, or modules_to_save "
+                f"not declared in the config), e.g. {foreign[0]}",
+            )
+        )
     ranks: dict[str, int] = {}
     dtypes = set()
     for path, parts in sorted(modules.items()):
@@ -284,8 +340,6 @@ def _pattern_value(pattern: dict[str, Any], path: str, default: Any) -> Any:
 
 
 def _check_config(config: dict[str, Any], ranks: dict[str, int], findings: list[Finding], target: str) -> None:
-    if str(config.get("peft_type", "")).upper() != "LORA":
-        findings.append(Finding("error", f"peft_type is {config.get('peft_type')!r}, not LORA"))
     missing = [k for k in ("r", "lora_alpha", "target_modules") if config.get(k) in (None, [], "")]
     if missing:
         findings.append(Finding("error", f"adapter_config.json lacks {', '.join(missing)} (required by vLLM)"))
@@ -300,26 +354,49 @@ def _check_config(config: dict[str, Any], ranks: dict[str, int], findings: list[
             findings.append(
                 Finding("error", f"{path}: tensor rank {rank} but the config says {declared} (wrong scale)", True)
             )
-    if config.get("use_dora"):
-        findings.append(Finding("error", "use_dora is true: vLLM and llama.cpp do not serve DoRA"))
     if config.get("bias", "none") != "none":
         findings.append(Finding("error", f"bias={config.get('bias')!r}: vLLM requires 'none'"))
-    folded = all(abs(_module_scale(config, p, k) - 1.0) < 1e-6 for p, k in ranks.items())
-    if not folded:
-        findings.append(
-            Finding(
-                "warning",
-                "scale not folded into lora_B (lora_alpha≠r, rsLoRA or alpha_pattern): llama.cpp ignores "
-                "alpha_pattern/rsLoRA and vLLM ≤0.31 ignores patterns",
-                fixable=True,
-            )
-        )
-    if pattern and target == "vllm":
+    _check_scale(config, ranks, findings, target)
+    if pattern and target == "vllm" and len(set(ranks.values())) > 1:
         findings.append(
             Finding("warning", "per-module ranks (rank_pattern) are ignored by vLLM ≤0.31; pad to one rank", True)
         )
     if not config.get("base_model_name_or_path"):
         findings.append(Finding("warning", "no base_model_name_or_path: llama.cpp cannot convert it, vLLM users guess"))
+
+
+def _check_scale(config: dict[str, Any], ranks: dict[str, int], findings: list[Finding], target: str) -> None:
+    """An unfolded scale is only a finding where some consumer would apply a different one.
+
+    PEFT, vLLM and llama.cpp all apply ``lora_alpha / r`` themselves, so an ordinary LoRA (alpha = 2r, say)
+    loads the same everywhere. What differs: vLLM ≤0.31 applies the *global* ``lora_alpha / r`` to every
+    module (alpha_pattern and rank_pattern ignored), and llama.cpp applies ``lora_alpha / rank`` per tensor
+    (use_rslora and alpha_pattern ignored). Diffusers reads no config at all (its own file is checked apart).
+    """
+    if not ranks or target == "diffusers":
+        return
+    r, alpha = config.get("r") or 1, config.get("lora_alpha", config.get("r") or 1)
+    global_scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    true = {path: _module_scale(config, path, rank) for path, rank in ranks.items()}
+    if target == "vllm" and any(not math.isclose(s, global_scale, rel_tol=1e-6) for s in true.values()):
+        findings.append(
+            Finding(
+                "warning",
+                "per-module LoRA scales (alpha_pattern/rank_pattern): vLLM ≤0.31 applies one scale, lora_alpha/r, "
+                "to every module; fold the scales into lora_B",
+                fixable=True,
+            )
+        )
+    if any(not math.isclose(true[p], alpha / k, rel_tol=1e-6) for p, k in ranks.items()):
+        why = "use_rslora" if config.get("use_rslora") else "alpha_pattern"
+        findings.append(
+            Finding(
+                "info",
+                f"llama.cpp ignores {why} (it applies lora_alpha/rank): fold the scale into lora_B before "
+                "convert_lora_to_gguf",
+                fixable=True,
+            )
+        )
 
 
 def _check_vllm(
@@ -390,9 +467,9 @@ def serve_command(config: dict[str, Any], folder: Path, max_lora_rank: int) -> s
 def _check_diffusers_file(folder: Path, findings: list[Finding]) -> None:
     from safetensors import safe_open
 
-    path = folder / "pytorch_lora_weights.safetensors"
+    path = folder / _DIFFUSERS_FILE
     if not path.is_file():
-        findings.append(Finding("error", "no pytorch_lora_weights.safetensors (Diffusers format) in the folder", True))
+        findings.append(Finding("error", f"no {_DIFFUSERS_FILE} (Diffusers format) in the folder", True))
         return
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
@@ -406,16 +483,72 @@ def _check_diffusers_file(folder: Path, findings: list[Finding]) -> None:
         findings.append(Finding("error", "keys need a transformer./unet./text_encoder. prefix or Diffusers drops them"))
 
 
+# adapter_config.json fields a fix may rewrite without changing what the adapter computes: the scale is
+# folded into lora_B (r, lora_alpha, use_rslora, the patterns), modules are named exactly, and training-only
+# settings go. Any other field that the rebuilt config would lose or change makes --fix refuse.
+_FIX_MAY_CHANGE = frozenset(
+    {
+        "r",
+        "lora_alpha",
+        "use_rslora",
+        "rank_pattern",
+        "alpha_pattern",
+        "target_modules",
+        "exclude_modules",
+        "layers_to_transform",
+        "layers_pattern",
+        "lora_dropout",
+        "inference_mode",
+        "peft_version",
+        "revision",
+        "auto_mapping",
+        "init_lora_weights",  # initialisation only; a string is reported when reset
+        "lora_bias",  # reported when biases are dropped
+        "base_model_name_or_path",
+        "megatron_core",
+        "qalora_group_size",
+        "loftq_config",
+    }
+)
+
+
 def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool = False) -> list[str]:
     """Rewrite ``folder`` into ``out`` with the automatic fixes; returns what was changed.
 
     Folds each module's scale into ``lora_B`` (``lora_alpha = r``, no rsLoRA / alpha_pattern),
-    pads per-module ranks to one uniform rank, drops LoRA biases for vLLM, and resets a
-    PiSSA-style ``init_lora_weights`` (meaningless once trained) to ``true``.
+    pads per-module ranks to one uniform rank and drops LoRA biases for vLLM, writes Diffusers'
+    own file for Diffusers, and resets a PiSSA-style ``init_lora_weights`` (meaningless once trained)
+    to ``true``. A fix never changes what the adapter computes without saying so: what it cannot
+    repair that way (DoRA for vLLM, another PEFT method, a switch the rebuilt config would lose) is a
+    :class:`UserError` that names the command that can (``peft-advise convert``), and nothing is written.
     """
-    from converters.lora_writer import LoraAdapter, LoraModule, publish, staging_folder, write_adapter_files
+    from converters.lora_writer import (
+        LoraAdapter,
+        LoraModule,
+        check_destination,
+        publish,
+        staging_folder,
+        write_adapter_files,
+        write_diffusers_file,
+    )
 
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
+    in_place = Path(out).resolve() == Path(folder).resolve()
+    check_destination(out, overwrite=overwrite or in_place, option="--fix")
     config, tensors = _load_folder(Path(folder))
+    peft_type = str(config.get("peft_type") or "").upper()
+    if peft_type != "LORA":
+        raise UserError(f"--fix cannot help: {_not_lora_message(peft_type, Path(folder), target)}.")
+    dora = is_dora(config, tensors)
+    if dora and target == "vllm":
+        import shlex
+
+        raise UserError(
+            f"--fix cannot make a DoRA adapter servable by vLLM without changing what it computes; convert it: "
+            f"peft-advise convert {shlex.quote(str(folder))} OUT --for vllm (folds DoRA into a plain LoRA and "
+            "measures fidelity). Nothing written."
+        )
     changes: list[str] = []
     grouped: dict[str, dict[str, Any]] = {}
     extra = {}
@@ -425,24 +558,30 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
             grouped.setdefault(match["path"], {})[match["part"]] = tensor
         elif key.endswith("lora_B.bias"):
             grouped.setdefault(key.removeprefix("base_model.model.").removesuffix(".lora_B.bias"), {})["bias"] = tensor
+        elif key.endswith(".lora_magnitude_vector"):
+            path = key.removeprefix("base_model.model.").removesuffix(".lora_magnitude_vector")
+            grouped.setdefault(path, {})["magnitude"] = tensor
         else:
             extra[key] = tensor
     modules = []
     for path, parts in sorted(grouped.items()):
         emb = "lora_embedding_A" in parts
-        a = parts["lora_embedding_A" if emb else "lora_A"]
-        b = parts["lora_embedding_B" if emb else "lora_B"]
+        a = parts.get("lora_embedding_A" if emb else "lora_A")
+        b = parts.get("lora_embedding_B" if emb else "lora_B")
+        if a is None or b is None:
+            raise UserError(f"{folder}: {path} has only one of its A/B factors; --fix cannot rebuild it.")
         rank = int(a.shape[0])
         scale = _module_scale(config, path, rank)
         if abs(scale - 1.0) > 1e-6:
             b = (b.float() * scale).to(b.dtype)
         names = ("lora_embedding_A", "lora_embedding_B") if emb else ("lora_A.weight", "lora_B.weight")
         key = f"base_model.model.{path}"
-        bias = parts.get("bias")
         factors = {f"{key}.{names[0]}": a, f"{key}.{names[1]}": b}
-        modules.append(LoraModule(path, "embedding" if emb else "linear", factors, rank, bias))
+        modules.append(
+            LoraModule(path, "embedding" if emb else "linear", factors, rank, parts.get("bias"), parts.get("magnitude"))
+        )
     if any(abs(_module_scale(config, m.name, m.rank) - 1.0) > 1e-6 for m in modules):
-        changes.append("folded the LoRA scale into lora_B (lora_alpha = r)")
+        changes.append("folded the LoRA scale into lora_B (lora_alpha = r; outputs unchanged)")
     adapter = LoraAdapter(
         modules=modules,
         base_model=config.get("base_model_name_or_path") or "",
@@ -459,11 +598,42 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
         changes.append("dropped lora_B biases (vLLM rejects them): outputs change by the bias terms")
     if isinstance(config.get("init_lora_weights"), str):
         changes.append(f"reset init_lora_weights={config['init_lora_weights']!r} to true")
+    leaf = all(m.name.rsplit(".", 1)[-1] in set(config.get("target_modules") or []) for m in modules)
+    rebuilt = adapter.config(leaf_names_suffice=leaf)
+    lost = _fields_a_fix_would_change(config, rebuilt)
+    if lost:
+        raise UserError(
+            f"--fix would change {', '.join(lost)}, which changes what the adapter computes; nothing written "
+            "(re-save the adapter with PEFT, or export it with `peft-advise convert`)."
+        )
+    if target == "diffusers":
+        changes.append(f"wrote {_DIFFUSERS_FILE} (transformer.* keys, scale folded) for Diffusers")
     if not changes:
         changes.append("nothing to fix")
-    with staging_folder(Path(out), overwrite=overwrite or Path(out).resolve() == Path(folder).resolve()) as staging:
-        leaf = all(m.name.rsplit(".", 1)[-1] in set(config.get("target_modules") or []) for m in modules)
+    with staging_folder(Path(out), overwrite=overwrite or in_place) as staging:
         card = Path(folder, "README.md").read_text(encoding="utf-8") if Path(folder, "README.md").is_file() else None
-        write_adapter_files(staging, adapter, adapter.config(leaf_names_suffice=leaf), card)
+        write_adapter_files(staging, adapter, rebuilt, card)
+        if target == "diffusers":
+            write_diffusers_file(staging, adapter)
         publish(staging, Path(out))
     return changes
+
+
+def _fields_a_fix_would_change(original: dict[str, Any], rebuilt: dict[str, Any]) -> list[str]:
+    """Config fields outside :data:`_FIX_MAY_CHANGE` whose value the rebuilt config does not keep."""
+
+    def unset(value: Any) -> bool:
+        return value in (None, False, "", [], {}, "none")
+
+    changed = []
+    for key, value in original.items():
+        if key in _FIX_MAY_CHANGE or key == "peft_type":
+            continue
+        new = rebuilt.get(key)
+        if unset(value) and unset(new):
+            continue
+        if isinstance(value, list) and isinstance(new, list) and sorted(map(str, value)) == sorted(map(str, new)):
+            continue
+        if value != new:
+            changed.append(f"{key}={value!r}")
+    return changed

@@ -26,9 +26,12 @@ from typing import Any
 
 from advisor.errors import UserError
 from converters.factorize import DEFAULT_RIDGE, LayerBasis, layer_basis
+from converters.models import PEFT_PREFIX
 
 ProgressFn = Callable[[str, int, int], None]
 DEFAULT_RANK = 64
+# Below this fidelity the summary warns (the LoRA keeps under 90% of the adapter's effect); --warn-below lowers it.
+DEFAULT_WARN_BELOW = 0.9
 FACTORIZATIONS = ("auto", "calibrated", "plain")
 
 
@@ -51,6 +54,7 @@ class ConvertOptions:
     target: str = "peft"
     sweep: tuple[int, ...] = ()
     min_fidelity: float | None = None
+    warn_below: float = DEFAULT_WARN_BELOW
     factorization: str = "auto"
     device: str = "auto"
     overwrite: bool = False
@@ -74,6 +78,8 @@ class ConvertOptions:
             raise UserError("--sweep takes positive ranks, e.g. --sweep 8,16,32,64.")
         if self.min_fidelity is not None and not 0 <= self.min_fidelity <= 1:
             raise UserError(f"--min-fidelity is between 0 and 1 (got {self.min_fidelity}).")
+        if not 0 <= self.warn_below <= 1:
+            raise UserError(f"--warn-below is between 0 and 1 (got {self.warn_below}); 0 turns the warning off.")
         if self.target not in TARGETS:
             raise UserError(f"--for must be one of {', '.join(TARGETS)} (got {self.target!r}).")
         if self.factorization not in FACTORIZATIONS:
@@ -123,6 +129,9 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     eval_samples: int = 0
+    rank_choice: str = ""  # how the written rank was chosen, in words
+    warnings: list[str] = field(default_factory=list)  # what a user must read before serving the result
+    rejected: str | None = None  # why nothing was written (--min-fidelity)
 
     @property
     def rank_summary(self) -> str:
@@ -169,6 +178,9 @@ class ConvertResult:
             "fidelity": self.fidelity.to_dict() if self.fidelity else None,
             "sweep": [row.to_dict() for row in self.sweep],
             "check": self.check.to_dict() if self.check else None,
+            "rank_choice": self.rank_choice,
+            "warnings": self.warnings,
+            "rejected": self.rejected,
             "notes": self.notes,
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
         }
@@ -211,6 +223,10 @@ def convert_adapter(
     progress = progress or _noop
     if out is None and not options.dry_run:
         raise UserError("pass an output folder (or --dry-run to only measure).")
+    if out is not None and not options.dry_run:
+        from converters.lora_writer import check_destination
+
+        check_destination(out, overwrite=options.overwrite)  # before minutes of loading, not after
     clock = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -247,9 +263,10 @@ def convert_adapter(
 
     wanted = _factorizations(options)
     sweep_max = max(options.sweep) if options.sweep else 0
+    own_ranks = _source_lora_ranks(adapter) if not (options.rank or options.energy or options.sweep) else {}
     fixed_rank = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
     cap = _rank_cap(options)
-    need = None if options.energy else max(fixed_rank or 0, sweep_max, 1)
+    need = None if options.energy else max(fixed_rank or 0, sweep_max, *own_ranks.values(), 1)
     layers = factorise_layers(
         peft_model, need, wanted, fit_moments, eval_moments, ridge=options.ridge, device=device, progress=progress
     )
@@ -261,6 +278,8 @@ def convert_adapter(
         basis = layer.bases[method]
         if options.energy:
             rank = basis.rank_for_energy(options.energy)
+        elif own_ranks:
+            rank = own_ranks.get(layer.delta.name, fixed_rank or DEFAULT_RANK)
         elif fixed_rank:
             rank = fixed_rank
         else:
@@ -280,6 +299,7 @@ def convert_adapter(
         routes=dict(Counter(layer.delta.route for layer in layers)),
         eval_samples=len(calibration.held_out),
         notes=list(base.notes),
+        rank_choice=_rank_choice_text(options, own_ranks),
     )
     if any(layer.bias_delta is not None for layer in layers):
         result.notes.append(
@@ -294,7 +314,7 @@ def convert_adapter(
         result.sweep = _run_sweep(peft_model, layers, options, eval_batches, original, bare, masks, base, progress)
         lap("sweep")
         if not fixed_rank and not options.energy:
-            chosen = _rank_from_sweep(result.sweep, primary, options.min_fidelity)
+            chosen, result.rank_choice = _rank_from_sweep(result.sweep, primary, _floor(options))
             for layer in layers:
                 layer.rank = max(1, min(chosen, layer.bases[_layer_method(layer, primary)].max_rank, cap))
 
@@ -306,7 +326,7 @@ def convert_adapter(
         return result
 
     from converters.consumers import base_info, check_lora
-    from converters.lora_writer import publish, staging_folder, write_adapter_files
+    from converters.lora_writer import publish, staging_folder, write_adapter_files, write_diffusers_file
     from converters.model_card import render_card
 
     leaf = _leaf_names_suffice(peft_model, lora.ranks)
@@ -316,7 +336,7 @@ def convert_adapter(
         config = lora.config(leaf_names_suffice=leaf)
         write_adapter_files(staging, lora, config, card=None)
         if options.target == "diffusers":
-            _write_diffusers_file(staging, lora)
+            write_diffusers_file(staging, lora)
         lap("write")
         progress("measuring fidelity (reloading with PEFT)", 0, 1)
         result.fidelity = _reloaded_fidelity(adapter, base, staging, eval_batches, original, bare, masks, device)
@@ -326,8 +346,10 @@ def convert_adapter(
         result.check = check_lora(staging, options.target, base_info(base.name_or_path), shown_as=Path(out))
         facts = result.card_facts(_tool_version(), registry.peft_version, coverage.method.display_name)
         (staging / "README.md").write_text(render_card(facts), encoding="utf-8")
+        result.warnings += _fidelity_warnings(result, options, primary)
         reason = _rejection(result, options)
         if reason:
+            result.rejected = reason
             raise ConversionRejected(result, reason)
         publish(staging, Path(out))
         result.written = True
@@ -413,14 +435,86 @@ def _rank_cap(options: ConvertOptions) -> int:
     return cap
 
 
-def _rank_from_sweep(rows: list[SweepRow], method: str, min_fidelity: float | None) -> int:
-    """Smallest swept rank meeting ``--min-fidelity``; the largest swept rank otherwise."""
+def _floor(options: ConvertOptions) -> float:
+    """The fidelity a chosen rank should reach: --min-fidelity when given, else the warning floor."""
+    return options.min_fidelity if options.min_fidelity is not None else options.warn_below
+
+
+def _rank_from_sweep(rows: list[SweepRow], method: str, floor: float) -> tuple[int, str]:
+    """The smallest swept rank reaching ``floor`` (cheapest to serve); the largest, said so, when none does."""
     mine = sorted((row for row in rows if row.factorization == method), key=lambda row: row.rank)
-    if min_fidelity is not None:
-        for row in mine:
-            if row.fidelity.fidelity >= min_fidelity:
-                return row.rank
-    return mine[-1].rank
+    for row in mine:
+        if row.fidelity.fidelity >= floor:
+            return row.rank, (
+                f"rank {row.rank} from the sweep: the smallest swept rank with fidelity ≥ {floor:g} "
+                f"({row.fidelity.fidelity:.4f})"
+            )
+    best = max(mine, key=lambda row: row.fidelity.fidelity)
+    return mine[-1].rank, (
+        f"rank {mine[-1].rank} from the sweep: no swept rank reached fidelity {floor:g} "
+        f"(best {best.fidelity.fidelity:.4f} at rank {best.rank}), so the largest was taken"
+    )
+
+
+def _rank_choice_text(options: ConvertOptions, own_ranks: dict[str, int]) -> str:
+    if options.energy:
+        return f"per layer: the smallest rank keeping {options.energy:g} of each update's energy (--energy)"
+    if own_ranks:
+        values = sorted(set(own_ranks.values()))
+        shown = str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+        return f"the source LoRA's own rank ({shown}): its update has no more; --rank or --sweep to change it"
+    if options.rank:
+        return f"rank {options.rank} (--rank)"
+    return "" if options.sweep else f"rank {DEFAULT_RANK} (the default; --sweep 16,32,64,128 measures others)"
+
+
+def _source_lora_ranks(adapter: Any) -> dict[str, int]:
+    """A plain LoRA's per-module ranks from its tensor shapes: converting it at its own rank is exact.
+
+    DoRA is left out: its magnitude rescales every column of ``W + BA``, so the merged update is not of
+    rank r, and the default rank (measured, like every other method) applies.
+    """
+    if adapter.peft_type != "LORA" or adapter.config.get("use_dora"):
+        return {}
+    from safetensors import safe_open
+
+    ranks: dict[str, int] = {}
+    with safe_open(str(adapter.weights), framework="pt") as handle:
+        for key in handle.keys():
+            if "lora_magnitude_vector" in key:
+                return {}
+            for suffix in (".lora_A.weight", ".lora_embedding_A"):
+                if key.endswith(suffix):
+                    path = key.removeprefix(PEFT_PREFIX).removesuffix(suffix)
+                    ranks[path] = int(handle.get_slice(key).get_shape()[0])
+    return ranks
+
+
+def _fidelity_warnings(result: ConvertResult, options: ConvertOptions, method: str) -> list[str]:
+    """A written LoRA that keeps too little of the adapter's effect, and what rank would do better."""
+    fid = result.fidelity
+    floor = options.warn_below
+    if fid is None or fid.effect_size == 0 or fid.fidelity >= floor:
+        return []
+    text = (
+        f"fidelity {fid.fidelity:.2f} is below {floor:g}: this LoRA keeps only about {max(fid.fidelity, 0):.0%} of "
+        "the adapter's effect on the held-out samples"
+    )
+    current = max(result.ranks.values()) if result.ranks else 0
+    better = sorted(
+        (row for row in result.sweep if row.factorization == method and row.fidelity.fidelity >= floor),
+        key=lambda row: row.rank,
+    )
+    if better and better[0].rank != current:
+        row = better[0]
+        return [f"{text}; rank {row.rank} reached {row.fidelity.fidelity:.4f} in the sweep: use --rank {row.rank}"]
+    if result.sweep:
+        largest = max(row.rank for row in result.sweep)
+        return [f"{text}; no swept rank reaches {floor:g}: sweep larger ranks (--sweep {largest * 2},{largest * 4})"]
+    return [
+        f"{text}; measure larger ranks with --sweep {current},{current * 2},{current * 4}, or pass --calibration "
+        "data like your real inputs"
+    ]
 
 
 def _run_sweep(
@@ -570,17 +664,6 @@ def _reloaded_fidelity(
         lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
     converted = model_outputs(lora, eval_batches)
     return compare(converted, original, bare, masks, causal_lm=base.is_causal_lm)
-
-
-def _write_diffusers_file(folder: Path, lora: Any) -> None:
-    """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys, scale 1, no config."""
-    from safetensors.torch import save_file
-
-    state = {}
-    for module in lora.modules:
-        for key, tensor in module.tensors.items():
-            state["transformer." + key.removeprefix("base_model.model.")] = tensor
-    save_file(state, str(folder / "pytorch_lora_weights.safetensors"), metadata={"format": "pt"})
 
 
 def _rejection(result: ConvertResult, options: ConvertOptions) -> str | None:

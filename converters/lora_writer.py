@@ -64,6 +64,9 @@ class LoraModule:
     tensors: dict[str, torch.Tensor]  # PEFT tensor name → tensor
     rank: int
     bias: torch.Tensor | None = None
+    # DoRA's learned column norms (``lora_magnitude_vector``), kept only when the folder stays DoRA:
+    # consumers that load DoRA (PEFT, Diffusers) need them, and dropping them changes the outputs.
+    magnitude: torch.Tensor | None = None
 
 
 @dataclass
@@ -92,6 +95,10 @@ class LoraAdapter:
     @property
     def has_bias(self) -> bool:
         return any(m.bias is not None for m in self.modules)
+
+    @property
+    def dora(self) -> bool:
+        return any(m.magnitude is not None for m in self.modules)
 
     def parameter_count(self) -> int:
         return sum(int(t.numel()) for m in self.modules for t in m.tensors.values())
@@ -131,6 +138,8 @@ class LoraAdapter:
                 bias = b.new_zeros(b.shape[0])
             if bias is not None:
                 state[f"base_model.model.{module.name}.lora_B.bias"] = bias.contiguous()
+            if module.magnitude is not None:
+                state[f"base_model.model.{module.name}.lora_magnitude_vector"] = module.magnitude.contiguous()
         state.update(self.extra_tensors)
         return state
 
@@ -155,6 +164,7 @@ class LoraAdapter:
             task_type=self.task_type,
             fan_in_fan_out=self.fan_in_fan_out,
             lora_bias=self.has_bias,
+            use_dora=self.dora,
             modules_to_save=self.modules_to_save,
             lora_dropout=0.0,
         ).to_dict()
@@ -182,17 +192,35 @@ def write_adapter_files(folder: Path, adapter: LoraAdapter, config: dict[str, An
         (folder / "README.md").write_text(card, encoding="utf-8")
 
 
+DIFFUSERS_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+
+def write_diffusers_file(folder: Path, adapter: LoraAdapter) -> None:
+    """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys (scale folded, no config), and DoRA's
+    ``lora_magnitude_vector`` beside them (../shared/docs/lora-consumers.md §2)."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for key, tensor in adapter.state_dict().items():
+        if key.startswith("base_model.model.") and "lora_" in key:
+            state["transformer." + key.removeprefix("base_model.model.")] = tensor
+    save_file(state, str(folder / DIFFUSERS_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def check_destination(out: Path, *, overwrite: bool, option: str = "OUT") -> Path:
+    """Can a folder be published at ``out``? Checked before any work, and again when writing."""
+    from advisor.paths import check_output_folder
+
+    out = check_output_folder(Path(out), option)
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another folder.")
+    return out
+
+
 @contextlib.contextmanager
 def staging_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
     """A temporary folder beside ``out``; :func:`publish` moves it into place, otherwise it vanishes."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        if out.is_dir() and not any(out.iterdir()):
-            pass
-        else:
-            raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another folder.")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is a file; the output must be a folder.")
+    out = check_destination(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

@@ -52,7 +52,10 @@ class BaseModel:
 
     @property
     def is_causal_lm(self) -> bool:
-        return self.model_class == "AutoModelForCausalLM"
+        """Next-token logits come out (KL and top-1 agreement apply), whichever class name loaded it."""
+        from advisor.model_kinds import is_causal_lm_class
+
+        return is_causal_lm_class(self.model_class)
 
     @property
     def architecture(self) -> str | None:

@@ -80,7 +80,12 @@ def scan_records(
 def scan_batches_parallel(
     batches: Iterator[list[CardRecord]], *, workers: int, progress: Progress | None = None, total: int = 0
 ) -> UsageStats:
-    """Classify batches on ``workers`` processes, at most ``2 * workers`` batches in flight (bounded memory)."""
+    """Classify batches on ``workers`` processes, at most ``2 * workers`` batches in flight (bounded memory).
+
+    Ctrl-C: the terminal signals the whole process group. Workers ignore it (no tracebacks from them); the
+    parent, which polls for results, raises KeyboardInterrupt within half a second and terminates the pool,
+    so nothing keeps running and nothing reaches the user but the CLI's one line.
+    """
     stats = UsageStats()
     done = 0
     if workers <= 1:
@@ -90,28 +95,52 @@ def scan_batches_parallel(
             if progress:
                 progress(done, total)
         return stats
-    import concurrent.futures as cf
     import multiprocessing
     import os
+    import queue
 
     # fork: workers start without re-importing the classifier (spawn where fork does not exist).
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: set[cf.Future] = set()
+    finished: queue.SimpleQueue = queue.SimpleQueue()  # UsageStats, or the exception a batch raised
+    in_flight = 0
+
+    def collect() -> None:
+        nonlocal done, in_flight
+        while True:
+            try:
+                part = finished.get(timeout=0.5)  # a timeout, so a pending Ctrl-C is seen at once
+                break
+            except queue.Empty:
+                continue
+        in_flight -= 1
+        if isinstance(part, BaseException):
+            raise part
+        stats.merge(part)
+        done += part.cards
+        if progress:
+            progress(done, total)
+
+    pool = context.Pool(workers, initializer=_ignore_sigint)
+    try:
         for batch in batches:
-            if len(pending) >= 2 * workers:
-                finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    part = future.result()
-                    stats.merge(part)
-                    done += part.cards
-                    if progress:
-                        progress(done, total)
-            pending.add(pool.submit(scan_batch_stats, batch))
-        for future in cf.as_completed(pending):
-            part = future.result()
-            stats.merge(part)
-            done += part.cards
-            if progress:
-                progress(done, total)
+            if in_flight >= 2 * workers:
+                collect()
+            pool.apply_async(scan_batch_stats, (batch,), callback=finished.put, error_callback=finished.put)
+            in_flight += 1
+        while in_flight:
+            collect()
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
     return stats
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent (see :func:`scan_batches_parallel`)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

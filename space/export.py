@@ -25,7 +25,9 @@ if __name__ == "__main__":
 
 
 def export_space(dest: Path, *, overwrite: bool = False) -> Path:
-    dest = Path(dest)
+    from advisor.paths import check_output_folder
+
+    dest = check_output_folder(Path(dest), "--export")
     if dest.exists() and not overwrite:
         raise UserError(f"{dest} exists; pass --overwrite to replace it")
     here = Path(__file__).resolve().parent

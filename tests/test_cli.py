@@ -68,8 +68,47 @@ def test_plain_table_in_a_pipe() -> None:
 def test_rich_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PEFT_ADVISOR_PLAIN")
     monkeypatch.setenv("PEFT_ADVISOR_RICH", "1")
+    monkeypatch.setenv("COLUMNS", "200")
     result = invoke("--vram", "24", "--task", "math", "--top", "3")
-    assert result.exit_code == 0 and "┃" in result.stdout
+    assert result.exit_code == 0 and "────" in result.stdout and "9,485,280" in result.stdout
+    assert "hidden at" not in result.stdout  # wide enough: every column shown
+
+
+def _table_block(text: str) -> list[str]:
+    """The lines of the first rich table: its header lines, the rule, the rows up to the "(hidden" line."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
+    start = max(i for i in range(rule) if lines[i].startswith("Note:")) + 1
+    end = next(i for i in range(rule + 1, len(lines)) if lines[i].startswith("(hidden"))
+    return lines[start:end]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--vram", "24", "--task", "math"],
+        ["--vram", "24", "--task", "math", "--all-variants", "--objective", "memory"],
+        ["--vram", "12", "--task", "image"],
+        ["methods"],
+    ],
+)
+def test_tables_stay_readable_in_80_columns(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> None:
+    """No number is ever cut to "0.52…": low-priority columns are hidden (and named), text wraps."""
+    monkeypatch.delenv("PEFT_ADVISOR_PLAIN")
+    monkeypatch.setenv("PEFT_ADVISOR_RICH", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    result = invoke(*args, "--json") if args[0] != "methods" else None
+    out = invoke(*args).stdout
+    assert "…" not in out
+    if result is not None:
+        table = "\n".join(_table_block(out))
+        assert all(len(line) <= 80 for line in _table_block(out))
+        for row in json.loads(result.stdout)["rows"]:
+            assert f"{row['rank']:>2}  {row['method_display'].split()[0]}" in table and f"{row['score']:.4f}" in table
+        assert "(hidden at 80 columns: " in out
+    else:
+        header = next(line for line in out.splitlines() if line.startswith("name"))
+        assert len(header) <= 80 and "merge" in header
 
 
 def test_task_stand_in_is_said() -> None:
@@ -95,7 +134,7 @@ def test_nothing_fits_message() -> None:
         (["--vram", "-3", "--task", "math"], "--vram must be a positive"),
         (["--vram", "24", "--task", "math", "--require", "gpu"], "unknown requirement 'gpu'"),
         (["--vram", "24", "--task", "math", "--show-config", "nonsense"], "unknown PEFT method 'nonsense'"),
-        (["--vram", "24", "--task", "math", "--plot", "out.txt"], "use a .png, .svg or .pdf"),
+        (["--vram", "24", "--task", "math", "--plot", "out.txt"], "use a file name ending in .png, .svg, .pdf, .html"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
@@ -157,13 +196,40 @@ def test_show_config_is_runnable_peft_code() -> None:
     assert namespace["config"].use_rslora and namespace["config"].r == 64
 
 
-def test_plot_is_written(tmp_path: Path) -> None:
+def test_plot_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    target = tmp_path / "plots" / "pareto.png"
+    monkeypatch.chdir(tmp_path)  # a missing folder inside the working directory is created
+    target = Path("plots") / "pareto.png"
     result = invoke("--vram", "24", "--task", "image", "--plot", str(target))
     assert result.exit_code == 0, result.output
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp file left behind
+    html = invoke("--vram", "24", "--task", "math", "--plot", "pareto.html")  # same formats in every command
+    assert html.exit_code == 0 and "plotly" in Path("pareto.html").read_text()[:100_000]
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
+    """A folder named like a file, a file in the way, a missing folder outside the working directory."""
+    (tmp_path / "isdir.png").mkdir()
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["--plot", str(tmp_path / "isdir.png")], "is a folder"),
+        (["--plot", str(tmp_path / "afile" / "p.png")], "is a file, not a folder"),
+        (["--plot", str(tmp_path / "nonexistent" / "dir" / "p.png")], "does not exist; create it first"),
+        (["--plot", str(tmp_path / "p.gif")], "ending in .png, .svg, .pdf, .html"),
+    ]
+    for extra, message in cases:
+        result = invoke("--vram", "24", "--task", "math", *extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    for extra, message in [
+        (["--csv", str(tmp_path / "isdir.png")], "is a folder"),
+        (["--plot", str(tmp_path / "nonexistent" / "c.html")], "does not exist"),
+    ]:
+        result = invoke("scan", "dir", str(tmp_path), *extra)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "nonexistent").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "isdir.png"]
 
 
 def test_refresh_benchmarks_from_fixture_folder(fixture_results: Path) -> None:
@@ -222,3 +288,55 @@ def test_recommend_path_imports_no_torch_transformers_or_peft() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stderr
     assert json.loads(proc.stdout)["rows"]
+
+
+def test_predicted_rows_carry_no_benchmark_model_figures(minilm: Path) -> None:
+    """With --model, trainable parameters and checkpoint size are the user's model's, train time is marked."""
+    from advisor.memory.shapes import read_shape
+
+    result = invoke("--vram", "24", "--task", "math", "--model", str(minilm), "--all-variants", "--json")
+    data = json.loads(result.stdout)
+    total = read_shape(str(minilm)).total_params
+    full = next(row for row in data["rows"] if row["method"] == "full")
+    assert full["trainable_params"] == total  # 22.7M, not Llama-3B's 3.2B
+    assert full["checkpoint_bytes"] < 4 * total  # tens of MB, not 6.4 GB
+    lora = next(row for row in data["rows"] if row["method"] == "lora")
+    assert lora["trainable_params"] < 2_000_000
+    assert set(data["memory_model"]["predicted_fields"]) == {"peak_memory_gib", "trainable_params", "checkpoint_bytes"}
+    assert "train_time_s" in data["memory_model"]["measured_on_benchmark"]
+    text = invoke("--vram", "24", "--task", "math", "--model", str(minilm)).stdout
+    assert "bench. min" in text and "train minutes stay the benchmark's own" in text
+
+
+def test_rows_far_below_the_best_are_said() -> None:
+    data = json.loads(invoke("--vram", "24", "--task", "math", "--objective", "memory", "--json").stdout)
+    first = data["rows"][0]
+    assert first["method"] in ("tinylora", "unilora", "ln_tuning") and first["far_below_best"]
+    assert any("far below" in note for note in data["notes"])
+    assert "far below" in invoke("--vram", "24", "--task", "math", "--objective", "memory", "--top", "3").stdout
+    by_score = json.loads(invoke("--vram", "24", "--task", "math", "--json").stdout)["rows"]
+    assert not by_score[0]["far_below_best"] and by_score[-1]["far_below_best"]
+
+
+def test_secondary_metrics_flag_no_row_as_within_noise() -> None:
+    data = json.loads(invoke("--vram", "24", "--task", "math", "--metric", "forgetting", "--json").stdout)
+    assert "within_noise is false for every row" in data["noise_rule"]
+    assert not any(row["within_noise"] for row in data["rows"])
+
+
+def test_best_lora_variant_below_plain_lora_is_said() -> None:
+    data = json.loads(invoke("--vram", "24", "--task", "image", "--json").stdout)
+    plain, variant = data["lora"]["plain"], data["lora"]["best_variant"]
+    assert variant["score"] < plain["score"]
+    assert "no LoRA variant beats plain LoRA here" in invoke("--vram", "24", "--task", "image").stdout
+    math_text = invoke("--vram", "24", "--task", "math").stdout  # rsLoRA beats plain LoRA on math: no such line
+    assert "no LoRA variant beats plain LoRA" not in math_text
+
+
+def test_show_config_takes_method_colon_variant_like_trial() -> None:
+    for spec in ("lora:rank32-dora", "lora/rank32-dora"):
+        result = invoke("--vram", "24", "--task", "math", "--show-config", spec)
+        assert result.exit_code == 0, result.output
+        assert "lora/llama-3.2-3B-rank32-dora" in result.stdout and "use_dora=True" in result.stdout
+    wrong = invoke("--vram", "24", "--task", "math", "--show-config", "lora:nope")
+    assert wrong.exit_code == 2 and "its runs: rank10-target-mlp" in wrong.stderr

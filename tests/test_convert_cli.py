@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from adapter_factory import make_adapter
@@ -50,16 +51,18 @@ def test_acceptance_llama_oft_for_vllm_with_sweep(llama_oft: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "Rank sweep" in text and "calibrated" in text and "plain" in text
-    assert "ready for vllm" in text
-    assert f"--enable-lora --max-lora-rank 64 --lora-modules lora={out.resolve()}" in text
+    assert "ready for vllm" in text and "WARNING" not in text
+    # The sweep picks the cheapest rank that keeps ≥ 0.9 of the effect (rank 32 of this 64-wide model), and says so.
+    assert "rank 32 from the sweep: the smallest swept rank with fidelity ≥ 0.9" in text
+    assert f"--enable-lora --max-lora-rank 32 --lora-modules lora={out.resolve()}" in text
     config = json.loads((out / "adapter_config.json").read_text())
-    assert config["r"] == config["lora_alpha"] == 64 and config["rank_pattern"] == {}
+    assert config["r"] == config["lora_alpha"] == 32 and config["rank_pattern"] == {}
     assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
     assert not {"use_bdlora", "alora_invocation_tokens", "use_qalora"} & set(config)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: peft") and "converted-from-oft" in card and "fidelity" in card
     check = invoke("check-lora", out, "--for", "vllm", "--json")
-    assert check.exit_code == 0 and json.loads(check.stdout)["max_lora_rank"] == 64
+    assert check.exit_code == 0 and json.loads(check.stdout)["max_lora_rank"] == 32
 
 
 def test_acceptance_minilm_oft_says_vllm_cannot_serve_bert(minilm_oft: Path, tmp_path: Path) -> None:
@@ -82,7 +85,68 @@ def test_min_fidelity_failure_writes_nothing(llama_oft: Path, tmp_path: Path) ->
     result = invoke("convert", llama_oft, out, "--rank", "2", "--min-fidelity", "0.99")
     assert result.exit_code == 1
     assert "below --min-fidelity 0.99; nothing written" in result.stderr
+    assert "(not written)" in result.stdout and "ready for" not in result.stdout  # no verdict for a refused folder
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def _without_task_type(adapter: Path, folder: Path) -> Path:
+    import shutil
+
+    shutil.copytree(adapter, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "task_type": None}))
+    return folder
+
+
+def test_poor_fidelity_is_a_warning_that_names_the_rank_that_reaches_the_floor(llama_oft: Path, tmp_path: Path) -> None:
+    source = _without_task_type(llama_oft, tmp_path / "no-task")  # common on the Hub: KL must still be measured
+    result = invoke("convert", source, tmp_path / "r8", "--rank", "8", "--sweep", "4,8,32", "--for", "vllm")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "WARNING: fidelity 0.3" in text and "is below 0.9" in text
+    assert "rank 32 reached 0.99" in text and "use --rank 32" in text
+    assert "ready for vllm: 4 modules, max rank 8 (it loads, but read the WARNING above" in text
+    data = json.loads(invoke("convert", source, tmp_path / "json", "--rank", "8", "--json").stdout)
+    assert data["fidelity"]["kl"] is not None and data["fidelity"]["top1_agreement"] is not None
+    assert data["warnings"] and "--sweep 8,16,32" in data["warnings"][0]
+    swept = json.loads(invoke("convert", source, tmp_path / "swept", "--sweep", "4,8", "--json").stdout)
+    assert "no swept rank reached fidelity 0.9" in swept["rank_choice"] and swept["ranks"]
+    assert set(swept["ranks"].values()) == {8} and "sweep larger ranks (--sweep 16,32)" in swept["warnings"][0]
+    lowered = json.loads(
+        invoke("convert", source, tmp_path / "low", "--rank", "8", "--warn-below", "0.3", "--json").stdout
+    )
+    assert lowered["warnings"] == []
+
+
+def test_a_lora_input_keeps_its_own_rank(tiny_llama: Path, tmp_path: Path) -> None:
+    source = make_adapter(
+        "LORA", "llama", tiny_llama, tmp_path / "r8", r=8, lora_alpha=16, use_dora=False, use_rslora=False
+    )
+    data = json.loads(invoke("convert", source, tmp_path / "out", "--json").stdout)
+    assert set(data["ranks"].values()) == {8} and data["fidelity"]["fidelity"] > 0.9999
+    assert "the source LoRA's own rank (8)" in data["rank_choice"]
+    asked = json.loads(invoke("convert", source, tmp_path / "r4", "--rank", "4", "--json").stdout)
+    assert set(asked["ranks"].values()) == {4}
+
+
+def test_output_folder_is_checked_before_the_model_loads(llama_oft: Path, tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "adapter"
+    shutil.copytree(llama_oft, source)
+    config = json.loads((source / "adapter_config.json").read_text())
+    (source / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": str(tmp_path / "gone")})
+    )
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = invoke("convert", source, out)
+    assert result.exit_code == 2 and "already exists; pass --overwrite" in result.stderr, result.stderr
+    file_out = tmp_path / "a-file"
+    file_out.write_text("x")
+    result = invoke("convert", source, file_out)
+    assert result.exit_code == 2 and "is a file" in result.stderr
 
 
 def test_energy_gives_per_layer_ranks(llama_oft: Path, tmp_path: Path) -> None:
@@ -181,6 +245,55 @@ def test_check_lora_flags_dora_for_vllm(tiny_llama: Path, tmp_path: Path) -> Non
     assert converted.exit_code == 0 and "ready for vllm" in converted.stdout
 
 
+def _logits(tiny_llama: Path, folder: Path | None) -> Any:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    if folder is not None:
+        model = PeftModel.from_pretrained(model, folder)
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return model.eval()(ids).logits
+
+
+def test_check_lora_never_breaks_dora_and_peft_loads_it_as_it_is(tiny_llama: Path, tmp_path: Path) -> None:
+    import torch
+
+    dora = _lora_adapter(tiny_llama, tmp_path / "dora-r8", r=8, lora_alpha=16, use_rslora=False, use_dora=True)
+    refused = invoke("check-lora", dora, "--fix", tmp_path / "dora-fixed")  # --for vllm by default
+    assert refused.exit_code == 2 and "peft-advise convert" in refused.stderr and "Nothing written" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "dora-fixed").exists()
+    for target in ("peft", "diffusers"):
+        report = json.loads(invoke("check-lora", dora, "--for", target, "--json").stdout)
+        messages = [f["message"] for f in report["findings"] if f["level"] == "error"]
+        assert not any("DoRA" in m or "vLLM" in m for m in messages), messages
+    fixed = tmp_path / "dora-peft"
+    result = invoke("check-lora", dora, "--for", "peft", "--fix", fixed)
+    assert result.exit_code == 0, result.output
+    assert json.loads((fixed / "adapter_config.json").read_text())["use_dora"] is True
+    base, before, after = _logits(tiny_llama, None), _logits(tiny_llama, dora), _logits(tiny_llama, fixed)
+    assert (before - base).abs().max() > 1e-2  # the adapter does something ...
+    assert torch.allclose(before, after, atol=1e-5)  # ... and the fixed copy does exactly the same
+    for_diffusers = invoke("check-lora", dora, "--for", "diffusers", "--fix", tmp_path / "dora-diffusers")
+    assert for_diffusers.exit_code == 0, for_diffusers.output
+    assert (tmp_path / "dora-diffusers" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_check_lora_says_nothing_about_an_ordinary_scale_and_one_line_about_other_methods(
+    tiny_llama: Path, llama_oft: Path, tmp_path: Path
+) -> None:
+    plain = _lora_adapter(tiny_llama, tmp_path / "r8", r=8, lora_alpha=16, use_rslora=False, use_dora=False)
+    for target in ("peft", "vllm"):
+        report = json.loads(invoke("check-lora", plain, "--for", target, "--json").stdout)
+        assert report["passed"] and [f for f in report["findings"] if f["level"] != "info"] == [], report
+    oft = json.loads(invoke("check-lora", llama_oft, "--for", "vllm", "--json").stdout)
+    assert not oft["passed"] and len(oft["findings"]) == 1
+    assert "OFT adapter" in oft["findings"][0]["message"] and "peft-advise convert" in oft["findings"][0]["message"]
+    assert invoke("check-lora", llama_oft, "--fix", tmp_path / "x").exit_code == 2
+
+
 def test_check_lora_fix_folds_scale_and_pads_ranks_without_changing_outputs(tiny_llama: Path, tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
@@ -199,7 +312,7 @@ def test_check_lora_fix_folds_scale_and_pads_ranks_without_changing_outputs(tiny
     report = json.loads(invoke("check-lora", source, "--for", "vllm", "--json").stdout)
     assert report["passed"]  # loads, but ...
     warnings = [f["message"] for f in report["findings"] if f["level"] == "warning"]
-    assert any("scale not folded" in w for w in warnings) and any("rank_pattern" in w for w in warnings)
+    assert any("per-module LoRA scales" in w for w in warnings) and any("(rank_pattern)" in w for w in warnings)
 
     fixed = tmp_path / "fixed"
     result = invoke("check-lora", source, "--for", "vllm", "--fix", fixed, "--json")

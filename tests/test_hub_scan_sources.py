@@ -270,6 +270,49 @@ def test_scan_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
     )
     assert result.returncode == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
+    assert "HF_HUB_OFFLINE is set" in result.stderr
+
+
+def test_scan_hub_with_an_unreachable_endpoint_fails_on_the_first_try(tmp_path: Path) -> None:
+    """A refused connection is not retried for minutes (huggingface_hub's 5 retries times our 6): one line, at once."""
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_cli(
+        ["scan", "hub", "--no-save", "--state-dir", str(tmp_path / "s")],
+        env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")},
+        timeout=60,
+    )
+    assert result.returncode == 2 and "cannot reach the Hub at http://127.0.0.1" in result.stderr
+    assert "Retrying" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_ctrl_c_in_a_parallel_scan_leaves_no_worker_tracebacks(tmp_path: Path) -> None:
+    """The terminal sends SIGINT to the whole process group: workers must leave it to the parent."""
+    script = """
+import os, signal, sys, threading, time
+import hub_scan.scan as scan
+from hub_scan.records import CardRecord
+
+def slow(batch):
+    time.sleep(30)
+
+scan.scan_batch_stats = slow  # fork: the workers inherit it
+threading.Timer(1.5, lambda: os.killpg(os.getpgrp(), signal.SIGINT)).start()
+batches = ([CardRecord(id=f"r{i}", card="LoRA")] for i in range(6))
+try:
+    scan.scan_batches_parallel(batches, workers=4)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip() == "interrupted", proc.stderr
 
 
 def test_convert_downloads_an_adapter_from_the_hub(tiny_llama: Path, tmp_path: Path) -> None:

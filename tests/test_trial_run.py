@@ -291,3 +291,74 @@ def test_cli_bad_data_is_a_one_line_error(minilm: Path, tmp_path: Path) -> None:
     proc = _cli("--data", str(bad), "--model", str(minilm), "--in-process", cwd=tmp_path)
     assert proc.returncode == 2 and "no columns to train on" in proc.stderr
     assert not (tmp_path / "peft-trial").exists()  # nothing written for a trial that never started
+
+
+def test_data_that_does_not_fit_the_model_is_refused_before_training(minilm: Path, tmp_path: Path) -> None:
+    """Text plus an unrecognised label column reads as generation; BERT is no causal LM: say so, train nothing."""
+    wrong = tmp_path / "wrongcols.csv"
+    rows = [f"this product was {'great' if i % 2 else 'bad'} number {i},{'pos' if i % 2 else 'neg'}" for i in range(30)]
+    wrong.write_text("text,sentiment\n" + "\n".join(rows) + "\n")
+    proc = _cli("--data", str(wrong), "--model", str(minilm), "--steps", "2", "--in-process", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-1000:]
+    message = proc.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("Error:")
+    assert "columns found: text, sentiment" in message and "needs a causal LM" in message
+    assert "--label-column sentiment" in message
+    assert not (tmp_path / "peft-trial").exists()
+    fixed = _cli(
+        "--data", str(wrong), "--model", str(minilm), "--label-column", "sentiment", "--candidates", "lora",
+        "--steps", "1", "--in-process", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert json.loads(fixed.stdout)["data"]["kind"] == "classification"
+
+
+def test_missing_model_folder_and_bad_plot_are_said_before_anything_runs(minilm: Path, tmp_path: Path) -> None:
+    missing = _cli("--data", str(SAMPLE_DATASET), "--model", str(tmp_path / "no" / "such" / "model"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr and "Repo id" not in missing.stderr
+    plot = _cli("--data", str(SAMPLE_DATASET), "--model", str(minilm), "--plot", "x.txt", cwd=tmp_path)
+    assert plot.returncode == 2 and "ending in .png, .svg, .pdf, .html" in plot.stderr
+    assert not (tmp_path / "peft-trial").exists()
+
+
+def test_all_candidates_failing_exits_1(tiny_llama: Path, tmp_path: Path) -> None:
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(20)]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # vblora's vector_length 256 does not divide the tiny Llama's width 64: its only candidate fails.
+    proc = _cli("--data", str(data), "--model", str(tiny_llama), "--candidates", "vblora", "--steps", "1",
+                "--in-process", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "No candidate finished" in proc.stdout
+
+
+def test_trial_text_is_consistent_with_itself(tiny_llama: Path, tmp_path: Path) -> None:
+    """No "--vram" contradictions, the real eval-row count, the user's --minutes, a leaderboard place for LoRA."""
+    from advisor.output import trial_view
+
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(30)]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    request = TrialRequest(
+        data=str(data), model=str(tiny_llama), out=tmp_path / "out", candidates="lora,ia3", steps=2,
+        batch_size=4, isolate=False, device="cpu",
+    )  # fmt: skip
+    report = run_trial(request)
+    assert not any("fitted to --vram" in note for note in report.notes)  # no --vram was given
+    assert f"over the same {len(report.data.eval)} eval rows" in report.leaderboard.noise_rule
+    text = "\n".join(trial_view.footer_lines(report, None))
+    baseline = report.leaderboard.baseline
+    if baseline is not report.leaderboard.winner:
+        assert f"LoRA baseline: #{baseline.rank} of 2 on the leaderboard" in text
+        assert trial_view.gap_with_se(baseline.gap, baseline.gap_se) in text
+    probe = CandidateResult("lora", {}, 1e-4, steps_done=4, step_s=0.5, wall_s=12.0)
+    assert steps_for_minutes(0.5, 1, probe, probe_s=2.1)[1].startswith("--minutes 0.5: ")
+
+
+def test_gap_and_its_se_are_shown_at_one_precision() -> None:
+    from advisor.output.trial_view import gap_with_se
+
+    assert gap_with_se(1.999, 0.035) == "1.999 ± 0.035"
+    assert gap_with_se(0.1042, 0.05) == "0.104 ± 0.050"
+    assert gap_with_se(12.3, 4.2) == "12.3 ± 4.2"
+    assert gap_with_se(0.25, None) == "0.25"

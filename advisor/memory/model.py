@@ -232,11 +232,31 @@ class MemoryRequest:
         return f"{self.shape.name} ({self.setup.describe()})"
 
 
+PREDICTED_FIELDS = ("peak_memory_bytes", "trainable_params", "checkpoint_bytes")
+
+
 def project(runs: list[BenchmarkRun], request: MemoryRequest) -> tuple[list[BenchmarkRun], dict[str, Breakdown]]:
-    """Runs whose memory figures are the predictions for the request (the measured ones stay in the snapshot)."""
+    """Runs whose :data:`PREDICTED_FIELDS` are the predictions for the request (the measured ones stay in the
+    snapshot). Train time is not predicted: it depends on the GPU and kernels, which the model does not know."""
     projected, breakdowns = [], {}
     for run in runs:
         breakdown = predict(run, request.shape, request.setup)
         breakdowns[run.id] = breakdown
-        projected.append(replace(run, peak_memory_bytes=round(breakdown.total), p99_memory_bytes=None))
+        trainable = round(trainable_params(run, request.shape))
+        projected.append(
+            replace(
+                run,
+                peak_memory_bytes=round(breakdown.total),
+                p99_memory_bytes=None,
+                trainable_params=trainable if run.trainable_params is not None or _is_full(run) else None,
+                checkpoint_bytes=checkpoint_bytes(run, trainable),
+            )
+        )
     return projected, breakdowns
+
+
+def checkpoint_bytes(run: BenchmarkRun, trainable: float) -> int | None:
+    """The saved file scales with the trainable parameters at the run's own bytes per parameter."""
+    if run.checkpoint_bytes is None or not run.trainable_params:
+        return run.checkpoint_bytes
+    return round(run.checkpoint_bytes * trainable / run.trainable_params)

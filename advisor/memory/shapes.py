@@ -131,19 +131,44 @@ def safetensors_params(folder: Path) -> int | None:
 
 def read_shape(model: str, revision: str | None = None) -> ModelShape:
     """A local folder, or a Hub repo id (config.json through the HF cache; weights never downloaded)."""
+    config = read_model_config(model, revision)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        params = safetensors_params(path)
+        return shape_from_config(config, model, params, "safetensors headers" if params else "")
+    return _hub_shape(model, config, revision)
+
+
+def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a local model folder or a Hub repo (through the HF cache), with one-line errors.
+
+    A path that does not exist is said to be missing, not sent to the Hub as a malformed repo id.
+    """
     path = Path(model).expanduser()
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
             raise UserError(f"--model {model}: the folder has no config.json")
-        config = _read_config(config_path, model)
-        params = safetensors_params(path)
-        return shape_from_config(config, model, params, "safetensors headers" if params else "")
-    if path.suffix in (".json", ".safetensors") or model.count("/") > 1 or model.startswith((".", "/", "~")):
+        return _read_config(config_path, model)
+    if path.exists():
+        raise UserError(f"--model {model} is a file; pass the model's folder (with config.json) or a Hub id")
+    looks_like_id = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix == ""
+    if not looks_like_id:
         raise UserError(
             f"--model {model}: no such folder; pass a model folder or a Hub id such as meta-llama/Llama-3.2-1B"
         )
-    return _hub_shape(model, revision)
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise UserError(
+            f"--model {model}: reading a Hub model needs huggingface_hub (pip install 'peft-advisor[scan]'), "
+            "or pass a local folder with its config.json"
+        ) from None
+    from advisor.hub_access import hub_errors
+
+    with hub_errors(f"{model}'s config.json (no local folder of that name either)"):
+        config_path = hf_hub_download(model, "config.json", revision=revision)
+    return _read_config(Path(config_path), model)
 
 
 def _read_config(path: Path, model: str) -> dict[str, Any]:
@@ -156,19 +181,9 @@ def _read_config(path: Path, model: str) -> dict[str, Any]:
     return config
 
 
-def _hub_shape(repo_id: str, revision: str | None) -> ModelShape:
-    try:
-        from huggingface_hub import HfApi, hf_hub_download
-    except ImportError:
-        raise UserError(
-            f"--model {repo_id}: reading a Hub model needs huggingface_hub (pip install 'peft-advisor[scan]'), "
-            "or pass a local folder with its config.json"
-        ) from None
-    from advisor.hub_access import hub_errors
+def _hub_shape(repo_id: str, config: dict[str, Any], revision: str | None) -> ModelShape:
+    from huggingface_hub import HfApi
 
-    with hub_errors(f"{repo_id}'s config.json"):
-        config_path = hf_hub_download(repo_id, "config.json", revision=revision)
-    config = _read_config(Path(config_path), repo_id)
     params, source = None, ""
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)

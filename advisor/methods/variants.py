@@ -12,6 +12,19 @@ from typing import Any
 VLLM_OK_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga"})
 
 
+def split_method_spec(spec: str) -> tuple[str, str]:
+    """``lora:rank32-dora`` (or ``lora/rank32-dora``) → ("lora", "rank32-dora"); a bare method → (method, "").
+
+    One syntax for every command that names a benchmark run: ``--show-config``, ``trial --candidates``.
+    """
+    text = spec.strip()
+    for separator in (":", "/"):
+        if separator in text:
+            method, _, variant = text.partition(separator)
+            return method.strip(), variant.strip()
+    return text, ""
+
+
 def variant_flags(peft_type: str | None, peft_config: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
     """Short labels for every non-default switch that makes a run a variant of its method."""
     flags: list[str] = []

@@ -30,15 +30,15 @@ def sweep_table(result: Any) -> TableSpec:
     columns = [
         Column("rank", "right"),
         Column("factorisation"),
-        Column("params", "right"),
-        Column("energy", "right"),
-        Column("weight err", "right"),
-        Column("layer out err", "right"),
-        Column("model out err", "right"),
+        Column("params", "right", drop=2),
+        Column("energy", "right", drop=4),
+        Column("weight err", "right", drop=5),
+        Column("layer out err", "right", drop=3),
+        Column("model out err", "right", drop=1),
         Column("fidelity", "right"),
     ]
     if causal:
-        columns += [Column("KL", "right"), Column("top-1", "right")]
+        columns += [Column("KL", "right", drop=1), Column("top-1", "right", drop=1)]
     rows = []
     for row in result.sweep:
         cells = [
@@ -62,14 +62,16 @@ def sweep_table(result: Any) -> TableSpec:
 
 
 def result_lines(result: Any) -> list[str]:
+    written = "written to " + result.out if result.written else "not written"
     lines = [
-        f"{result.source_method} adapter {result.source} → LoRA "
-        f"({'written to ' + result.out if result.written else 'not written'})",
+        f"{result.source_method} adapter {result.source} → LoRA ({written})",
         f"  base model     {result.base_model}",
         f"  layers         {result.layers} ({', '.join(f'{n} via {r}' for r, n in sorted(result.routes.items()))})",
         f"  rank           {result.rank_summary}   parameters {result.parameters:,}",
-        f"  factorisation  {result.factorization}   calibration: {result.calibration}",
     ]
+    if result.rank_choice:
+        lines.append(f"                 {result.rank_choice}")
+    lines.append(f"  factorisation  {result.factorization}   calibration: {result.calibration}")
     fid = result.fidelity
     if fid is not None:
         line = f"  fidelity       {fid.fidelity:.4f}   relative output error {fid.output_error:.3g}"
@@ -77,15 +79,21 @@ def result_lines(result: Any) -> list[str]:
             line += f"   KL {fid.kl:.3g}   top-1 agreement {_pct(fid.top1_agreement)}"
             line += f" (bare base: {_pct(fid.base_top1_agreement)})"
         lines.append(line + "   [PEFT reload of the written folder]")
+    lines += [f"  WARNING: {warning}" for warning in result.warnings]
     lines += [f"  note: {note}" for note in result.notes]
-    if result.check is not None:
-        lines += check_lines(result.check)
+    if result.rejected:
+        lines.append(f"  nothing written: {result.rejected}")
+    elif result.check is not None:
+        caveat = "it loads, but read the WARNING above before serving it" if result.warnings else None
+        lines += check_lines(result.check, caveat=caveat)
     return lines
 
 
-def check_lines(report: Any) -> list[str]:
+def check_lines(report: Any, caveat: str | None = None) -> list[str]:
     verdict = "ready" if report.passed else "NOT ready"
     lines = [f"{verdict} for {report.target}: {report.modules} modules, max rank {report.max_rank}"]
+    if caveat and report.passed:
+        lines[0] += f" ({caveat})"
     marks = {"error": "✗", "warning": "!", "info": "·"}
     for finding in report.findings:
         fix = " (fixable: peft-advise check-lora --fix)" if finding.fixable else ""

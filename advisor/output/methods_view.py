@@ -24,14 +24,14 @@ def methods_table(registry: Registry, methods: list[MethodInfo]) -> TableSpec:
     )
     return TableSpec(
         columns=(
-            Column("name"),
+            Column("name", drop=1),
             Column("method"),
             Column("kind"),
             Column("merge"),
-            Column("peft→LoRA"),
+            Column("peft→LoRA", drop=2),
             Column("ours→LoRA"),
-            Column("bitsandbytes"),
-            Column("layer types"),
+            Column("bitsandbytes", drop=3),
+            Column("layer types", drop=4),
         ),
         rows=rows,
         title=f"PEFT methods (capabilities read from peft {registry.peft_version})",

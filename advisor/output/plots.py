@@ -1,4 +1,4 @@
-"""Score-vs-memory plot of a recommendation (PNG), drawn with matplotlib, imported lazily."""
+"""Score-vs-memory plot of a recommendation: a static image (matplotlib) or an interactive page (plotly)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.output.figures import pyplot_for, save_static
+from advisor.output.figures import save_plot
 from advisor.recommend import Recommendation
 
 
 def pareto_plot(rec: Recommendation, path: Path) -> Path:
-    """Every row as a point, the frontier as a line, LoRA runs highlighted, the budget marked."""
-    plt = pyplot_for(path)
+    """Every row as a point, the frontier as a line, LoRA runs highlighted, the budget marked (.html: plotly)."""
+    return save_plot(path, lambda plt: _pareto_static(rec, plt), lambda: pareto_figure(rec))
 
+
+def _pareto_static(rec: Recommendation, plt: Any) -> Any:
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     rows = rec.ranked  # the whole ranking, not just the --top rows
     xs = [r.run.peak_memory_gib for r in rows]
@@ -54,7 +56,7 @@ def pareto_plot(rec: Recommendation, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    return save_static(fig, path)
+    return fig
 
 
 def pareto_figure(rec: Recommendation) -> Any:

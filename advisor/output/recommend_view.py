@@ -87,7 +87,14 @@ def header_lines(rec: Recommendation) -> list[str]:
     return lines
 
 
+def _vs_best(row: Row) -> str:
+    if row.within_noise:
+        return "yes"
+    return "far below" if row.far_below else ""
+
+
 def table_spec(rec: Recommendation) -> TableSpec:
+    predicted = rec.memory is not None and rec.memory.model_given
     columns = (
         Column("#", "right"),
         Column("method"),
@@ -96,10 +103,10 @@ def table_spec(rec: Recommendation) -> TableSpec:
         Column("pred. GiB" if rec.memory is not None else "peak GiB", "right"),
         Column("frontier"),
         Column("≈best"),
-        Column("train min", "right"),
-        Column("ckpt MB", "right"),
-        Column("trainable", "right"),
-        Column("can"),
+        Column("bench. min" if predicted else "train min", "right", drop=3),
+        Column("ckpt MB*" if predicted else "ckpt MB", "right", drop=4),
+        Column("trainable*" if predicted else "trainable", "right", drop=5),
+        Column("can", drop=2),
     )
     rows = []
     highlight = set()
@@ -113,7 +120,7 @@ def table_spec(rec: Recommendation) -> TableSpec:
                 f"{row.score:.4f}",
                 f"{run.peak_memory_gib:.2f}",
                 "yes" if row.pareto else "",
-                "yes" if row.within_noise else "",
+                _vs_best(row),
                 f"{run.train_time_s / 60:.1f}" if run.train_time_s is not None else "-",
                 f"{run.checkpoint_bytes / 1e6:.1f}" if run.checkpoint_bytes is not None else "-",
                 f"{run.trainable_params:,}" if run.trainable_params is not None else "-",
@@ -153,14 +160,31 @@ def _mark_line(mark: LoraMark | None, label: str, rec: Recommendation) -> str:
     return text + f"; it scores as high as the best-scoring row ({best_name})"
 
 
+def _variant_line(rec: Recommendation) -> str:
+    """The best LoRA variant, and plainly when no variant (DoRA, rsLoRA, ...) beats plain LoRA."""
+    text = _mark_line(rec.lora.best_variant, "Best LoRA variant", rec)
+    plain, variant = rec.lora.plain, rec.lora.best_variant
+    if plain is None or variant is None:
+        return text
+    sign = 1 if rec.metric.higher_is_better else -1
+    if sign * (variant.score - plain.score) < 0:
+        text += f"; it scores below plain LoRA ({plain.score:.4f}): no LoRA variant beats plain LoRA here"
+    return text
+
+
 def footer_lines(rec: Recommendation) -> list[str]:
     lines = [
         _mark_line(rec.lora.plain, "Plain LoRA", rec),
-        _mark_line(rec.lora.best_variant, "Best LoRA variant", rec),
+        _variant_line(rec),
         f"Noise rule: {rec.noise_rule}",
-        "frontier = Pareto-optimal on score vs peak memory among the rows; "
+        "frontier = Pareto-optimal on score vs peak memory among the rows; ≈best = within noise of the best "
+        "(far below = under half its score); "
         "can = merge / lora (LoRA-convertible) / vllm / diffusers (served as trained) / 4/8bit (bitsandbytes base)",
     ]
+    if rec.memory is not None and rec.memory.model_given:
+        lines.append(
+            f"* scaled to {rec.memory.shape.name}; bench. min = train minutes measured on the benchmark, not predicted"
+        )
     if len(rec.rows) < rec.total_rows:
         lines.append(f"Showing the top {len(rec.rows)} of {rec.total_rows} rows (--top).")
     src = rec.snapshot_source
@@ -228,6 +252,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "p99_memory_gib": _gib(run.p99_memory_bytes),
         "pareto": row.pareto,
         "within_noise": row.within_noise,
+        "far_below_best": row.far_below,
         "train_time_s": _round(run.train_time_s, 1),
         "checkpoint_bytes": run.checkpoint_bytes,
         "trainable_params": run.trainable_params,
@@ -269,9 +294,9 @@ def explain_table(rec: Recommendation) -> TableSpec:
     columns = (
         Column("#", "right"),
         Column("method"),
-        Column("variant"),
+        Column("variant", drop=2),
         *(Column(term, "right") for term in present),
-        Column("a", "right"),
+        Column("a", "right", drop=3),
         Column("total GiB", "right"),
     )
     shown = [(str(row.rank), row.method.display_name, row.run) for row in rec.rows]
@@ -301,8 +326,13 @@ def memory_json(rec: Recommendation) -> dict[str, Any] | None:
     if rec.memory is None:
         return None
     request = rec.memory
+    from advisor.memory.model import PREDICTED_FIELDS
+
+    predicted = PREDICTED_FIELDS if request.model_given else PREDICTED_FIELDS[:1]
     return {
         "predicted": True,
+        "predicted_fields": [name.replace("peak_memory_bytes", "peak_memory_gib") for name in predicted],
+        "measured_on_benchmark": ["score", "train_time_s"],
         "model": request.shape.to_dict(),
         "model_given": request.model_given,
         "setup": {

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.output.figures import STATIC_SUFFIXES, pyplot_for, save_static
+from advisor.output.figures import save_plot
 from advisor.output.tables import Column, TableSpec
 from advisor.paths import write_text_atomic
 
@@ -100,7 +100,7 @@ def _split_table(counter: Counter, key_name: str, title: str, limit: int = TOP_S
             )
         )
     return TableSpec(
-        (Column(key_name), Column("cards", "right"), Column("LoRA", "right"), Column("next most used")),
+        (Column(key_name), Column("cards", "right"), Column("LoRA", "right"), Column("next most used", drop=1)),
         tuple(rows),
         title=title,
     )
@@ -154,7 +154,7 @@ def cards_table(cards: list[Any]) -> TableSpec:
             )
         )
     return TableSpec(
-        (Column("card"), Column("techniques"), Column("config"), Column("evidence")),
+        (Column("card"), Column("techniques"), Column("config", drop=1), Column("evidence", drop=2)),
         tuple(rows),
         title="Per card",
     )
@@ -222,9 +222,7 @@ def _trend_series(stats: Any, top: list[str]) -> tuple[list[str], dict[str, list
 
 
 def write_chart(result: Any, path: Path) -> Path:
-    """Share bar chart (and the monthly trend when dates are known): .png via matplotlib, .html via plotly."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    """Share bar chart (and the monthly trend when dates are known): .png/.svg/.pdf via matplotlib, .html via plotly."""
     stats = result.stats
     if not stats.exactly_one_total:
         raise UserError("nothing to chart: no card reported exactly one PEFT technique")
@@ -234,41 +232,30 @@ def write_chart(result: Any, path: Path) -> Path:
     top = [r["technique"] for r in shares[:5]]
     months, series = _trend_series(stats, top)
     title = f"PEFT technique shares, {stats.exactly_one_total:,} cards reporting exactly one ({result.source})"
-    if suffix == ".html":
-        return _plotly_chart(path, names, values, months, series, title)
-    if suffix not in STATIC_SUFFIXES:
-        raise UserError(f"--plot {path}: use .png, .svg, .pdf or .html (interactive)")
-    plt = pyplot_for(path)
-    panels = 2 if months else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), dpi=120, squeeze=False)
-    ax = axes[0][0]
-    colors = ["#dd8452" if n == "LoRA" else "#4c72b0" for n in names]
-    ax.barh(names[::-1], values[::-1], color=colors[::-1])
-    ax.set_xlabel("share of cards (%)")
-    ax.set_title("Share", fontsize=10)
-    for y, v in enumerate(values[::-1]):
-        ax.text(v, y, f" {v:.1f}%", va="center", fontsize=8)
-    if months:
-        ax2 = axes[0][1]
-        for name, ys in series.items():
-            ax2.plot(months, [100 * y for y in ys], marker="o", label=_display(name))
-        ax2.set_ylabel("share of the month's cards (%)")
-        ax2.set_title("By month of creation", fontsize=10)
-        ax2.legend(fontsize=8)
-        ax2.tick_params(axis="x", labelrotation=60, labelsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_static(fig, path)
-    return path
 
+    def static(plt: Any) -> Any:
+        panels = 2 if months else 1
+        fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 5), dpi=120, squeeze=False)
+        ax = axes[0][0]
+        colors = ["#dd8452" if n == "LoRA" else "#4c72b0" for n in names]
+        ax.barh(names[::-1], values[::-1], color=colors[::-1])
+        ax.set_xlabel("share of cards (%)")
+        ax.set_title("Share", fontsize=10)
+        for y, v in enumerate(values[::-1]):
+            ax.text(v, y, f" {v:.1f}%", va="center", fontsize=8)
+        if months:
+            ax2 = axes[0][1]
+            for name, ys in series.items():
+                ax2.plot(months, [100 * y for y in ys], marker="o", label=_display(name))
+            ax2.set_ylabel("share of the month's cards (%)")
+            ax2.set_title("By month of creation", fontsize=10)
+            ax2.legend(fontsize=8)
+            ax2.tick_params(axis="x", labelrotation=60, labelsize=7)
+        fig.suptitle(title, fontsize=10)
+        fig.tight_layout()
+        return fig
 
-def _plotly_chart(
-    path: Path, names: list[str], values: list[float], months: list[str], series: dict[str, list[float]], title: str
-) -> Path:
-    fig = plotly_usage_figure(names, values, months, series, title)
-    # plotly.js embedded: the file opens offline.
-    write_text_atomic(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    return path
+    return save_plot(Path(path), static, lambda: plotly_usage_figure(names, values, months, series, title))
 
 
 def plotly_usage_figure(

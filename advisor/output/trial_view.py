@@ -6,10 +6,12 @@ Presentation only: the ranking, the noise test and the next command come from
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from advisor.output.figures import pyplot_for, save_static
+from advisor.errors import UserError
+from advisor.output.figures import save_plot
 from advisor.output.tables import Column, TableSpec
 from advisor.trial.leaderboard import Standing
 from advisor.trial.run import TrialReport, entry_dict
@@ -60,13 +62,20 @@ def _score_text(standing: Standing, metric: str) -> str:
     return f"{standing.score:.3f}" if metric == "eval accuracy" else f"{standing.score:.4f}"
 
 
+def gap_with_se(gap: float, se: float | None) -> str:
+    """A gap at the precision its SE allows (two significant digits of SE): "1.999 ± 0.035", never "2 ± 0.035"."""
+    if se is None or not se > 0 or not math.isfinite(se):
+        return f"{gap:.3g}"
+    decimals = max(0, 1 - math.floor(math.log10(se)))
+    return f"{gap:.{decimals}f} ± {se:.{decimals}f}"
+
+
 def _gap_text(standing: Standing) -> str:
     if standing.rank is None or standing.gap is None:
         return "-"
     if standing.rank == 1:
         return "winner"
-    se = f" ± {standing.gap_se:.2g}" if standing.gap_se is not None else ""
-    return f"{standing.gap:.3g}{se}" + (" ≈" if standing.within_noise else "")
+    return gap_with_se(standing.gap, standing.gap_se) + (" ≈" if standing.within_noise else "")
 
 
 def leaderboard_table(report: TrialReport) -> TableSpec:
@@ -75,19 +84,19 @@ def leaderboard_table(report: TrialReport) -> TableSpec:
     predicted = any(s.entry.predicted_memory_bytes for s in board.standings)
     columns = [Column("#", "right"), Column("candidate"), Column("status")]
     if classification:
-        columns += [Column("accuracy", "right"), Column("eval loss", "right")]
+        columns += [Column("accuracy", "right"), Column("eval loss", "right", drop=1)]
     else:
         columns += [Column("eval loss", "right")]
     columns += [
         Column("gap ± SE", "right"),
-        Column("frontier"),
+        Column("frontier", drop=3),
         Column("peak MiB", "right"),
-        *([Column("pred. MiB", "right")] if predicted else []),
-        Column("s/step", "right"),
-        Column("tok/s", "right"),
-        Column("trainable", "right"),
-        Column("ckpt KiB", "right"),
-        Column("wall s", "right"),
+        *([Column("pred. MiB", "right", drop=5)] if predicted else []),
+        Column("s/step", "right", drop=2),
+        Column("tok/s", "right", drop=6),
+        Column("trainable", "right", drop=4),
+        Column("ckpt KiB", "right", drop=7),
+        Column("wall s", "right", drop=8),
     ]
     rows = []
     for s in board.standings:
@@ -143,7 +152,9 @@ def footer_lines(report: TrialReport, plot: Path | None) -> list[str]:
                 if baseline.within_noise
                 else "a real difference at 95%"
             )
-            lines.append(f"LoRA baseline: rank {baseline.rank}, {baseline.gap:.3f} behind the winner — {verdict}")
+            place = f"#{baseline.rank} of {sum(1 for s in board.standings if s.rank is not None)}"
+            gap = gap_with_se(baseline.gap, baseline.gap_se) if baseline.gap is not None else "-"
+            lines.append(f"LoRA baseline: {place} on the leaderboard, {gap} behind the winner — {verdict}")
     lines.append(f"Results: {report.results_file} (re-run the same command to resume; --fresh to start over)")
     if plot is not None:
         lines.append(f"Plot written to {plot}")
@@ -198,11 +209,26 @@ def trial_json(report: TrialReport, plot: Path | None) -> dict[str, Any]:
     }
 
 
+def _plot_title(report: TrialReport) -> str:
+    return (
+        f"Quick trial: {Path(report.request.model).name} on {Path(report.data.source).name}, "
+        f"{report.budget.steps} steps (≈: within noise of the winner)"
+    )
+
+
 def trial_plot(report: TrialReport, path: Path) -> Path:
-    """Eval score against peak memory, one point per finished candidate; the frontier and the winner marked."""
-    plt = pyplot_for(path)
+    """Eval score against peak memory, one point per finished candidate; the frontier and the winner marked.
+
+    ``.html`` gives the same view as an interactive plotly page (:func:`trial_figure`).
+    """
+    return save_plot(path, lambda plt: _trial_static(report, plt), lambda: trial_figure(report))
+
+
+def _trial_static(report: TrialReport, plt: Any) -> Any:
     board = report.leaderboard
     done = [s for s in board.standings if s.rank is not None]
+    if not done:
+        raise UserError("no candidate finished: nothing to plot")
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     for s in done:
         x = (s.entry.result.peak_memory_bytes or 0) / MIB
@@ -222,14 +248,62 @@ def trial_plot(report: TrialReport, path: Path) -> Path:
         step = "post" if board.higher_is_better else "pre"
         ax.step([p[0] for p in front], [p[1] for p in front], where=step, color="#55a868", label="Pareto frontier")
         ax.legend(loc="best", fontsize=8)
-    memory = done[0].entry.result.memory_kind if done else ""
-    ax.set_xlabel(f"peak memory, MiB ({memory})")
+    ax.set_xlabel(f"peak memory, MiB ({done[0].entry.result.memory_kind})")
     ax.set_ylabel(board.metric + ("" if board.higher_is_better else " (lower is better)"))
-    ax.set_title(
-        f"Quick trial: {Path(report.request.model).name} on {Path(report.data.source).name}, "
-        f"{report.budget.steps} steps (≈: within noise of the winner)",
-        fontsize=9,
-    )
+    ax.set_title(_plot_title(report), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return save_static(fig, path)
+    return fig
+
+
+def trial_figure(report: TrialReport) -> Any:
+    """The trial plot as an interactive plotly figure: hover shows each candidate's lr, score and gap."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError as exc:
+        raise UserError("interactive plots need plotly: pip install 'peft-advisor[plot]'") from exc
+    board = report.leaderboard
+    done = [s for s in board.standings if s.rank is not None]
+    if not done:
+        raise UserError("no candidate finished: nothing to plot")
+    fig = go.Figure()
+    for s in done:
+        is_winner = s is board.winner
+        fig.add_trace(
+            go.Scatter(
+                x=[(s.entry.result.peak_memory_bytes or 0) / MIB],
+                y=[s.score],
+                mode="markers+text",
+                name=s.entry.name,
+                text=[s.entry.name + (" ≈ winner" if s.within_noise and not is_winner else "")],
+                textposition="top right",
+                marker={
+                    "size": 16 if is_winner else 10,
+                    "symbol": "star" if is_winner else ("diamond" if s.entry.method == "lora" else "circle"),
+                },
+                hovertemplate=(
+                    f"{s.entry.name}: lr {s.entry.learning_rate:g}, {board.metric} %{{y:.4f}}, gap "
+                    f"{_gap_text(s)}<br>peak %{{x:,.0f}} MiB<extra></extra>"
+                ),
+            )
+        )
+    front = sorted(((s.entry.result.peak_memory_bytes or 0) / MIB, s.score) for s in done if s.pareto)
+    if len(front) > 1:
+        shape = "hv" if board.higher_is_better else "vh"
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in front],
+                y=[p[1] for p in front],
+                mode="lines",
+                line={"shape": shape, "color": "#55a868"},
+                name="Pareto frontier",
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        title=_plot_title(report),
+        xaxis_title=f"peak memory, MiB ({done[0].entry.result.memory_kind})",
+        yaxis_title=board.metric + ("" if board.higher_is_better else " (lower is better)"),
+        height=480,
+    )
+    return fig

@@ -49,6 +49,8 @@ class TrialData:
     train: tuple[Example, ...]
     eval: tuple[Example, ...]
     seed: int
+    found_columns: tuple[str, ...] = ()  # every column of the file, for messages
+    label_like: tuple[str, ...] = ()  # unused columns with few distinct values: what --label-column could name
 
     def describe(self) -> str:
         what = f"{len(self.labels)}-class classification" if self.kind == "classification" else "text generation"
@@ -208,4 +210,47 @@ def load_trial_data(
             f"({MIN_TRAIN_ROWS} to train, {MIN_EVAL_ROWS}+ to evaluate)"
         )
     train, evaluation = split(examples, eval_fraction, seed)
-    return TrialData(source, kind, columns, labels, train, evaluation, seed)
+    found = tuple(rows[0].keys())
+    return TrialData(source, kind, columns, labels, train, evaluation, seed, found, _label_like(rows, found, columns))
+
+
+def _label_like(rows: list[dict[str, Any]], found: tuple[str, ...], used: tuple[str, ...]) -> tuple[str, ...]:
+    """Unused columns that look like class labels: 2 to 50 distinct values, each seen twice on average."""
+    limit = min(50, len(rows) // 2)
+    picks = []
+    for column in found:
+        if column in used:
+            continue
+        values = {_clean(row.get(column)) for row in rows}
+        if 2 <= len(values) <= limit and "" not in values:
+            picks.append(column)
+    return tuple(picks)
+
+
+def check_fits_model(data: TrialData, config: dict[str, Any], model: str) -> None:
+    """Refuse, before any training, data whose shape the model cannot learn (one line: found, expected, what to do).
+
+    Generation data needs a causal LM; classification needs a model transformers can put a
+    classification head on. Without this, every candidate would fail the same way minutes later.
+    """
+    from advisor.model_kinds import can_classify, describe_architecture, is_causal_lm_config
+
+    found = ", ".join(data.found_columns) or "none"
+    arch = describe_architecture(config)
+    if data.kind == "generation" and not is_causal_lm_config(config):
+        hint = (
+            f"name the label column: --label-column {data.label_like[0]}"
+            if data.label_like
+            else f"add a label column ({'/'.join(LABEL_COLUMNS)})"
+        )
+        raise UserError(
+            f"{data.source} was read as text generation (columns found: {found}; used: {', '.join(data.columns)}), "
+            f"which needs a causal LM, but --model {model} is {arch}. For classification, {hint}; for generation, "
+            "use a causal LM"
+        )
+    if data.kind == "classification" and not can_classify(config):
+        raise UserError(
+            f"{data.source} is classification data (text {data.columns[0]!r}, label {data.columns[1]!r}), but "
+            f"transformers has no classification head for --model {model} ({arch}); use an encoder such as BERT "
+            "or a causal LM, or give generation data (text, or prompt/response columns)"
+        )

@@ -75,7 +75,8 @@ def paired_se(a: list[float], b: list[float]) -> float | None:
     return math.sqrt(variance / len(diffs))
 
 
-def rank_entries(entries: list[Entry], classification: bool) -> Leaderboard:
+def rank_entries(entries: list[Entry], classification: bool, *, eval_rows: int | None = None) -> Leaderboard:
+    """Finished candidates by score with paired-noise gaps; ``eval_rows`` names the eval set in the rule text."""
     metric = "eval accuracy" if classification else "eval loss"
     higher = classification
     ok = [e for e in entries if e.result.status == "ok" and _score(e.result, classification) is not None]
@@ -100,7 +101,7 @@ def rank_entries(entries: list[Entry], classification: bool) -> Leaderboard:
         within = True if entry is best else (None if se is None else gap <= Z_95 * se + 1e-12)
         standings.append(Standing(entry, rank, score, gap, se, within, on_front))
     standings += [Standing(e, None, None, None, None, None, False) for e in bad]
-    rows = len(best.result.eval_per_row) if best is not None else 0
+    rows = eval_rows if eval_rows is not None else (len(best.result.eval_per_row) if best is not None else 0)
     what = "1/0 correct" if classification else "mean target-token loss"
     rule = (
         f"within noise: gap to the winner ≤ {Z_95}·SE, SE of the mean row-by-row difference ({what}) "

@@ -65,7 +65,9 @@ def _named_run(
     vram: float | None,
     memory_of: dict[str, float],
 ) -> tuple[str, BenchmarkRun, str]:
-    method_name, _, variant = name.partition(":")
+    from advisor.methods.variants import split_method_spec
+
+    method_name, variant = split_method_spec(name)
     method = registry.resolve(method_name)
     if method.kind == "full":
         raise UserError("full fine-tuning has no adapter to trial; name PEFT methods, e.g. --candidates lora,oft")
@@ -152,6 +154,6 @@ def plan_trial(
         PlannedRun(p.method, p.run, p.why, f"{p.method}-{p.run.variant}" if p.method in clashes else p.method)
         for p in planned
     )
-    if memory is not None:
+    if memory is not None and vram_gib is not None:
         notes.append(f"candidates fitted to --vram by the memory model's prediction for {memory.describe()}")
     return TrialPlan(choice.name, rec.benchmark.key, vram_gib, runs, tuple(notes), memory_of)

@@ -16,6 +16,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.memory.model import MemoryRequest
+from advisor.paths import check_output_folder
 from advisor.trial.data import TrialData, load_trial_data
 from advisor.trial.leaderboard import Entry, Leaderboard, next_step, rank_entries
 from advisor.trial.plan import DEFAULT_TOP, TrialPlan, plan_trial
@@ -85,6 +86,7 @@ def _validate(request: TrialRequest) -> None:
         raise UserError(f"--batch-size must be at least 1, got {request.batch_size}")
     if not (request.lr_scale > 0 and math.isfinite(request.lr_scale)):
         raise UserError(f"--lr-scale must be a positive number, got {request.lr_scale}")
+    check_output_folder(request.out, "--out")
 
 
 def resolve_device(device: str) -> str:
@@ -144,6 +146,10 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
         text_column=request.text_column,
         label_column=request.label_column,
     )
+    from advisor.memory.shapes import read_model_config
+    from advisor.trial.data import check_fits_model
+
+    check_fits_model(data, read_model_config(request.model), request.model)
     registry = load_registry()
     plan = plan_trial(
         load_snapshot(),
@@ -172,7 +178,7 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
             on_step=lambda step, loss: emit(TrialEvent("step", plan.runs[0].name, step, PROBE_STEPS, loss)),
         )
         spent = time.perf_counter() - started  # the probe is part of the time budget
-        steps, note = steps_for_minutes(request.minutes - spent / 60, len(plan.runs), probe)
+        steps, note = steps_for_minutes(request.minutes, len(plan.runs), probe, probe_s=spent)
         notes.append(note)
     budget = TrainBudget(steps=steps, batch_size=request.batch_size, seed=request.seed, device=device)
     runs, built = [], []
@@ -224,7 +230,7 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
                 predicted_memory_bytes=plan.predicted_bytes.get(planned.run.id),
             )
         )
-    board = rank_entries(entries, data.kind == "classification")
+    board = rank_entries(entries, data.kind == "classification", eval_rows=len(data.eval))
     text, command = next_step(board, request.model, data.kind)
     if any(e.resumed for e in entries):
         notes.append(
@@ -234,24 +240,28 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
     return TrialReport(request, data, plan, budget, entries, board, store.path, text, command, notes)
 
 
-def steps_for_minutes(minutes: float, candidates: int, probe: CandidateResult) -> tuple[int, str]:
+def steps_for_minutes(
+    minutes: float, candidates: int, probe: CandidateResult, *, probe_s: float = 0.0
+) -> tuple[int, str]:
     """One step count for every candidate, from the baseline's measured step time (fairness: same steps).
 
-    Methods whose steps are slower than LoRA's make the trial overrun; that is said, not hidden.
+    ``minutes`` is the user's whole budget; the timing probe (``probe_s``) is spent from it. Methods whose
+    steps are slower than LoRA's make the trial overrun; that is said, not hidden.
     """
     if probe.status != "ok" or not probe.step_s:
         raise UserError(f"could not time the baseline to size --minutes ({probe.message}); use --steps instead")
     overhead = max(0.0, probe.wall_s - probe.steps_done * probe.step_s)  # load, eval, save
-    per_candidate = minutes * 60 / candidates - overhead
+    per_candidate = (minutes * 60 - probe_s) / candidates - overhead
     steps = int(per_candidate / probe.step_s)
     if steps < 1:
         raise UserError(
             f"--minutes {minutes:g} leaves no training time: loading and evaluating takes ~{overhead:.0f} s per "
-            f"candidate ({candidates} candidates); give more minutes or use --steps"
+            f"candidate ({candidates} candidates, after a {probe_s:.0f} s timing probe); give more minutes or use "
+            "--steps"
         )
     return steps, (
-        f"--minutes {minutes:g}: {steps} steps per candidate (baseline step {probe.step_s:.2f} s, "
-        f"~{overhead:.0f} s load+eval each); methods with slower steps than LoRA take longer"
+        f"--minutes {minutes:g}: {steps} steps per candidate (timing probe {probe_s:.0f} s, baseline step "
+        f"{probe.step_s:.2f} s, ~{overhead:.0f} s load+eval each); methods with slower steps than LoRA take longer"
     )
 
 

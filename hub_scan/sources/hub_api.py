@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from advisor.hub_access import NoAccess, NotOnHub, hub_errors, with_backoff
+from advisor.hub_access import NoAccess, NotOnHub, hub_errors, require_hub, with_backoff
 from advisor.paths import user_data_dir, write_text_atomic
 from hub_scan.records import CardRecord, ScannedCard, config_facts
 from hub_scan.scan import ScanResult, scan_record
@@ -202,9 +202,11 @@ def scan_hub(
         journal.clear()
     repos = journal.load_listing()
     resumed = repos is not None
+    what = f"scanning the Hub (filter {query.filter!r})"
     if repos is None:
         if progress:
             progress("listing repos", 0, 0)
+        require_hub(what)
         repos = list_repos(query)
         journal.save_listing(repos)
     done = journal.load_done()
