@@ -150,6 +150,11 @@ def test_bad_models_and_setups_are_clear_errors(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     with pytest.raises(UserError, match="not in the local cache"):
         read_shape("someone/some-model")
+    with pytest.raises(UserError, match="not in the local cache"):  # a dotted id is a Hub id, not a file name
+        read_shape("meta-llama/Llama-3.1-8B")
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match="is a file; pass the model's folder"):
+        read_shape(str(tmp_path / "weights.safetensors"))
     with pytest.raises(UserError, match="--quant"):
         validate_setup(replace(BENCHMARK_SETUP, quant="3bit"))
     with pytest.raises(UserError, match="--seq-len"):

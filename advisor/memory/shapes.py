@@ -152,7 +152,9 @@ def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]
         return _read_config(config_path, model)
     if path.exists():
         raise UserError(f"--model {model} is a file; pass the model's folder (with config.json) or a Hub id")
-    looks_like_id = model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix == ""
+    looks_like_id = (
+        model.count("/") == 1 and not model.startswith((".", "/", "~")) and path.suffix not in (".json", ".safetensors")
+    )
     if not looks_like_id:
         raise UserError(
             f"--model {model}: no such folder; pass a model folder or a Hub id such as meta-llama/Llama-3.2-1B"

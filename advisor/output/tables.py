@@ -71,7 +71,7 @@ def print_table(spec: TableSpec, stream: TextIO | None = None) -> None:
     console.print(table)
     if hidden:
         console.print(
-            f"(hidden at {console.width} columns: {', '.join(hidden)}; --json has every field)",
+            f"(hidden at {console.width} columns: {', '.join(hidden)}; see --json)",
             markup=False,
             highlight=False,
         )
