@@ -300,6 +300,7 @@ def slow(batch):
     time.sleep(30)
 
 scan.scan_batch_stats = slow  # fork: the workers inherit it
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job inherits SIG_IGN)
 threading.Timer(1.5, lambda: os.killpg(os.getpgrp(), signal.SIGINT)).start()
 batches = ([CardRecord(id=f"r{i}", card="LoRA")] for i in range(6))
 try:
