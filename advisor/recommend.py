@@ -20,10 +20,8 @@ from advisor.errors import UserError
 from advisor.memory.model import Breakdown, MemoryRequest, project
 from advisor.methods.registry import MethodInfo, Registry
 from advisor.methods.variants import vllm_blockers
-from advisor.tasks import TaskChoice, resolve_task
+from advisor.vocabulary import OBJECTIVES, REQUIREMENTS, TaskChoice, resolve_task
 
-OBJECTIVES = ("score", "memory", "speed", "size", "balanced")
-REQUIREMENTS = ("merge", "lora-convertible", "vllm", "diffusers", "quantized")
 Z_95 = 1.96  # two-sided 95% for the difference of two independent scores
 # A row scoring under this share of the best row's score did not really learn the task (TinyLoRA at 1.2%
 # GSM8K next to Lily's 52.6%): said in the row, because --objective memory/speed/size can still rank it #1.
@@ -53,13 +51,7 @@ class Capabilities:
     quantized_base: bool
 
     def satisfies(self, requirement: str) -> bool:
-        return {
-            "merge": self.can_merge,
-            "lora-convertible": self.lora_convertible,
-            "vllm": self.vllm_servable,
-            "diffusers": self.diffusers_loadable,
-            "quantized": self.quantized_base,
-        }[requirement]
+        return bool(getattr(self, REQUIREMENTS[requirement]))
 
 
 @dataclass(frozen=True)
@@ -361,7 +353,7 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
     notes = [task.note] if task.note else []
     far = [row for row in shown if row.far_below]
     if far and best is not None:
-        what = "ranked by " + {"score": "score", "balanced": "Pareto layer"}.get(query.objective, query.objective)
+        what = "ranked " + OBJECTIVES[query.objective].format(metric="score", direction="higher is better")
         notes.append(
             f"{len(far)} row(s) shown score under {FAR_BELOW_SHARE:.0%} of the best row's {best.score:.4f} "
             f"({best.method.display_name}), marked 'far below' ({what}): e.g. #{far[0].rank} "

@@ -16,10 +16,10 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.paths import read_json
+from advisor.vocabulary import CONSUMER_TARGETS as TARGETS
 from converters import consumer_facts as facts
 from converters.lora_writer import DIFFUSERS_WEIGHTS_NAME as _DIFFUSERS_FILE
 
-TARGETS = ("peft", "vllm", "diffusers")
 _LORA_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_A|lora_B)\.weight$")
 _EMB_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_embedding_A|lora_embedding_B)$")
 

@@ -64,7 +64,7 @@ class ConvertOptions:
     dry_run: bool = False
 
     def validate(self) -> None:
-        from converters.consumers import TARGETS
+        from advisor.vocabulary import CONSUMER_TARGETS as TARGETS
 
         if self.rank is not None and self.energy is not None:
             raise UserError("pass either --rank or --energy, not both.")

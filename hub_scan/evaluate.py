@@ -17,6 +17,7 @@ from typing import Any
 
 from hub_scan.records import ScannedCard
 from hub_scan.stats import NO_CONFIG, config_label, peft_families
+from hub_scan.techniques import family_of
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def config_scores(cards: Iterable[ScannedCard]) -> list[ClassScore]:
         truth = config_label(card.config_peft_type, card.config_flags)
         if truth == NO_CONFIG:
             continue
-        truth_family = "lora" if truth == "dora" else truth
+        truth_family = family_of(truth)
         # A card that names nothing is a miss here (recall), not a wrong class: there is no "unknown" config.
         pairs.append((peft_families(card.techniques), {truth_family}))
     return score(pairs)

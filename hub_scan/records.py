@@ -93,5 +93,7 @@ def config_facts(config: Any) -> tuple[str | None, tuple[str, ...]]:
     """``(peft_type, flags)`` from a parsed adapter_config.json; ``(None, ())`` when it is not a PEFT config."""
     if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
         return None, ()
-    flags = tuple(flag for flag in ("use_dora", "use_rslora", "use_qalora") if config.get(flag) is True)
+    from advisor.vocabulary import SCANNED_LORA_SWITCHES
+
+    flags = tuple(flag for flag in SCANNED_LORA_SWITCHES if config.get(flag) is True)
     return config["peft_type"].upper(), flags

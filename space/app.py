@@ -16,10 +16,8 @@ if __package__ in (None, ""):  # ``python space/app.py`` from a checkout: make t
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no phoning home
 
+from advisor import vocabulary
 from space import callbacks
-
-TASKS = ("math", "code", "chat", "reasoning", "text", "image")
-OBJECTIVES = ("score", "memory", "speed", "size", "balanced")
 
 
 def _recommend(vram: float | None, task: str, model: str, quant: str, objective: str, require: list[str]) -> tuple:
@@ -53,14 +51,14 @@ def build_app() -> Any:
         with gr.Tab("Recommend"):
             with gr.Row():
                 vram = gr.Number(label="GPU memory budget (GiB)", value=24, minimum=0, elem_id="vram")
-                task = gr.Dropdown(list(TASKS), value="math", label="Task", elem_id="task")
-                objective = gr.Dropdown(list(OBJECTIVES), value="score", label="Objective")
+                task = gr.Dropdown(list(vocabulary.MENU_TASKS), value="math", label="Task", elem_id="task")
+                objective = gr.Dropdown(list(vocabulary.OBJECTIVES), value="score", label="Objective")
             with gr.Row():
                 model = gr.Textbox(
                     label="Your model (Hub id or folder, optional)", placeholder="meta-llama/Llama-3.1-8B"
                 )
-                quant = gr.Radio(list(callbacks.QUANT_CHOICES), value="none", label="Base precision")
-                require = gr.CheckboxGroup(list(callbacks.REQUIREMENTS), label="Required capabilities")
+                quant = gr.Radio(list(vocabulary.QUANT_CHOICES), value="none", label="Base precision")
+                require = gr.CheckboxGroup(list(vocabulary.REQUIREMENTS), label="Required capabilities")
             submit = gr.Button("Rank methods", variant="primary", elem_id="rank")
             table = gr.Dataframe(label="Ranking", interactive=False, wrap=True, elem_id="ranking")
             plot = gr.Plot(label="Score vs memory")
@@ -96,7 +94,7 @@ def build_app() -> Any:
                 trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
             with gr.Row():
                 trial_candidates = gr.CheckboxGroup(
-                    list(callbacks.TRIAL_CHOICES),
+                    list(vocabulary.SPACE_TRIAL_METHODS),
                     value=["lora", "oft", "ia3"],
                     label="Candidates",
                     elem_id="candidates",
@@ -137,7 +135,7 @@ def build_app() -> Any:
                     elem_id="adapter-upload",
                 )
             with gr.Row():
-                target = gr.Radio(["vllm", "peft", "diffusers"], value="vllm", label="Who will load it")
+                target = gr.Radio(list(vocabulary.CONSUMER_TARGETS), value="vllm", label="Who will load it")
                 rank = gr.Number(label="Rank", value=64, precision=0, minimum=1)
                 base = gr.Textbox(label="Base model (empty: from the adapter)")
             run_convert = gr.Button("Convert", variant="primary", elem_id="convert")

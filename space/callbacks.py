@@ -13,9 +13,6 @@ from typing import Any
 
 from advisor.errors import UserError
 
-REQUIREMENTS = ("merge", "lora-convertible", "vllm", "diffusers", "quantized")
-QUANT_CHOICES = ("none", "8bit", "4bit")
-
 
 @dataclass
 class RecommendResult:
@@ -221,7 +218,6 @@ class TrialTabResult:
 SPACE_MAX_STEPS = 60
 SPACE_MAX_CANDIDATES = 4
 SPACE_MAX_ROWS = 5000
-TRIAL_CHOICES = ("lora", "oft", "ia3", "boft", "loha", "lokr", "vera", "hra", "adalora", "prompt_tuning")
 
 
 def default_trial_model() -> str:

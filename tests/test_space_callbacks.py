@@ -8,6 +8,7 @@ from pathlib import Path
 from test_memory_model import LLAMA_8B
 from typer.testing import CliRunner
 
+from advisor import vocabulary
 from advisor.cli import app
 from space import callbacks
 
@@ -149,7 +150,7 @@ def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Pa
     assert [row[1].split(" ")[0] for row in result.rows] and len(result.rows) == 2
     assert Path(result.plot).read_bytes()[:4] == b"\x89PNG" and Path(result.winner_zip).is_file()
     assert any(e.kind == "step" for e in events) and any("Winner:" in line for line in result.lines)
-    assert "at most 4 candidates" in callbacks.trial(None, str(minilm), list(callbacks.TRIAL_CHOICES), 3).message
+    assert "at most 4 candidates" in callbacks.trial(None, str(minilm), list(vocabulary.SPACE_TRIAL_METHODS), 3).message
     assert "between 1 and 60" in callbacks.trial(None, str(minilm), ["lora"], 500).message
     assert "pick at least one" in callbacks.trial(None, str(minilm), [], 3).message
     notes = tmp_path / "notes.txt"

@@ -32,13 +32,12 @@ from dataclasses import dataclass, field, replace
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
 from advisor.memory.shapes import ModelShape
+from advisor.vocabulary import MEMORY_MODES, QUANTIZATION
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
-QUANT_BITS = {"none": None, "8bit": 8.0, "4bit": 4.127}  # NF4 + double-quantised absmax (blocks of 64)
 OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw-8bit": 2}  # two moments per trainable parameter
 ADAPTER_BYTES = 4  # PEFT keeps adapter weights (and so their gradients) in fp32 (autocast_adapter_dtype)
 LOGIT_EXTRA_BYTES = 12  # fp32 copy for the loss, log-softmax output, its gradient: 4 bytes each
-MEMORY_MODES = ("peak", "train")
 
 # The shape PEFT's MetaMathQA runs were measured on (meta-llama/Llama-3.2-3B's config.json;
 # total parameters as the full fine-tuning run reports them).
@@ -76,11 +75,7 @@ class MemorySetup:
         return self.batch_size * self.seq_len
 
     def describe(self) -> str:
-        quant = {
-            "none": self.dtype,
-            "8bit": f"8-bit base ({self.dtype} compute)",
-            "4bit": f"4-bit NF4 base ({self.dtype} compute)",
-        }[self.quant]
+        quant = QUANTIZATION[self.quant].label.format(dtype=self.dtype)
         checkpointing = "gradient checkpointing" if self.grad_checkpointing else "no gradient checkpointing"
         return f"{quant}, batch {self.batch_size}, seq {self.seq_len}, {checkpointing}, {self.optimizer}"
 
@@ -106,8 +101,8 @@ def validate_setup(setup: MemorySetup) -> None:
         raise UserError(f"--batch-size and --seq-len must be at least 1 (got {setup.batch_size}, {setup.seq_len})")
     if setup.dtype not in DTYPE_BYTES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPE_BYTES)} (got {setup.dtype!r})")
-    if setup.quant not in QUANT_BITS:
-        raise UserError(f"--quant must be one of {', '.join(QUANT_BITS)} (got {setup.quant!r})")
+    if setup.quant not in QUANTIZATION:
+        raise UserError(f"--quant must be one of {', '.join(QUANTIZATION)} (got {setup.quant!r})")
     if setup.optimizer not in OPTIMIZER_STATE_BYTES:
         raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZER_STATE_BYTES)} (got {setup.optimizer!r})")
     if setup.mode not in MEMORY_MODES:
@@ -126,7 +121,7 @@ def measured(run: BenchmarkRun, mode: str) -> int | None:
 def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     """Weights at the compute dtype, or the linear layers quantised and embeddings/head left as they are."""
     width = DTYPE_BYTES[setup.dtype]
-    bits = QUANT_BITS[setup.quant]
+    bits = QUANTIZATION[setup.quant].bits
     if bits is None:
         return shape.total_params * width
     linear = max(0, shape.total_params - shape.embedding_params)

@@ -27,18 +27,11 @@ def split_method_spec(spec: str) -> tuple[str, str]:
 
 def variant_flags(peft_type: str | None, peft_config: dict[str, Any], train_config: dict[str, Any]) -> list[str]:
     """Short labels for every non-default switch that makes a run a variant of its method."""
+    from advisor.vocabulary import LORA_SWITCHES
+
     flags: list[str] = []
     if peft_type == "LORA":
-        if peft_config.get("use_rslora"):
-            flags.append("rsLoRA")
-        if peft_config.get("use_dora"):
-            flags.append("DoRA")
-        if peft_config.get("use_bdlora"):
-            flags.append("BD-LoRA")
-        if peft_config.get("lora_bias"):
-            flags.append("LoRA-bias")
-        if peft_config.get("use_qalora"):
-            flags.append("QA-LoRA")
+        flags += [label for switch, label in LORA_SWITCHES.items() if peft_config.get(switch)]
         init = peft_config.get("init_lora_weights", True)
         if isinstance(init, str):
             flags.append(f"init={init}")

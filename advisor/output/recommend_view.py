@@ -12,14 +12,7 @@ from typing import Any
 from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup
 from advisor.output.tables import Column, TableSpec
 from advisor.recommend import LoraMark, Recommendation, Row
-
-_OBJECTIVE_WORDS = {
-    "score": "by {metric} ({direction})",
-    "memory": "by peak memory (lowest first), then {metric}",
-    "speed": "by train time (fastest first), then {metric}",
-    "size": "by checkpoint size (smallest first), then {metric}",
-    "balanced": "by Pareto layer of {metric} vs memory (frontier first), then {metric}",
-}
+from advisor.vocabulary import OBJECTIVES
 
 
 def _gib(n_bytes: int | None) -> float | None:
@@ -68,7 +61,7 @@ def header_lines(rec: Recommendation) -> list[str]:
     q = rec.query
     metric = rec.metric
     direction = "higher is better" if metric.higher_is_better else "lower is better"
-    order = _OBJECTIVE_WORDS[q.objective].format(metric=metric.label, direction=direction)
+    order = OBJECTIVES[q.objective].format(metric=metric.label, direction=direction)
     scope = "every run" if q.all_variants else "best run per method"
     lines = [
         f"Task: {rec.task.name} → {rec.benchmark.key}: {rec.benchmark.title}",

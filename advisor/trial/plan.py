@@ -17,7 +17,7 @@ from advisor.errors import UserError
 from advisor.memory.model import MemoryRequest
 from advisor.methods.registry import Registry
 from advisor.recommend import Query, recommend
-from advisor.tasks import resolve_task
+from advisor.vocabulary import resolve_task
 
 DEFAULT_TOP = 2  # with plain LoRA that makes the blog's "two or three methods"
 

@@ -1,0 +1,144 @@
+"""Every word a user picks from: tasks, objectives, requirements, consumers, quantisation, LoRA switches.
+
+One module, imported by the recommender, the trial, the converter, the scanner, the CLI and the Space,
+so adding a requirement or a consumer means editing one place (and the code that gives it meaning).
+PEFT method names and their capabilities are the method registry's (:mod:`advisor.methods.registry`),
+not listed here. ``tests/test_vocabulary.py`` fails when a second literal copy of any of these lists
+appears elsewhere in the product.
+
+No imports beyond the standard library and :mod:`advisor.errors`: the recommend path reads this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from advisor.errors import UserError
+
+# --------------------------------------------------------------------------- recommend
+
+# How the recommender orders the rows that fit (README: "Objectives"), and how the header says it.
+OBJECTIVES: dict[str, str] = {
+    "score": "by {metric} ({direction})",
+    "memory": "by peak memory (lowest first), then {metric}",
+    "speed": "by train time (fastest first), then {metric}",
+    "size": "by checkpoint size (smallest first), then {metric}",
+    "balanced": "by Pareto layer of {metric} vs memory (frontier first), then {metric}",
+}
+
+# --require NAME → the Capabilities field that must be true for a row to stay.
+REQUIREMENTS: dict[str, str] = {
+    "merge": "can_merge",
+    "lora-convertible": "lora_convertible",
+    "vllm": "vllm_servable",
+    "diffusers": "diffusers_loadable",
+    "quantized": "quantized_base",
+}
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """A task name a user types, and the stored benchmark that answers for it."""
+
+    name: str
+    benchmark: str
+    exact: bool
+    note: str | None = None
+
+
+_LLM_STAND_IN = "no {task} benchmark is stored; MetaMathQA (math word problems on Llama-3.2-3B) stands in for it"
+
+# Only two benchmarks exist, so most task names are stand-ins; the note says so plainly instead of
+# pretending MetaMathQA measures coding ability.
+TASKS: dict[str, TaskChoice] = {
+    "math": TaskChoice("math", "MetaMathQA", True),
+    "llm": TaskChoice("llm", "MetaMathQA", True, "MetaMathQA (math word problems) is the stored LLM benchmark"),
+    "reasoning": TaskChoice("reasoning", "MetaMathQA", False, _LLM_STAND_IN.format(task="general reasoning")),
+    "text": TaskChoice("text", "MetaMathQA", False, _LLM_STAND_IN.format(task="general text")),
+    "chat": TaskChoice("chat", "MetaMathQA", False, _LLM_STAND_IN.format(task="chat / instruction")),
+    "code": TaskChoice("code", "MetaMathQA", False, _LLM_STAND_IN.format(task="code")),
+    "image": TaskChoice("image", "image-gen", True),
+    "image-gen": TaskChoice("image-gen", "image-gen", True),
+    "diffusion": TaskChoice("diffusion", "image-gen", True),
+    "dreambooth": TaskChoice("dreambooth", "image-gen", True),
+}
+# What menus offer (the Space): one name per kind of work, the aliases above still accepted.
+MENU_TASKS: tuple[str, ...] = ("math", "code", "chat", "reasoning", "text", "image")
+
+
+def resolve_task(name: str) -> TaskChoice:
+    key = name.strip().lower().replace("_", "-")
+    if key == "metamathqa":
+        key = "math"
+    if key not in TASKS:
+        raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[key]
+
+
+# --------------------------------------------------------------------------- memory model
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """A --quant choice: bits per quantised weight (None: not quantised) and how a setup line names it."""
+
+    bits: float | None
+    label: str  # "{dtype}" is the compute precision
+
+
+# NF4 with double-quantised absmax (blocks of 64) costs 4.127 bits; the memory model keeps embeddings
+# and an untied head at the compute dtype.
+QUANTIZATION: dict[str, Quantization] = {
+    "none": Quantization(None, "{dtype}"),
+    "8bit": Quantization(8.0, "8-bit base ({dtype} compute)"),
+    "4bit": Quantization(4.127, "4-bit NF4 base ({dtype} compute)"),
+}
+QUANT_CHOICES: tuple[str, ...] = tuple(QUANTIZATION)
+
+# --memory: which stored figure the prediction is calibrated on.
+MEMORY_MODES: tuple[str, ...] = ("peak", "train")
+
+# --------------------------------------------------------------------------- converter and consumers
+
+# Who loads a converted or checked LoRA (``--for``): each has its own rules in converters/consumers.py.
+CONSUMER_TARGETS: tuple[str, ...] = ("peft", "vllm", "diffusers")
+
+# --------------------------------------------------------------------------- LoRA switches
+
+# LoraConfig switches that make a run (or a Hub adapter) a LoRA *variant*, and their short names.
+LORA_SWITCHES: dict[str, str] = {
+    "use_rslora": "rsLoRA",
+    "use_dora": "DoRA",
+    "use_bdlora": "BD-LoRA",
+    "lora_bias": "LoRA-bias",
+    "use_qalora": "QA-LoRA",
+}
+# Of those, the ones a Hub scan reports from adapter_config.json (DoRA is counted apart from LoRA).
+SCANNED_LORA_SWITCHES: tuple[str, ...] = ("use_dora", "use_rslora", "use_qalora")
+
+# --------------------------------------------------------------------------- the Space
+
+# Methods the Space's trial tab offers first (each has a stored MetaMathQA run that maps onto a BERT or
+# Llama model); any other registry method is still accepted by `peft-advise trial --candidates`.
+SPACE_TRIAL_METHODS: tuple[str, ...] = (
+    "lora",
+    "oft",
+    "ia3",
+    "boft",
+    "loha",
+    "lokr",
+    "vera",
+    "hra",
+    "adalora",
+    "prompt_tuning",
+)
+
+
+def choose(value: str, allowed: tuple[str, ...] | dict[str, object], option: str) -> str:
+    """``value`` if it is one of ``allowed``, else a one-line error listing them."""
+    if value not in allowed:
+        raise UserError(f"{option} must be one of {', '.join(allowed)} (got {value!r})")
+    return value
