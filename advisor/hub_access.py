@@ -108,8 +108,11 @@ def require_hub(what: str, *, timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def hub_errors(what: str) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions for ``what`` into a one-line :class:`UserError`."""
+def hub_errors(what: str, *, writing: bool = False) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions for ``what`` into a one-line :class:`UserError`.
+
+    ``writing``: an upload, where 401/403 mean a token without write access rather than a private repo.
+    """
     try:
         yield
     except UserError:
@@ -130,6 +133,8 @@ def hub_errors(what: str) -> Iterator[None]:
                 f"cannot download {what}: it is not in the local cache and the Hub cannot be reached "
                 "(offline? unset HF_HUB_OFFLINE, or pass a local path)"
             ) from None
+        if writing and _status(exc) in (401, 403):
+            raise UserError(f"{what} failed: not allowed (is HF_TOKEN set, with write access?)") from None
         if isinstance(exc, GatedRepoError):
             raise UserError(f"{what} is gated: accept its terms on the Hub and set HF_TOKEN") from None
         if isinstance(exc, RevisionNotFoundError):
@@ -137,6 +142,8 @@ def hub_errors(what: str) -> Iterator[None]:
         if isinstance(exc, RepositoryNotFoundError) or _status(exc) in (401, 404):
             raise UserError(f"{what} not found on the Hub (or private: set HF_TOKEN)") from None
         if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            if writing:
+                raise UserError(f"{what} failed: {exc}; check the network or HF_ENDPOINT") from None
             raise UserError(
                 f"cannot download {what}: {exc}; check the network or HF_ENDPOINT, or pass a local path"
             ) from None

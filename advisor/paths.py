@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,3 +124,39 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def check_destination(out: Path, *, overwrite: bool, option: str = "OUT") -> Path:
+    """Can a folder be published at ``out``? Checked before any work, and again when writing."""
+    out = check_output_folder(Path(out), option)
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another folder.")
+    return out
+
+
+@contextlib.contextmanager
+def staging_folder(out: Path, *, overwrite: bool, option: str = "OUT") -> Iterator[Path]:
+    """A temporary folder beside ``out``; :func:`publish` moves it into place, otherwise it vanishes.
+
+    The one way this project writes a folder (a converted LoRA, a fixed copy, a Space export, a trial's
+    adapter): the user sees the old folder or the complete new one, never half of one.
+    """
+    out = check_destination(out, overwrite=overwrite, option=option)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move a finished staging folder onto ``out``; an old ``out`` is removed only afterwards."""
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.peft_files import CARD_NAME, CONFIG_NAME, PICKLE_NAMES, WEIGHTS_NAME
 
-CONFIG_NAME = "adapter_config.json"
-SAFETENSORS_NAME = "adapter_model.safetensors"
-PICKLE_NAMES = ("adapter_model.bin", "adapter_model.pt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -70,7 +68,7 @@ def _download(repo_id: str, *, revision: str | None, allow_pickle: bool) -> Path
 
     from advisor.hub_access import hub_errors
 
-    patterns = [CONFIG_NAME, SAFETENSORS_NAME, "README.md"]
+    patterns = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]
     if allow_pickle:
         patterns += list(PICKLE_NAMES)
     with hub_errors(repo_id if revision is None else f"{repo_id}@{revision}"):
@@ -88,11 +86,11 @@ def _read_folder(folder: Path, origin: str, *, allow_pickle: bool) -> AdapterFil
     if not isinstance(config, dict) or not config.get("peft_type"):
         raise UserError(f"{config_path} has no peft_type; it does not look like a PEFT adapter config.")
     keep: list[Any] = []
-    weights = folder / SAFETENSORS_NAME
+    weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         pickled = next((folder / name for name in PICKLE_NAMES if (folder / name).is_file()), None)
         if pickled is None:
-            raise UserError(f"{folder} has no {SAFETENSORS_NAME}; the adapter's weights are missing.")
+            raise UserError(f"{folder} has no {WEIGHTS_NAME}; the adapter's weights are missing.")
         if not allow_pickle:
             raise UserError(
                 f"{folder} only has pickled weights ({pickled.name}); loading a pickle can run code. "
@@ -125,6 +123,6 @@ def _pickle_to_safetensors(pickled: Path) -> tuple[Path, Any]:
     except Exception as exc:
         raise UserError(f"cannot read {pickled} as plain tensors ({exc}).") from None
     tmp = tempfile.TemporaryDirectory(prefix="peft-advisor-adapter-")
-    target = Path(tmp.name) / SAFETENSORS_NAME
+    target = Path(tmp.name) / WEIGHTS_NAME
     save_file({k: v.contiguous() for k, v in state.items()}, str(target))
     return target, tmp

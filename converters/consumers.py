@@ -16,9 +16,9 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.paths import read_json
+from advisor.peft_files import CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME, PEFT_PREFIX, WEIGHTS_NAME
 from advisor.vocabulary import CONSUMER_TARGETS as TARGETS
 from converters import consumer_facts as facts
-from converters.lora_writer import DIFFUSERS_WEIGHTS_NAME as _DIFFUSERS_FILE
 
 _LORA_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_A|lora_B)\.weight$")
 _EMB_KEY = re.compile(r"^(base_model\.model\.)?(?P<path>.+)\.(?P<part>lora_embedding_A|lora_embedding_B)$")
@@ -119,8 +119,8 @@ def _local_model_folder(name_or_path: str) -> Path | None:
 def _load_folder(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from safetensors import safe_open
 
-    config_path = folder / "adapter_config.json"
-    weights = folder / "adapter_model.safetensors"
+    config_path = folder / CONFIG_NAME
+    weights = folder / WEIGHTS_NAME
     if not config_path.is_file() or not weights.is_file():
         raise UserError(f"{folder} must hold adapter_config.json and adapter_model.safetensors.")
     try:
@@ -167,7 +167,7 @@ def check_lora(
             Finding(
                 "info",
                 "Diffusers does not read adapter_config.json or PEFT key names; use the "
-                f"{_DIFFUSERS_FILE} that `convert --for diffusers` writes (transformer.* keys)",
+                f"{DIFFUSERS_WEIGHTS_NAME} that `convert --for diffusers` writes (transformer.* keys)",
             )
         )
         _check_diffusers_file(folder, findings)
@@ -467,9 +467,9 @@ def serve_command(config: dict[str, Any], folder: Path, max_lora_rank: int) -> s
 def _check_diffusers_file(folder: Path, findings: list[Finding]) -> None:
     from safetensors import safe_open
 
-    path = folder / _DIFFUSERS_FILE
+    path = folder / DIFFUSERS_WEIGHTS_NAME
     if not path.is_file():
-        findings.append(Finding("error", f"no {_DIFFUSERS_FILE} (Diffusers format) in the folder", True))
+        findings.append(Finding("error", f"no {DIFFUSERS_WEIGHTS_NAME} (Diffusers format) in the folder", True))
         return
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
@@ -522,15 +522,8 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
     repair that way (DoRA for vLLM, another PEFT method, a switch the rebuilt config would lose) is a
     :class:`UserError` that names the command that can (``peft-advise convert``), and nothing is written.
     """
-    from converters.lora_writer import (
-        LoraAdapter,
-        LoraModule,
-        check_destination,
-        publish,
-        staging_folder,
-        write_adapter_files,
-        write_diffusers_file,
-    )
+    from advisor.paths import check_destination, publish, staging_folder
+    from converters.lora_writer import LoraAdapter, LoraModule, write_adapter_files, write_diffusers_file
 
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
@@ -557,9 +550,9 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
         if match:
             grouped.setdefault(match["path"], {})[match["part"]] = tensor
         elif key.endswith("lora_B.bias"):
-            grouped.setdefault(key.removeprefix("base_model.model.").removesuffix(".lora_B.bias"), {})["bias"] = tensor
+            grouped.setdefault(key.removeprefix(PEFT_PREFIX).removesuffix(".lora_B.bias"), {})["bias"] = tensor
         elif key.endswith(".lora_magnitude_vector"):
-            path = key.removeprefix("base_model.model.").removesuffix(".lora_magnitude_vector")
+            path = key.removeprefix(PEFT_PREFIX).removesuffix(".lora_magnitude_vector")
             grouped.setdefault(path, {})["magnitude"] = tensor
         else:
             extra[key] = tensor
@@ -575,7 +568,7 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
         if abs(scale - 1.0) > 1e-6:
             b = (b.float() * scale).to(b.dtype)
         names = ("lora_embedding_A", "lora_embedding_B") if emb else ("lora_A.weight", "lora_B.weight")
-        key = f"base_model.model.{path}"
+        key = f"{PEFT_PREFIX}{path}"
         factors = {f"{key}.{names[0]}": a, f"{key}.{names[1]}": b}
         modules.append(
             LoraModule(path, "embedding" if emb else "linear", factors, rank, parts.get("bias"), parts.get("magnitude"))
@@ -607,7 +600,7 @@ def fix_lora(folder: Path, out: Path, *, target: str = "vllm", overwrite: bool =
             "(re-save the adapter with PEFT, or export it with `peft-advise convert`)."
         )
     if target == "diffusers":
-        changes.append(f"wrote {_DIFFUSERS_FILE} (transformer.* keys, scale folded) for Diffusers")
+        changes.append(f"wrote {DIFFUSERS_WEIGHTS_NAME} (transformer.* keys, scale folded) for Diffusers")
     if not changes:
         changes.append("nothing to fix")
     with staging_folder(Path(out), overwrite=overwrite or in_place) as staging:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.peft_files import CARD_NAME, PEFT_PREFIX
 from converters.factorize import DEFAULT_RIDGE, LayerBasis, layer_basis
-from converters.models import PEFT_PREFIX
 
 ProgressFn = Callable[[str, int, int], None]
 DEFAULT_RANK = 64
@@ -206,35 +206,120 @@ def _noop(_phase: str, _done: int, _total: int) -> None:
     return None
 
 
+class _Stopwatch:
+    """Seconds per stage, for ``--json``'s ``timings_s``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._clock
+        self._clock = now
+
+
+@dataclass
+class _Loaded:
+    """Stage 1: the adapter, what converts it, and the base model with the adapter attached."""
+
+    adapter: Any  # converters.adapter_files.AdapterFiles
+    coverage: Any  # converters.coverage.Coverage
+    base: Any  # converters.models.BaseModel
+    peft_model: Any
+    device: str
+    peft_version: str
+
+
+@dataclass
+class _Samples:
+    """Stage 2: calibration inputs, the adapted layers' input moments, and the reference outputs."""
+
+    source: str
+    held_out: int
+    eval_batches: list[Any]
+    masks: list[Any]
+    original: list[Any]  # outputs with the original adapter
+    bare: list[Any]  # outputs of the bare base model
+    fit_moments: dict[str, Any]
+    eval_moments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _RankPlan:
+    """Stage 3's question: which rank each layer gets, before any layer is factorised."""
+
+    fixed: int | None  # one rank for every layer (--rank, or the default)
+    own: dict[str, int]  # a LoRA input's own per-module ranks
+    cap: int  # --max-rank and the consumer's limit
+    need: int | None  # the largest rank any stage will ask for (None: --energy, full rank)
+
+
 def convert_adapter(
     source: str, out: Path | None, options: ConvertOptions, progress: ProgressFn | None = None
 ) -> ConvertResult:
-    """Convert ``source`` into a LoRA folder at ``out``; raise :class:`ConversionRejected` on a failed check."""
-    import torch
+    """Convert ``source`` into a LoRA folder at ``out``; raise :class:`ConversionRejected` on a failed check.
 
-    from advisor.methods.registry import load_registry
-    from converters import calibration as calib
-    from converters.adapter_files import open_adapter
-    from converters.coverage import require_convertible
-    from converters.deltas import record_inputs
-    from converters.models import attach_adapter, encode, load_base_model, model_outputs, resolve_device
-
+    Named stages: load → calibrate → plan ranks → factorise → (sweep) → build → write, measure, publish.
+    """
     options.validate()
     progress = progress or _noop
     if out is None and not options.dry_run:
         raise UserError("pass an output folder (or --dry-run to only measure).")
     if out is not None and not options.dry_run:
-        from converters.lora_writer import check_destination
+        from advisor.paths import check_destination
 
         check_destination(out, overwrite=options.overwrite)  # before minutes of loading, not after
-    clock = time.perf_counter()
-    timings: dict[str, float] = {}
+    watch = _Stopwatch()
+    loaded = _load(source, options, progress)
+    watch.lap("load")
+    samples = _calibrate(loaded, options, progress)
+    watch.lap("calibration")
+    plan = _plan_ranks(loaded.adapter, options)
+    layers = factorise_layers(
+        loaded.peft_model,
+        plan.need,
+        _factorizations(options),
+        samples.fit_moments,
+        samples.eval_moments,
+        ridge=options.ridge,
+        device=loaded.device,
+        progress=progress,
+    )
+    watch.lap("factorise")
+    primary = _primary(_factorizations(options), layers)
+    _assign_ranks(layers, primary, plan, options)
+    result = _new_result(loaded, samples, layers, primary, out, options, plan)
+    if options.sweep:
+        result.sweep = _run_sweep(
+            loaded.peft_model, layers, options, samples.eval_batches, samples.original, samples.bare,
+            samples.masks, loaded.base, progress,
+        )  # fmt: skip
+        watch.lap("sweep")
+        if not plan.fixed and not options.energy:
+            chosen, result.rank_choice = _rank_from_sweep(result.sweep, primary, _floor(options))
+            for layer in layers:
+                layer.rank = max(1, min(chosen, layer.bases[_layer_method(layer, primary)].max_rank, plan.cap))
+    lora = _build_adapter(layers, primary, loaded.adapter, loaded.base, options)
+    result.ranks = lora.ranks
+    result.parameters = lora.parameter_count()
+    if options.dry_run:
+        result.notes.append("dry run: nothing written")
+        return result
+    assert out is not None
+    _write_measure_publish(lora, loaded, samples, result, Path(out), options, primary, watch, progress)
+    result.timings = watch.timings
+    return result
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = timings.get(name, 0.0) + now - clock
-        clock = now
+
+def _load(source: str, options: ConvertOptions, progress: ProgressFn) -> _Loaded:
+    import torch
+
+    from advisor.methods.registry import load_registry
+    from advisor.torch_runtime import resolve_device
+    from converters.adapter_files import open_adapter
+    from converters.coverage import require_convertible
+    from converters.models import attach_adapter, load_base_model
 
     registry = load_registry()
     adapter = open_adapter(source, allow_pickle=options.allow_pickle, revision=options.revision)
@@ -243,119 +328,136 @@ def convert_adapter(
     device = resolve_device(options.device)
     torch.manual_seed(0)
     base = load_base_model(adapter, options.base_model, device=device)
-    peft_model = attach_adapter(base, adapter)
-    lap("load")
+    return _Loaded(adapter, coverage, base, attach_adapter(base, adapter), device, registry.peft_version)
 
+
+def _calibrate(loaded: _Loaded, options: ConvertOptions, progress: ProgressFn) -> _Samples:
+    """Run the fit and held-out samples through the adapted model, recording each adapted layer's inputs."""
+    from converters import calibration as calib
+    from converters.deltas import record_inputs
+    from converters.models import encode, model_outputs
+
+    base, peft_model = loaded.base, loaded.peft_model
     calibration = calib.read_calibration(options.calibration) if options.calibration else calib.builtin_set()
     fit_batches = encode(base, calibration.fit)
     eval_batches = encode(base, calibration.held_out, seed=10_000)
-    masks = [batch["attention_mask"].cpu() for batch in eval_batches]
     progress("running calibration samples", 0, 1)
     with record_inputs(peft_model) as recorder:
         model_outputs(peft_model, fit_batches, recorder)
     fit_moments = recorder.moments
     with record_inputs(peft_model) as recorder:
         original = model_outputs(peft_model, eval_batches, recorder)
-    eval_moments = recorder.moments
     with peft_model.disable_adapter():
         bare = model_outputs(peft_model, eval_batches)
-    lap("calibration")
-
-    wanted = _factorizations(options)
-    sweep_max = max(options.sweep) if options.sweep else 0
-    own_ranks = _source_lora_ranks(adapter) if not (options.rank or options.energy or options.sweep) else {}
-    fixed_rank = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
-    cap = _rank_cap(options)
-    need = None if options.energy else max(fixed_rank or 0, sweep_max, *own_ranks.values(), 1)
-    layers = factorise_layers(
-        peft_model, need, wanted, fit_moments, eval_moments, ridge=options.ridge, device=device, progress=progress
+    return _Samples(
+        source=calibration.source,
+        held_out=len(calibration.held_out),
+        eval_batches=eval_batches,
+        masks=[batch["attention_mask"].cpu() for batch in eval_batches],
+        original=original,
+        bare=bare,
+        fit_moments=fit_moments,
+        eval_moments=recorder.moments,
     )
-    lap("factorise")
 
-    primary = _primary(wanted, layers)
+
+def _plan_ranks(adapter: Any, options: ConvertOptions) -> _RankPlan:
+    own = _source_lora_ranks(adapter) if not (options.rank or options.energy or options.sweep) else {}
+    fixed = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
+    sweep_max = max(options.sweep) if options.sweep else 0
+    need = None if options.energy else max(fixed or 0, sweep_max, *own.values(), 1)
+    return _RankPlan(fixed=fixed, own=own, cap=_rank_cap(options), need=need)
+
+
+def _assign_ranks(layers: list[_Layer], primary: str, plan: _RankPlan, options: ConvertOptions) -> None:
+    """Each layer's rank from --energy, the LoRA input's own rank, or the fixed rank (0: the sweep decides)."""
     for layer in layers:
-        method = primary if primary in layer.bases else "plain"
-        basis = layer.bases[method]
+        basis = layer.bases[_layer_method(layer, primary)]
         if options.energy:
             rank = basis.rank_for_energy(options.energy)
-        elif own_ranks:
-            rank = own_ranks.get(layer.delta.name, fixed_rank or DEFAULT_RANK)
-        elif fixed_rank:
-            rank = fixed_rank
+        elif plan.own:
+            rank = plan.own.get(layer.delta.name, plan.fixed or DEFAULT_RANK)
         else:
-            rank = 0  # chosen from the sweep below
-        layer.rank = max(1, min(rank, basis.max_rank, cap)) if rank else 0
+            rank = plan.fixed or 0
+        layer.rank = max(1, min(rank, basis.max_rank, plan.cap)) if rank else 0
 
+
+def _new_result(
+    loaded: _Loaded,
+    samples: _Samples,
+    layers: list[_Layer],
+    primary: str,
+    out: Path | None,
+    options: ConvertOptions,
+    plan: _RankPlan,
+) -> ConvertResult:
     result = ConvertResult(
-        source=adapter.origin,
+        source=loaded.adapter.origin,
         out=str(out) if out else "",
-        peft_type=adapter.peft_type,
-        source_method=coverage.method.display_name,
+        peft_type=loaded.adapter.peft_type,
+        source_method=loaded.coverage.method.display_name,
         target=options.target,
-        base_model=base.name_or_path,
+        base_model=loaded.base.name_or_path,
         factorization=primary,
-        calibration=calibration.source,
+        calibration=samples.source,
         layers=len(layers),
         routes=dict(Counter(layer.delta.route for layer in layers)),
-        eval_samples=len(calibration.held_out),
-        notes=list(base.notes),
-        rank_choice=_rank_choice_text(options, own_ranks),
+        eval_samples=samples.held_out,
+        notes=list(loaded.base.notes),
+        rank_choice=_rank_choice_text(options, plan.own),
     )
     if any(layer.bias_delta is not None for layer in layers):
+        dropped = "; dropped for vLLM (it rejects LoRA bias), which the fidelity figures include"
         result.notes.append(
             "the adapter also changes biases: carried as lora_B bias for PEFT/Diffusers"
-            + (
-                "; dropped for vLLM (it rejects LoRA bias), which the fidelity figures include"
-                if options.target == "vllm"
-                else ""
-            )
+            + (dropped if options.target == "vllm" else "")
         )
-    if options.sweep:
-        result.sweep = _run_sweep(peft_model, layers, options, eval_batches, original, bare, masks, base, progress)
-        lap("sweep")
-        if not fixed_rank and not options.energy:
-            chosen, result.rank_choice = _rank_from_sweep(result.sweep, primary, _floor(options))
-            for layer in layers:
-                layer.rank = max(1, min(chosen, layer.bases[_layer_method(layer, primary)].max_rank, cap))
+    return result
 
-    lora = _build_adapter(layers, primary, adapter, base, options)
-    result.ranks = lora.ranks
-    result.parameters = lora.parameter_count()
-    if options.dry_run:
-        result.notes.append("dry run: nothing written")
-        return result
 
+def _write_measure_publish(
+    lora: Any,
+    loaded: _Loaded,
+    samples: _Samples,
+    result: ConvertResult,
+    out: Path,
+    options: ConvertOptions,
+    primary: str,
+    watch: _Stopwatch,
+    progress: ProgressFn,
+) -> None:
+    """Write into a staging folder, reload it with PEFT to measure fidelity, check it, then rename it into place."""
+    from advisor.paths import publish, staging_folder
     from converters.consumers import base_info, check_lora
-    from converters.lora_writer import publish, staging_folder, write_adapter_files, write_diffusers_file
+    from converters.lora_writer import write_adapter_files, write_diffusers_file
     from converters.model_card import render_card
 
-    leaf = _leaf_names_suffice(peft_model, lora.ranks)
-    del peft_model
-    base.model = None
-    with staging_folder(Path(out), overwrite=options.overwrite) as staging:
-        config = lora.config(leaf_names_suffice=leaf)
-        write_adapter_files(staging, lora, config, card=None)
+    leaf = _leaf_names_suffice(loaded.peft_model, lora.ranks)
+    loaded.peft_model = None  # free the adapted model before a fresh base model is loaded for the reload
+    loaded.base.model = None
+    with staging_folder(out, overwrite=options.overwrite) as staging:
+        write_adapter_files(staging, lora, lora.config(leaf_names_suffice=leaf), card=None)
         if options.target == "diffusers":
             write_diffusers_file(staging, lora)
-        lap("write")
+        watch.lap("write")
         progress("measuring fidelity (reloading with PEFT)", 0, 1)
-        result.fidelity = _reloaded_fidelity(adapter, base, staging, eval_batches, original, bare, masks, device)
+        result.fidelity = _reloaded_fidelity(loaded.adapter, loaded.base, staging, samples, loaded.device)
         if result.fidelity.effect_size == 0:
             result.notes.append("the adapter does not change the model's outputs on these samples (untrained?)")
-        lap("fidelity")
-        result.check = check_lora(staging, options.target, base_info(base.name_or_path), shown_as=Path(out))
-        facts = result.card_facts(_tool_version(), registry.peft_version, coverage.method.display_name)
-        (staging / "README.md").write_text(render_card(facts), encoding="utf-8")
+        watch.lap("fidelity")
+        result.check = check_lora(staging, options.target, base_info(loaded.base.name_or_path), shown_as=out)
+        display = loaded.coverage.method.display_name
+        (staging / CARD_NAME).write_text(
+            render_card(result.card_facts(_tool_version(), loaded.peft_version, display)), encoding="utf-8"
+        )
         result.warnings += _fidelity_warnings(result, options, primary)
         reason = _rejection(result, options)
         if reason:
             result.rejected = reason
             raise ConversionRejected(result, reason)
-        publish(staging, Path(out))
+        publish(staging, out)
         result.written = True
-    lap("publish")
-    result.timings = timings
-    return result
+    watch.lap("publish")
 
 
 def factorise_layers(
@@ -535,7 +637,7 @@ def _run_sweep(
     from converters.fidelity import compare
     from converters.models import model_outputs
 
-    modules = {name.removeprefix("base_model.model."): m.get_base_layer() for name, m in tuner_layers(peft_model)}
+    modules = {name.removeprefix(PEFT_PREFIX): m.get_base_layer() for name, m in tuner_layers(peft_model)}
     methods = sorted({m for layer in layers for m in layer.bases}, key=lambda m: m != "calibrated")
     rows = []
     steps = len(options.sweep) * len(methods)
@@ -629,8 +731,8 @@ def _modules_to_save_tensors(adapter: Any, layer_names: set[str]) -> dict[str, A
     extra = {}
     with safe_open(str(adapter.weights), framework="pt") as handle:
         for key in handle.keys():
-            parts = key.removeprefix("base_model.model.").split(".")
-            if key.startswith("base_model.model.") and wanted & set(parts):
+            parts = key.removeprefix(PEFT_PREFIX).split(".")
+            if key.startswith(PEFT_PREFIX) and wanted & set(parts):
                 extra[key] = handle.get_tensor(key)
     return extra
 
@@ -639,31 +741,30 @@ def _leaf_names_suffice(peft_model: Any, ranks: dict[str, int]) -> bool:
     """True when the leaf names (q_proj, ...) select exactly the converted modules in the base model."""
     from converters.deltas import tuner_layers
 
-    layers = [name.removeprefix("base_model.model.") for name, _ in tuner_layers(peft_model)]
+    layers = [name.removeprefix(PEFT_PREFIX) for name, _ in tuner_layers(peft_model)]
     leaves = {name.rsplit(".", 1)[-1] for name in ranks}
     names = set()
     for name, _ in peft_model.named_modules():
-        stripped = name.removeprefix("base_model.model.")
+        stripped = name.removeprefix(PEFT_PREFIX)
         inside_adapter_layer = any(stripped.startswith(layer + ".") for layer in layers)
         if stripped.rsplit(".", 1)[-1] in leaves and not inside_adapter_layer:
             names.add(stripped)
     return names == set(ranks)
 
 
-def _reloaded_fidelity(
-    adapter: Any, base: Any, folder: Path, eval_batches: list[Any], original: Any, bare: Any, masks: Any, device: str
-) -> Any:
+def _reloaded_fidelity(adapter: Any, base: Any, folder: Path, samples: _Samples, device: str) -> Any:
     """Load the written folder with PEFT on a freshly loaded base model and compare outputs."""
     from peft import PeftModel
 
+    from advisor.torch_runtime import quiet_hf
     from converters.fidelity import compare
-    from converters.models import load_model, model_outputs, quiet_hf
+    from converters.models import load_model, model_outputs
 
     fresh = load_model(base.name_or_path, base.model_class, adapter, device=device)
     with quiet_hf():  # a wrong or missing tensor shows up below as lost fidelity, not as a warning
         lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
-    converted = model_outputs(lora, eval_batches)
-    return compare(converted, original, bare, masks, causal_lm=base.is_causal_lm)
+    converted = model_outputs(lora, samples.eval_batches)
+    return compare(converted, samples.original, samples.bare, samples.masks, causal_lm=base.is_causal_lm)
 
 
 def _rejection(result: ConvertResult, options: ConvertOptions) -> str | None:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+from advisor.peft_files import PEFT_PREFIX
 from converters.factorize import InputMoments
 
 if TYPE_CHECKING:
     import torch
-
-PEFT_PREFIX = "base_model.model."
 
 
 @dataclass

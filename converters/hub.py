@@ -4,26 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from advisor.errors import UserError
+from advisor.hub_access import hub_errors
+from advisor.peft_files import CARD_NAME, CONFIG_NAME
 
 
 def push_adapter(folder: Path, repo_id: str, *, private: bool = False) -> str:
     """Create ``repo_id`` if needed and upload the adapter folder; returns the repo URL."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    try:
+    with hub_errors(f"upload to {repo_id}", writing=True):
         url = api.create_repo(repo_id, exist_ok=True, private=private)
         api.upload_folder(
             repo_id=repo_id,
             folder_path=str(folder),
-            allow_patterns=["adapter_config.json", "*.safetensors", "README.md"],
+            allow_patterns=[CONFIG_NAME, "*.safetensors", CARD_NAME],
             commit_message="LoRA converted with peft-advisor",
         )
-    except HfHubHTTPError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"upload to {repo_id} failed: {first} (is HF_TOKEN set with write access?)") from None
-    except OSError as exc:
-        raise UserError(f"upload to {repo_id} failed: {exc} (offline? check HF_ENDPOINT)") from None
     return str(url)

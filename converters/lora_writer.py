@@ -10,24 +10,17 @@ The folder is built in a temporary sibling and renamed into place only when it i
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advisor.errors import UserError
+from advisor.peft_files import CONFIG_NAME, DIFFUSERS_WEIGHTS_NAME, PEFT_PREFIX, WEIGHTS_NAME
 
 if TYPE_CHECKING:
     import torch
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
 # LoraConfig fields that are off by default and that some consumer rejects or mis-reads when the
 # key is present at all (vLLM 0.32+: alora/qalora/bdlora; llama.cpp: alora): left out unless set.
 _DROP_WHEN_UNSET = (
@@ -137,9 +130,9 @@ class LoraAdapter:
                 b = next(t for k, t in module.tensors.items() if k.endswith("lora_B.weight"))
                 bias = b.new_zeros(b.shape[0])
             if bias is not None:
-                state[f"base_model.model.{module.name}.lora_B.bias"] = bias.contiguous()
+                state[f"{PEFT_PREFIX}{module.name}.lora_B.bias"] = bias.contiguous()
             if module.magnitude is not None:
-                state[f"base_model.model.{module.name}.lora_magnitude_vector"] = module.magnitude.contiguous()
+                state[f"{PEFT_PREFIX}{module.name}.lora_magnitude_vector"] = module.magnitude.contiguous()
         state.update(self.extra_tensors)
         return state
 
@@ -192,9 +185,6 @@ def write_adapter_files(folder: Path, adapter: LoraAdapter, config: dict[str, An
         (folder / "README.md").write_text(card, encoding="utf-8")
 
 
-DIFFUSERS_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
-
-
 def write_diffusers_file(folder: Path, adapter: LoraAdapter) -> None:
     """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys (scale folded, no config), and DoRA's
     ``lora_magnitude_vector`` beside them (../shared/docs/lora-consumers.md §2)."""
@@ -202,40 +192,6 @@ def write_diffusers_file(folder: Path, adapter: LoraAdapter) -> None:
 
     state = {}
     for key, tensor in adapter.state_dict().items():
-        if key.startswith("base_model.model.") and "lora_" in key:
-            state["transformer." + key.removeprefix("base_model.model.")] = tensor
+        if key.startswith(PEFT_PREFIX) and "lora_" in key:
+            state["transformer." + key.removeprefix(PEFT_PREFIX)] = tensor
     save_file(state, str(folder / DIFFUSERS_WEIGHTS_NAME), metadata={"format": "pt"})
-
-
-def check_destination(out: Path, *, overwrite: bool, option: str = "OUT") -> Path:
-    """Can a folder be published at ``out``? Checked before any work, and again when writing."""
-    from advisor.paths import check_output_folder
-
-    out = check_output_folder(Path(out), option)
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise UserError(f"{out} already exists; pass --overwrite to replace it, or choose another folder.")
-    return out
-
-
-@contextlib.contextmanager
-def staging_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside ``out``; :func:`publish` moves it into place, otherwise it vanishes."""
-    out = check_destination(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Move the finished staging folder onto ``out``; an old ``out`` is removed only afterwards."""
-    out = Path(out)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

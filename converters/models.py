@@ -9,16 +9,15 @@ arithmetic on weights, and half precision would hide small errors in the fidelit
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.paths import read_json
+from advisor.peft_files import PEFT_PREFIX
+from advisor.torch_runtime import quiet_hf
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +32,6 @@ TASK_CLASSES = {
     "QUESTION_ANS": "AutoModelForQuestionAnswering",
     "FEATURE_EXTRACTION": "AutoModel",
 }
-PEFT_PREFIX = "base_model.model."
 MAX_TOKENS = 96
 BATCH_SIZE = 8
 
@@ -61,14 +59,6 @@ class BaseModel:
     def architecture(self) -> str | None:
         archs = self.config.get("architectures") or []
         return archs[0] if archs else None
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def _adapter_module_paths(adapter: AdapterFiles) -> set[str]:
@@ -207,25 +197,6 @@ def _num_labels(adapter: AdapterFiles) -> int | None:
             if re.search(r"(classifier|score)(\.modules_to_save)?(\.out_proj)?\.weight$", key):
                 return int(handle.get_slice(key).get_shape()[0])
     return None
-
-
-@contextlib.contextmanager
-def quiet_hf():
-    """transformers/peft print advice (and tqdm bars) on load; our own output says what matters."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        from transformers.utils import logging as hf_logging
-
-        level = hf_logging.get_verbosity()
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-        try:
-            yield
-        finally:
-            hf_logging.set_verbosity(level)
-            if bars:
-                hf_logging.enable_progress_bar()
 
 
 def attach_adapter(base: BaseModel, adapter: AdapterFiles) -> Any:

@@ -9,10 +9,7 @@ packages. Written to a temporary folder beside the target and renamed: never hal
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
-
-from advisor.errors import UserError
 
 PACKAGES = ("advisor", "converters", "hub_scan", "space")
 ENTRY_POINT = '''"""Hugging Face Space entry point: the peft-advisor app, with its library vendored beside it."""
@@ -25,15 +22,10 @@ if __name__ == "__main__":
 
 
 def export_space(dest: Path, *, overwrite: bool = False) -> Path:
-    from advisor.paths import check_output_folder
+    from advisor.paths import publish, staging_folder
 
-    dest = check_output_folder(Path(dest), "--export")
-    if dest.exists() and not overwrite:
-        raise UserError(f"{dest} exists; pass --overwrite to replace it")
     here = Path(__file__).resolve().parent
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with staging_folder(Path(dest), overwrite=overwrite, option="--export") as staging:
         for name in PACKAGES:
             module = __import__(name)
             source = Path(module.__file__).resolve().parent
@@ -41,10 +33,5 @@ def export_space(dest: Path, *, overwrite: bool = False) -> Path:
         shutil.copyfile(here / "README.md", staging / "README.md")
         shutil.copyfile(here / "requirements.txt", staging / "requirements.txt")
         (staging / "app.py").write_text(ENTRY_POINT, encoding="utf-8")
-        if dest.exists():
-            shutil.rmtree(dest)
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return dest
+        publish(staging, Path(dest))
+    return Path(dest)

@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from advisor.errors import UserError
+from advisor.peft_files import CONFIG_NAME
 
 MAX_UPLOAD_BYTES = 200 * 2**20  # an adapter of a 7B model at rank 64 is ~160 MiB
 MAX_UNPACKED_BYTES = 400 * 2**20
@@ -120,7 +121,7 @@ def adapter_folder(paths: list[Path]) -> Path:
                 raise UserError(f"refused: {name}: only {', '.join(ADAPTER_SUFFIXES)} files are accepted")
             check_size(path, MAX_UPLOAD_BYTES, name)
             shutil.copyfile(path, root / name)
-    configs = sorted(root.rglob("adapter_config.json"))
+    configs = sorted(root.rglob(CONFIG_NAME))
     if len(configs) != 1:
         shutil.rmtree(root, ignore_errors=True)
         found = "none" if not configs else f"{len(configs)}"

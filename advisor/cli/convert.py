@@ -156,7 +156,7 @@ def check_lora_command(
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; pass a LoRA adapter folder.")
     if fix is not None:
-        from converters.lora_writer import check_destination
+        from advisor.paths import check_destination
 
         check_destination(fix, overwrite=overwrite or fix.resolve() == folder.resolve(), option="--fix")
     info = base_info(base_model) if base_model else None

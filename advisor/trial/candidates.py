@@ -91,7 +91,7 @@ def module_names(model_path: str) -> list[str]:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from converters.models import quiet_hf
+    from advisor.torch_runtime import quiet_hf
 
     try:
         config = AutoConfig.from_pretrained(model_path)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.paths import read_json, write_json_atomic
+from advisor.paths import publish, read_json, write_json_atomic
 from advisor.trial.data import TrialData
 from advisor.trial.train import CandidateResult, TrainBudget
 
@@ -104,9 +104,7 @@ class TrialStore:
         final = self.adapter_dir(name)
         partial = self.partial_dir(name)
         if partial.is_dir():
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
+            publish(partial, final)
             result.adapter_dir = str(final)
         self.results[name] = {"key": key, "result": result.to_dict()}
         self.save()

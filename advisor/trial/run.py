@@ -17,6 +17,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.memory.model import MemoryRequest
 from advisor.paths import check_output_folder
+from advisor.torch_runtime import resolve_device
 from advisor.trial.data import TrialData, load_trial_data
 from advisor.trial.leaderboard import Entry, Leaderboard, next_step, rank_entries
 from advisor.trial.plan import DEFAULT_TOP, TrialPlan, plan_trial
@@ -87,19 +88,6 @@ def _validate(request: TrialRequest) -> None:
     if not (request.lr_scale > 0 and math.isfinite(request.lr_scale)):
         raise UserError(f"--lr-scale must be a positive number, got {request.lr_scale}")
     check_output_folder(request.out, "--out")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    wanted = device.strip().lower()
-    if wanted == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if wanted.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is visible to torch {torch.__version__}; use --device cpu")
-    if wanted != "cpu" and not wanted.startswith("cuda"):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
-    return wanted
 
 
 def _trial_memory(request: TrialRequest, data: TrialData) -> MemoryRequest | None:

@@ -225,7 +225,7 @@ def train_candidate(
     import peft
     import torch
 
-    from converters.models import quiet_hf
+    from advisor.torch_runtime import quiet_hf
 
     result = CandidateResult(method, config_dict(peft_config), learning_rate)
     cuda = budget.device.startswith("cuda")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from advisor.hub_access import NoAccess, NotOnHub, hub_errors, require_hub, with_backoff
 from advisor.paths import user_data_dir, write_text_atomic
+from advisor.peft_files import CONFIG_NAME
 from hub_scan.records import CardRecord, ScannedCard, config_facts
 from hub_scan.scan import ScanResult, scan_record
 from hub_scan.stats import UsageStats
@@ -118,7 +119,7 @@ def _download_text(repo: ListedRepo, filename: str) -> str | None:
 def fetch_record(repo: ListedRepo) -> CardRecord:
     """adapter_config.json first (the truth), then the card; either may be missing."""
     peft_type, flags = None, ()
-    config_text = _download_text(repo, "adapter_config.json")
+    config_text = _download_text(repo, CONFIG_NAME)
     if config_text is not None:
         with contextlib.suppress(ValueError):
             peft_type, flags = config_facts(json.loads(config_text))

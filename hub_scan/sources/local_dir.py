@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from advisor.errors import UserError
+from advisor.peft_files import CONFIG_NAME
 from hub_scan.records import CardRecord, config_facts
 
 CARD_NAMES = ("README.md", "readme.md", "model_card.md")
@@ -24,7 +25,7 @@ def _read_text(path: Path) -> str:
 
 
 def _config(folder: Path) -> tuple[str | None, tuple[str, ...]]:
-    path = folder / "adapter_config.json"
+    path = folder / CONFIG_NAME
     if not path.is_file():
         return None, ()
     try:
@@ -36,7 +37,7 @@ def _config(folder: Path) -> tuple[str | None, tuple[str, ...]]:
 def repo_folders(root: Path) -> list[Path]:
     """Folders that are repos, sorted, so ids and their order do not depend on the file system."""
     found = set()
-    for name in (*CARD_NAMES, "adapter_config.json"):
+    for name in (*CARD_NAMES, CONFIG_NAME):
         for path in root.rglob(name):
             if not any(part.startswith(".") for part in path.relative_to(root).parts):
                 found.add(path.parent)
