@@ -274,7 +274,20 @@ def _lora_standing(
 # --------------------------------------------------------------------------- entry point
 
 
+@dataclass
+class _Candidates:
+    """Stage 1: the benchmark's runs (memory predicted when asked), filtered by requirements and budget."""
+
+    runs: list[BenchmarkRun]  # meeting the requirements, with a score
+    fitting: list[BenchmarkRun]  # ... and within the budget
+    methods: dict[str, MethodInfo]  # run id -> its registry entry
+    caps: dict[str, Capabilities]
+    excluded: dict[str, int]
+    breakdowns: dict[str, Breakdown]
+
+
 def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommendation:
+    """Named stages: candidates (filter, predict) → rows (order, frontier, noise) → notes."""
     task = resolve_task(query.task)
     bench = BENCHMARKS[task.benchmark]
     _validate(query, bench)
@@ -283,17 +296,48 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
     runs = snapshot.runs_for(bench.key)
     if setup is None or not runs:
         raise UserError(f"the benchmark snapshot has no {bench.key} runs; run `peft-advise refresh-benchmarks`")
+    pool = _candidates(query, list(runs), registry, bench, metric)
+    nothing_fits = None
+    if not pool.fitting:
+        smallest = min(pool.runs, key=lambda r: r.peak_memory_bytes)
+        nothing_fits = NothingFits(smallest, smallest.peak_memory_gib - query.vram_gib)
+    rows = _rows(query, pool, metric, setup)
+    best = max(rows, key=lambda row: _oriented(metric, row.score), default=None)
+    lora = _lora_standing(pool.runs, {r.id for r in pool.fitting}, rows, best, metric, setup)
+    shown = rows[: query.top] if query.top else rows
+    return Recommendation(
+        query=query,
+        task=task,
+        benchmark=bench,
+        setup=setup,
+        metric=metric,
+        rows=tuple(shown),
+        ranked=tuple(rows),
+        best=best,
+        lora=lora,
+        noise_rule=noise_rule(metric, setup),
+        excluded=pool.excluded,
+        nothing_fits=nothing_fits,
+        snapshot_source=dict(snapshot.source, file=snapshot.origin),
+        notes=tuple(_notes(query, task, metric, shown, best, pool.excluded)),
+        memory=query.memory,
+        breakdowns=pool.breakdowns,
+    )
 
+
+def _candidates(
+    query: Query, runs: list[BenchmarkRun], registry: Registry, bench: BenchmarkDef, metric: MetricDef
+) -> _Candidates:
     methods = {r.id: registry.resolve(r.method) for r in runs}
     breakdowns: dict[str, Breakdown] = {}
     if query.memory is not None:
         if bench.domain != "llm":
             raise UserError("the memory model covers language models (MetaMathQA); drop --model and the setup flags")
-        runs, breakdowns = project(list(runs), query.memory)
+        runs, breakdowns = project(runs, query.memory)
     caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}
     excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0, "quantization": 0}
     quant = query.memory.setup.quant if query.memory is not None else "none"
-    candidates = []
+    kept = []
     for run in runs:
         if quant != "none" and not _trains_on_quantized(methods[run.id]):
             excluded["quantization"] += 1
@@ -302,21 +346,25 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         elif run.metrics.get(metric.key) is None:
             excluded["no_metric"] += 1
         else:
-            candidates.append(run)
-    budget_bytes = query.vram_gib * GIB
-    fitting = [r for r in candidates if r.peak_memory_bytes <= budget_bytes]
-    excluded["over_budget"] = len(candidates) - len(fitting)
-
-    if not candidates:
+            kept.append(run)
+    if not kept:
         raise UserError(
             f"no {bench.key} run meets --require {','.join(query.require)}; drop a requirement or pick another task"
         )
-    nothing_fits = None
-    if not fitting:
-        smallest = min(candidates, key=lambda r: r.peak_memory_bytes)
-        nothing_fits = NothingFits(smallest, smallest.peak_memory_gib - query.vram_gib)
+    fitting = [r for r in kept if r.peak_memory_bytes <= query.vram_gib * GIB]
+    excluded["over_budget"] = len(kept) - len(fitting)
+    return _Candidates(kept, fitting, methods, caps, excluded, breakdowns)
 
-    points = [(_oriented(metric, r.metrics[metric.key]), float(r.peak_memory_bytes)) for r in fitting]  # type: ignore[arg-type]
+
+def _rows(query: Query, pool: _Candidates, metric: MetricDef, setup: BenchmarkSetup) -> list[Row]:
+    """The fitting runs (best per method unless --all-variants) in the objective's order, each with its
+    frontier flag, noise verdict against the best row and far-below mark."""
+
+    def score_of(run: BenchmarkRun) -> float:
+        return run.metrics[metric.key]  # type: ignore[return-value]  # _candidates kept scored runs only
+
+    fitting = pool.fitting
+    points = [(_oriented(metric, score_of(r)), float(r.peak_memory_bytes)) for r in fitting]
     layer_of = {r.id: layer for r, layer in zip(fitting, pareto_layers(points), strict=True)}
     key = _sort_key(query.objective, metric, layer_of)
     if query.all_variants:
@@ -327,29 +375,35 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
             best_per_method.setdefault(run.method, run)
         chosen = list(best_per_method.values())
     chosen.sort(key=key)
-
-    frontier = pareto_flags([(_oriented(metric, r.metrics[metric.key]), float(r.peak_memory_bytes)) for r in chosen])  # type: ignore[arg-type]
-    best_run = max(chosen, key=lambda r: _oriented(metric, r.metrics[metric.key]), default=None)  # type: ignore[arg-type]
-    best_oriented = _oriented(metric, best_run.metrics[metric.key]) if best_run else 0.0  # type: ignore[arg-type]
+    frontier = pareto_flags([(_oriented(metric, score_of(r)), float(r.peak_memory_bytes)) for r in chosen])
+    best_run = max(chosen, key=lambda r: _oriented(metric, score_of(r)), default=None)
+    best_score = score_of(best_run) if best_run else None
     best_se = score_se(best_run, metric, setup) if best_run else None
     rows: list[Row] = []
     for position, (run, on_front) in enumerate(zip(chosen, frontier, strict=True), start=1):
-        score = run.metrics[metric.key]
-        assert score is not None
+        score = score_of(run)
         se = score_se(run, metric, setup)
-        gap = best_oriented - _oriented(metric, score)
+        gap = (_oriented(metric, best_score) if best_score is not None else 0.0) - _oriented(metric, score)
         if metric.noise is None:
             within = False  # no noise model: the rule says no row is flagged, the best one included
         else:
             within = run is best_run or (
                 se is not None and best_se is not None and gap <= Z_95 * math.hypot(best_se, se)
             )
-        far = is_far_below(metric, score, best_run.metrics[metric.key] if best_run else None)  # type: ignore[arg-type]
-        rows.append(Row(position, run, methods[run.id], score, se, on_front, within, gap, caps[run.id], far))
-    best = next((row for row in rows if row.run is best_run), None)
+        far = is_far_below(metric, score, best_score)
+        rows.append(Row(position, run, pool.methods[run.id], score, se, on_front, within, gap, pool.caps[run.id], far))
+    return rows
 
-    lora = _lora_standing(candidates, {r.id for r in fitting}, rows, best, metric, setup)
-    shown = rows[: query.top] if query.top else rows
+
+def _notes(
+    query: Query,
+    task: TaskChoice,
+    metric: MetricDef,
+    shown: list[Row],
+    best: Row | None,
+    excluded: dict[str, int],
+) -> list[str]:
+    """What the table alone would let a reader get wrong: stand-in tasks, far-below rows, predictions."""
     notes = [task.note] if task.note else []
     far = [row for row in shown if row.far_below]
     if far and best is not None:
@@ -361,12 +415,11 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
         )
     if query.memory is not None:
         request = query.memory
-        what = (
-            "every sequence at --seq-len (the worst step)" if request.setup.mode == "peak" else "a 99th-percentile step"
-        )
+        peak = request.setup.mode == "peak"
+        what = "every sequence at --seq-len (the worst step)" if peak else "a 99th-percentile step"
         notes.append(
             f"memory figures are PREDICTIONS for {request.describe()}: {what}, by the memory model "
-            f"calibrated on each run's measured {'peak' if request.setup.mode == 'peak' else '99th-percentile'} "
+            f"calibrated on each run's measured {'peak' if peak else '99th-percentile'} "
             "reserved memory (--explain shows the terms); the CUDA context adds ~0.3–0.5 GiB on top"
         )
         if request.model_given:
@@ -384,24 +437,7 @@ def recommend(query: Query, snapshot: Snapshot, registry: Registry) -> Recommend
             "peak memory is PyTorch's peak reserved memory over the whole run, including evaluation "
             "(generation at batch 50); the CUDA context adds ~0.3–0.5 GiB on top"
         )
-    return Recommendation(
-        query=query,
-        task=task,
-        benchmark=bench,
-        setup=setup,
-        metric=metric,
-        rows=tuple(shown),
-        ranked=tuple(rows),
-        best=best,
-        lora=lora,
-        noise_rule=noise_rule(metric, setup),
-        excluded=excluded,
-        nothing_fits=nothing_fits,
-        snapshot_source=dict(snapshot.source, file=snapshot.origin),
-        notes=tuple(notes),
-        memory=query.memory,
-        breakdowns=breakdowns,
-    )
+    return notes
 
 
 def _trains_on_quantized(method: MethodInfo) -> bool:

@@ -41,6 +41,7 @@ def _recommend(vram: float | None, task: str, model: str, quant: str, objective:
 
 
 def build_app() -> Any:
+    """The four tabs, each laid out by its own function; every button calls one :mod:`space.callbacks` function."""
     import gradio as gr
 
     with gr.Blocks(title="peft-advisor") as app:
@@ -49,103 +50,132 @@ def build_app() -> Any:
             "(and, with a model id, the memory model's predictions for it)."
         )
         with gr.Tab("Recommend"):
-            with gr.Row():
-                vram = gr.Number(label="GPU memory budget (GiB)", value=24, minimum=0, elem_id="vram")
-                task = gr.Dropdown(list(vocabulary.MENU_TASKS), value="math", label="Task", elem_id="task")
-                objective = gr.Dropdown(list(vocabulary.OBJECTIVES), value="score", label="Objective")
-            with gr.Row():
-                model = gr.Textbox(
-                    label="Your model (Hub id or folder, optional)", placeholder="meta-llama/Llama-3.1-8B"
-                )
-                quant = gr.Radio(list(vocabulary.QUANT_CHOICES), value="none", label="Base precision")
-                require = gr.CheckboxGroup(list(vocabulary.REQUIREMENTS), label="Required capabilities")
-            submit = gr.Button("Rank methods", variant="primary", elem_id="rank")
-            table = gr.Dataframe(label="Ranking", interactive=False, wrap=True, elem_id="ranking")
-            plot = gr.Plot(label="Score vs memory")
-            notes = gr.Markdown(elem_id="notes")
-            with gr.Row():
-                method = gr.Dropdown([], label="Config snippet of", elem_id="snippet-method")
-            snippet = gr.Code(language="python", label="PEFT config (copy and run)")
-            submit.click(_recommend, [vram, task, model, quant, objective, require], [table, plot, method, notes])
-            method.change(callbacks.config_snippet, [vram, task, method], [snippet])
+            _recommend_tab()
         with gr.Tab("Hub statistics"):
-            usage_info = gr.Markdown(elem_id="usage-info")
-            with gr.Row():
-                usage_table = gr.Dataframe(label="Share per technique", interactive=False)
-                usage_plot = gr.Plot(label="Shares and trend")
-            with gr.Row():
-                limit = gr.Number(value=callbacks.REFRESH_LIMIT, label="Repos to scan", precision=0)
-                refresh = gr.Button("Refresh from the Hub")
-            outputs = [usage_info, usage_table, usage_plot]
-
-            def _refresh_with_progress(limit: float, progress: Any = gr.Progress()) -> tuple:  # noqa: B008
-                return _refresh_usage(limit, progress)
-
-            app.load(_usage, None, outputs)
-            refresh.click(_refresh_with_progress, [limit], outputs)
+            _usage_tab(app)
         with gr.Tab("Quick trial"):
-            gr.Markdown(
-                "Train a few candidates briefly on your data under the same budget and see which wins. "
-                f"Limits here: {callbacks.SPACE_MAX_CANDIDATES} candidates, {callbacks.SPACE_MAX_STEPS} steps, "
-                f"{callbacks.SPACE_MAX_ROWS:,} rows. Without an upload the shipped sentiment sample is used."
-            )
-            with gr.Row():
-                trial_data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, or prompt/response)")
-                trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
-            with gr.Row():
-                trial_candidates = gr.CheckboxGroup(
-                    list(vocabulary.SPACE_TRIAL_METHODS),
-                    value=["lora", "oft", "ia3"],
-                    label="Candidates",
-                    elem_id="candidates",
-                )
-                trial_steps = gr.Slider(
-                    1, callbacks.SPACE_MAX_STEPS, value=20, step=1, label="Steps per candidate", elem_id="trial-steps"
-                )
-            run_trial_button = gr.Button("Run the trial", variant="primary", elem_id="trial")
-            trial_message = gr.Markdown(elem_id="trial-message")
-            trial_table = gr.Dataframe(label="Leaderboard", interactive=False, wrap=True, elem_id="leaderboard")
-            trial_plot = gr.Image(label="Score vs peak memory", type="filepath")
-            trial_winner = gr.File(label="Winner's adapter (zip)")
-
-            def _trial_with_progress(
-                data: Any,
-                model: str,
-                candidates: list[str],
-                steps: float,
-                progress: Any = gr.Progress(),  # noqa: B008
-            ) -> tuple:
-                return _trial(data, model, candidates, steps, progress)
-
-            run_trial_button.click(
-                _trial_with_progress,
-                [trial_data, trial_model, trial_candidates, trial_steps],
-                [trial_message, trial_table, trial_plot, trial_winner],
-            )
+            _trial_tab()
         with gr.Tab("Convert to LoRA"):
-            gr.Markdown(
-                "Export an OFT / BOFT / HRA / IA³ / LoHa / ... adapter to a plain LoRA adapter that vLLM, "
-                "Diffusers and llama.cpp load. Safetensors only; a .zip of the adapter folder or its files."
-            )
-            with gr.Row():
-                hub_id = gr.Textbox(label="Hub adapter id", placeholder="user/my-oft-adapter")
-                files = gr.File(
-                    label="…or upload the adapter (.zip, or adapter_config.json + adapter_model.safetensors)",
-                    file_count="multiple",
-                    elem_id="adapter-upload",
-                )
-            with gr.Row():
-                target = gr.Radio(list(vocabulary.CONSUMER_TARGETS), value="vllm", label="Who will load it")
-                rank = gr.Number(label="Rank", value=64, precision=0, minimum=1)
-                base = gr.Textbox(label="Base model (empty: from the adapter)")
-            run_convert = gr.Button("Convert", variant="primary", elem_id="convert")
-            convert_message = gr.Markdown(elem_id="convert-message")
-            convert_report = gr.Code(label="Report", language=None, elem_id="convert-report")
-            convert_file = gr.File(label="Converted LoRA (zip)")
-            run_convert.click(
-                _convert, [hub_id, files, target, rank, base], [convert_message, convert_report, convert_file]
-            )
+            _convert_tab()
     return app
+
+
+def _recommend_tab() -> None:
+    import gradio as gr
+
+    with gr.Row():
+        vram = gr.Number(label="GPU memory budget (GiB)", value=24, minimum=0, elem_id="vram")
+        task = gr.Dropdown(list(vocabulary.MENU_TASKS), value="math", label="Task", elem_id="task")
+        objective = gr.Dropdown(list(vocabulary.OBJECTIVES), value="score", label="Objective")
+    with gr.Row():
+        model = gr.Textbox(label="Your model (Hub id or folder, optional)", placeholder="meta-llama/Llama-3.1-8B")
+        quant = gr.Radio(list(vocabulary.QUANT_CHOICES), value="none", label="Base precision")
+        require = gr.CheckboxGroup(list(vocabulary.REQUIREMENTS), label="Required capabilities")
+    submit = gr.Button("Rank methods", variant="primary", elem_id="rank")
+    table = gr.Dataframe(label="Ranking", interactive=False, wrap=True, elem_id="ranking")
+    plot = gr.Plot(label="Score vs memory")
+    notes = gr.Markdown(elem_id="notes")
+    with gr.Row():
+        method = gr.Dropdown([], label="Config snippet of", elem_id="snippet-method")
+    snippet = gr.Code(language="python", label="PEFT config (copy and run)")
+    submit.click(_recommend, [vram, task, model, quant, objective, require], [table, plot, method, notes])
+    method.change(callbacks.config_snippet, [vram, task, method], [snippet])
+
+
+def _usage_tab(app: Any) -> None:
+    import gradio as gr
+
+    usage_info = gr.Markdown(elem_id="usage-info")
+    with gr.Row():
+        usage_table = gr.Dataframe(label="Share per technique", interactive=False)
+        usage_plot = gr.Plot(label="Shares and trend")
+    with gr.Row():
+        limit = gr.Number(value=callbacks.REFRESH_LIMIT, label="Repos to scan", precision=0)
+        refresh = gr.Button("Refresh from the Hub")
+    outputs = [usage_info, usage_table, usage_plot]
+
+    def _refresh_with_progress(limit: float, progress: Any = gr.Progress()) -> tuple:  # noqa: B008
+        return _refresh_usage(limit, progress)
+
+    app.load(_usage, None, outputs)
+    refresh.click(_refresh_with_progress, [limit], outputs)
+
+
+def _trial_tab() -> None:
+    import gradio as gr
+
+    gr.Markdown(
+        "Train a few candidates briefly on your data under the same budget and see which wins. "
+        f"Limits here: {callbacks.SPACE_MAX_CANDIDATES} candidates, {callbacks.SPACE_MAX_STEPS} steps, "
+        f"{callbacks.SPACE_MAX_ROWS:,} rows. Without an upload the shipped sentiment sample is used."
+    )
+    with gr.Row():
+        trial_data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, or prompt/response)")
+        trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
+    with gr.Row():
+        trial_candidates = gr.CheckboxGroup(
+            list(vocabulary.SPACE_TRIAL_METHODS), value=["lora", "oft", "ia3"], label="Candidates", elem_id="candidates"
+        )
+        trial_steps = gr.Slider(
+            1, callbacks.SPACE_MAX_STEPS, value=20, step=1, label="Steps per candidate", elem_id="trial-steps"
+        )
+    run_trial_button = gr.Button("Run the trial", variant="primary", elem_id="trial")
+    trial_message = gr.Markdown(elem_id="trial-message")
+    trial_table = gr.Dataframe(label="Leaderboard", interactive=False, wrap=True, elem_id="leaderboard")
+    trial_plot = gr.Image(label="Score vs peak memory", type="filepath")
+    trial_winner = gr.File(label="Winner's adapter (zip)")
+    workspace = gr.State(None)  # the request's temporary folder, removed once the response is sent
+
+    def _trial_with_progress(
+        data: Any,
+        model: str,
+        candidates: list[str],
+        steps: float,
+        progress: Any = gr.Progress(),  # noqa: B008
+    ) -> tuple:
+        return _trial(data, model, candidates, steps, progress)
+
+    run_trial_button.click(
+        _trial_with_progress,
+        [trial_data, trial_model, trial_candidates, trial_steps],
+        [trial_message, trial_table, trial_plot, trial_winner, workspace],
+    ).then(_cleanup, [workspace], [workspace])
+
+
+def _convert_tab() -> None:
+    import gradio as gr
+
+    gr.Markdown(
+        "Export an OFT / BOFT / HRA / IA³ / LoHa / ... adapter to a plain LoRA adapter that vLLM, "
+        "Diffusers and llama.cpp load. Safetensors only; a .zip of the adapter folder or its files."
+    )
+    with gr.Row():
+        hub_id = gr.Textbox(label="Hub adapter id", placeholder="user/my-oft-adapter")
+        files = gr.File(
+            label="…or upload the adapter (.zip, or adapter_config.json + adapter_model.safetensors)",
+            file_count="multiple",
+            elem_id="adapter-upload",
+        )
+    with gr.Row():
+        target = gr.Radio(list(vocabulary.CONSUMER_TARGETS), value="vllm", label="Who will load it")
+        rank = gr.Number(label="Rank", value=64, precision=0, minimum=1)
+        base = gr.Textbox(label="Base model (empty: from the adapter)")
+    run_convert = gr.Button("Convert", variant="primary", elem_id="convert")
+    convert_message = gr.Markdown(elem_id="convert-message")
+    convert_report = gr.Code(label="Report", language=None, elem_id="convert-report")
+    convert_file = gr.File(label="Converted LoRA (zip)")
+    workspace = gr.State(None)
+    run_convert.click(
+        _convert, [hub_id, files, target, rank, base], [convert_message, convert_report, convert_file, workspace]
+    ).then(_cleanup, [workspace], [workspace])
+
+
+def _cleanup(workspace: str | None) -> None:
+    """Runs after Gradio has sent the response (and copied its files into its own cache)."""
+    from space.workspace import remove_workspace
+
+    remove_workspace(workspace)
+    return None
 
 
 def _trial(data: Any, model: str, candidates: list[str], steps: float, progress: Any = None) -> tuple:
@@ -167,9 +197,10 @@ def _trial(data: Any, model: str, candidates: list[str], steps: float, progress:
     path = getattr(data, "name", data) if data else None
     result = callbacks.trial(path, model, candidates, int(steps or 0), on_event)
     if result.message:
-        return f"**Error:** {result.message}", gr.update(value=None), None, None
+        return f"**Error:** {result.message}", gr.update(value=None), None, None, None
     text = "\n\n".join(result.lines)
-    return text, gr.update(value=result.rows, headers=result.headers), result.plot, result.winner_zip
+    table = gr.update(value=result.rows, headers=result.headers)
+    return text, table, result.plot, result.winner_zip, result.workspace
 
 
 def _convert(hub_id: str, files: list[Any] | None, target: str, rank: float | None, base: str) -> tuple:
@@ -178,7 +209,7 @@ def _convert(hub_id: str, files: list[Any] | None, target: str, rank: float | No
     message = f"**Error:** {result.message}" if result.message else "Converted."
     if result.serve_command:
         message += f"\n\nServe it: `{result.serve_command}`"
-    return message, result.report, result.download
+    return message, result.report, result.download, result.workspace
 
 
 def _show_usage(result: callbacks.UsageResult) -> tuple:

@@ -152,6 +152,7 @@ class ConvertTabResult:
     download: str | None = None  # a zip of the converted LoRA folder
     serve_command: str | None = None
     message: str = ""
+    workspace: str | None = None  # this request's temporary folder: the page removes it once sent
 
 
 def convert(
@@ -163,21 +164,21 @@ def convert(
 ) -> ConvertTabResult:
     """The Convert tab: ``peft-advise convert SRC OUT --for TARGET [--rank R] [--base-model M]``, zipped."""
     import shutil
-    import tempfile
 
     from advisor.output import convert_view
     from converters.convert import ConversionRejected, ConvertOptions, convert_adapter
     from space.uploads import adapter_folder
+    from space.workspace import new_workspace, remove_workspace
 
+    work = new_workspace("convert")
     try:
         source = (hub_id or "").strip()
         if uploaded:
             if source:
                 raise UserError("give a Hub adapter id or upload files, not both")
-            source = str(adapter_folder([Path(p) for p in uploaded]))
+            source = str(adapter_folder([Path(p) for p in uploaded], into=work / "upload"))
         if not source:
             raise UserError("enter a Hub adapter id (user/my-oft-adapter) or upload the adapter")
-        work = Path(tempfile.mkdtemp(prefix="peft-advisor-convert-"))
         out = work / "lora"
         options = ConvertOptions(
             rank=int(rank) if rank else None,
@@ -188,11 +189,16 @@ def convert(
         try:
             result = convert_adapter(source, out, options)
         except ConversionRejected as rejected:
+            remove_workspace(work)
             lines = convert_view.result_lines(rejected.result)
             return ConvertTabResult(report="\n".join(lines), message=rejected.reason)
+        archive = shutil.make_archive(str(work / "lora-adapter"), "zip", root_dir=out)
     except UserError as exc:
+        remove_workspace(work)
         return ConvertTabResult(message=str(exc))
-    archive = shutil.make_archive(str(work / "lora-adapter"), "zip", root_dir=out)
+    except BaseException:
+        remove_workspace(work)
+        raise
     report = "\n".join(convert_view.result_lines(result))
     serve = result.check.serve_command if result.check is not None else None
     passed = result.check is None or result.check.passed
@@ -201,6 +207,7 @@ def convert(
         download=archive,
         serve_command=serve,
         message="" if passed else f"written, but not ready for {options.target}: see the findings below",
+        workspace=str(work),
     )
 
 
@@ -212,6 +219,7 @@ class TrialTabResult:
     lines: list[str] = field(default_factory=list)
     winner_zip: str | None = None
     message: str = ""
+    workspace: str | None = None  # this request's temporary folder: the page removes it once sent
 
 
 # A free CPU Space: a few candidates, a few dozen steps, a few thousand rows.
@@ -240,13 +248,14 @@ def trial(
 ) -> TrialTabResult:
     """The Quick trial tab: ``peft-advise trial --data D --model M --candidates C --steps N`` within Space limits."""
     import shutil
-    import tempfile
 
     from advisor.output import trial_view
     from advisor.trial.data import SAMPLE_DATASET, load_trial_data
     from advisor.trial.run import TrialRequest, run_trial
     from space.uploads import data_file
+    from space.workspace import new_workspace, remove_workspace
 
+    out = new_workspace("trial")
     try:
         chosen = [c for c in (candidates or []) if c]
         if not chosen:
@@ -260,7 +269,6 @@ def trial(
         rows = load_trial_data(location)
         if len(rows.train) + len(rows.eval) > SPACE_MAX_ROWS:
             raise UserError(f"{len(rows.train) + len(rows.eval):,} rows; at most {SPACE_MAX_ROWS:,} here")
-        out = Path(tempfile.mkdtemp(prefix="peft-advisor-trial-"))
         request = TrialRequest(
             data=location,
             model=(model or "").strip() or default_trial_model(),
@@ -272,7 +280,11 @@ def trial(
         )
         report = run_trial(request, progress)
     except UserError as exc:
+        remove_workspace(out)
         return TrialTabResult(message=str(exc))
+    except BaseException:
+        remove_workspace(out)
+        raise
     table = trial_view.leaderboard_table(report)
     try:
         plot = str(trial_view.trial_plot(report, out / "trial.png"))
@@ -289,4 +301,5 @@ def trial(
         plot=plot,
         lines=lines,
         winner_zip=archive,
+        workspace=str(out),
     )

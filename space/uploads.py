@@ -53,7 +53,7 @@ def _is_link_or_special(info: zipfile.ZipInfo) -> bool:
     return kind not in (0, stat.S_IFREG, stat.S_IFDIR)
 
 
-def extract_zip(archive: Path, allowed: tuple[str, ...] = ADAPTER_SUFFIXES) -> Path:
+def extract_zip(archive: Path, allowed: tuple[str, ...] = ADAPTER_SUFFIXES, *, into: Path | None = None) -> Path:
     """Unpack ``archive`` into a new temporary folder after checking every member; return the folder."""
     archive = Path(archive)
     check_size(archive, MAX_UPLOAD_BYTES, archive.name)
@@ -82,7 +82,7 @@ def extract_zip(archive: Path, allowed: tuple[str, ...] = ADAPTER_SUFFIXES) -> P
                 )
             if suffix not in allowed:
                 raise UserError(f"refused: {member.filename}: only {', '.join(allowed)} files are accepted")
-        target = Path(tempfile.mkdtemp(prefix="peft-advisor-upload-"))
+        target = _fresh_folder(into)
         try:
             for member in members:
                 destination = target.joinpath(*_safe_member(member.filename).parts)
@@ -102,15 +102,16 @@ def extract_zip(archive: Path, allowed: tuple[str, ...] = ADAPTER_SUFFIXES) -> P
     return target
 
 
-def adapter_folder(paths: list[Path]) -> Path:
-    """The uploaded adapter as a folder: one zip, or loose files (adapter_config.json + weights)."""
+def adapter_folder(paths: list[Path], *, into: Path | None = None) -> Path:
+    """The uploaded adapter as a folder (under ``into``, a request's workspace, when given): one zip, or
+    loose files (adapter_config.json + weights)."""
     paths = [Path(p) for p in paths if p]
     if not paths:
         raise UserError("upload an adapter: a .zip of its folder, or adapter_config.json and adapter_model.safetensors")
     if len(paths) == 1 and paths[0].suffix.lower() == ".zip":
-        root = extract_zip(paths[0])
+        root = extract_zip(paths[0], into=into)
     else:
-        root = Path(tempfile.mkdtemp(prefix="peft-advisor-upload-"))
+        root = _fresh_folder(into)
         for path in paths:
             name = Path(path).name
             if Path(name).suffix.lower() in PICKLE_SUFFIXES:
@@ -127,6 +128,14 @@ def adapter_folder(paths: list[Path]) -> Path:
         found = "none" if not configs else f"{len(configs)}"
         raise UserError(f"the upload must hold exactly one adapter_config.json (found {found})")
     return configs[0].parent
+
+
+def _fresh_folder(into: Path | None) -> Path:
+    """``into`` (created, and empty), or a new temporary folder of our own."""
+    if into is None:
+        return Path(tempfile.mkdtemp(prefix="peft-advisor-upload-"))
+    into.mkdir(parents=True, exist_ok=False)
+    return into
 
 
 def data_file(path: Path) -> Path:

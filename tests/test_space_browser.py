@@ -51,7 +51,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def space_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def space_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app's TMPDIR: every request's folder must be gone from it once the response is sent."""
+    return tmp_path_factory.mktemp("space-tmp")
+
+
+def _request_folders_left(space_tmp: Path) -> list[str]:
+    """The app's peft-advisor-* folders, after giving the page's clean-up event a moment to run."""
+    deadline = time.monotonic() + 15
+    while True:
+        left = sorted(p.name for p in space_tmp.glob("peft-advisor-*"))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.25)
+
+
+@pytest.fixture(scope="module")
+def space_url(tmp_path_factory: pytest.TempPathFactory, space_tmp: Path) -> Iterator[str]:
     port = _free_port()
     home = tmp_path_factory.mktemp("space-home")
     env = {
@@ -59,6 +75,7 @@ def space_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "PEFT_ADVISOR_HOME": str(home),
+        "TMPDIR": str(space_tmp),
     }
     log = open(home / "space.log", "w")  # noqa: SIM115 - closed in the teardown below
     proc = subprocess.Popen(
@@ -100,13 +117,13 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(space_url, wait_until="networkidle")
-            tabs = [page.get_by_role("tab", name=name).count() for name in TABS]
+            page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
             page.locator("#vram input").fill("24")
             page.locator("#rank").click()
             page.wait_for_function(
                 "() => (document.querySelector('#notes')?.innerText || '').includes('Task: math')", timeout=60_000
             )
+            tabs = [page.get_by_role("tab", name=name).count() for name in TABS]  # the page has rendered
             # Gradio's dataframe draws its rows as a virtual grid; its own test ids name each cell.
             cells = [page.locator(f'#ranking [data-testid="cell-0-{col}"]').inner_text() for col in range(3)]
             page.screenshot(path=str(ARTIFACTS / "space-recommend.png"))
@@ -118,7 +135,7 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
     assert (ARTIFACTS / "space-recommend.png").stat().st_size > 10_000
 
 
-def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Path) -> None:
+def test_a_malicious_upload_is_refused_in_the_page(space_url: str, space_tmp: Path, tmp_path: Path) -> None:
     """A zip that writes outside its folder: the page says why, no stack trace, nothing converted."""
     import zipfile
 
@@ -133,7 +150,7 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Pat
         browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(space_url, wait_until="networkidle")
+            page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
             page.get_by_role("tab", name="Convert to LoRA").click()
             page.locator("#adapter-upload input[type=file]").set_input_files(str(evil))
             page.locator("#adapter-upload").get_by_text("adapter.zip").wait_for(timeout=30_000)  # uploaded
@@ -148,9 +165,10 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, tmp_path: Pat
             browser.close()
     assert "refused" in message and "outside the archive" in message
     assert "Traceback" not in message
+    assert _request_folders_left(space_tmp) == []
 
 
-def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str) -> None:
+def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str, space_tmp: Path) -> None:
     """One candidate, two steps on the shipped sample and MiniLM: progress, then the leaderboard and the winner."""
     from playwright.sync_api import sync_playwright
 
@@ -159,7 +177,7 @@ def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str) -> None:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
-            page.goto(space_url, wait_until="networkidle")
+            page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
             page.get_by_role("tab", name="Quick trial").click()
             for name in ("oft", "ia3"):  # leave LoRA alone: the quickest trial that still ranks
                 page.locator("#candidates").get_by_label(name, exact=True).uncheck()
@@ -177,3 +195,4 @@ def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str) -> None:
             browser.close()
     assert "Winner: lora" in message and "2 steps" in message, message[:500]
     assert first.startswith("lora")
+    assert _request_folders_left(space_tmp) == []  # removed once the leaderboard and the zip were sent

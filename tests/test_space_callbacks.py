@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_memory_model import LLAMA_8B
 from typer.testing import CliRunner
 
@@ -120,11 +121,32 @@ def test_hub_refresh_scans_a_loopback_hub_and_saves(tmp_path: Path) -> None:
     assert "between 1 and 5,000" in callbacks.refresh_hub_statistics(0).message
 
 
-def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(tiny_llama: Path, tmp_path: Path) -> None:
+def _request_folders() -> list[str]:
+    import tempfile
+
+    return sorted(p.name for p in Path(tempfile.gettempdir()).glob("peft-advisor-*"))
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A TMPDIR of this test's own, so leftover request folders can be counted."""
+    import tempfile
+
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(
+    tiny_llama: Path, tmp_path: Path, private_tmp: Path
+) -> None:
     import shutil
     import zipfile
 
     from adapter_factory import make_adapter
+
+    from space.workspace import remove_workspace
 
     folder = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
     archive = shutil.make_archive(str(tmp_path / "oft-upload"), "zip", root_dir=folder)
@@ -133,6 +155,11 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(tiny_llama
     assert "fidelity" in result.report and result.serve_command and "vllm serve" in result.serve_command
     with zipfile.ZipFile(result.download) as bundle:
         assert {"adapter_config.json", "adapter_model.safetensors"} <= set(bundle.namelist())
+    assert Path(result.download).is_relative_to(result.workspace) and _request_folders() == [
+        Path(result.workspace).name
+    ]
+    remove_workspace(result.workspace)  # what the page does once the response is sent
+    assert _request_folders() == []
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as bundle:
         bundle.writestr("adapter_config.json", "{}")
@@ -141,9 +168,14 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(tiny_llama
     assert "outside the archive" in refused.message and refused.download is None
     assert "not both" in callbacks.convert("user/x", [archive]).message
     assert "enter a Hub adapter id" in callbacks.convert("", []).message
+    assert _request_folders() == []  # a failed request cleans up after itself
+    outside = tmp_path / "peft-advisor-not-a-workspace"
+    outside.mkdir()
+    remove_workspace(outside)  # only folders in TMPDIR named like ours are ever removed
+    assert outside.is_dir()
 
 
-def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Path) -> None:
+def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Path, private_tmp: Path) -> None:
     events = []
     result = callbacks.trial(None, str(minilm), ["lora", "ia3"], 3, events.append, isolate=False)
     assert not result.message, result.message
@@ -151,6 +183,11 @@ def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Pa
     assert Path(result.plot).read_bytes()[:4] == b"\x89PNG" and Path(result.winner_zip).is_file()
     assert any(e.kind == "step" for e in events) and any("Winner:" in line for line in result.lines)
     assert "at most 4 candidates" in callbacks.trial(None, str(minilm), list(vocabulary.SPACE_TRIAL_METHODS), 3).message
+    assert _request_folders() == [Path(result.workspace).name]  # the failed one left nothing
+    from space.workspace import remove_workspace
+
+    remove_workspace(result.workspace)
+    assert _request_folders() == []
     assert "between 1 and 60" in callbacks.trial(None, str(minilm), ["lora"], 500).message
     assert "pick at least one" in callbacks.trial(None, str(minilm), [], 3).message
     notes = tmp_path / "notes.txt"

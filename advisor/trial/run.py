@@ -117,16 +117,59 @@ def _trainer(request: TrialRequest) -> Callable[..., CandidateResult]:
     return train_candidate
 
 
-def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None = None) -> TrialReport:
-    """Train the planned candidates (resuming finished ones from ``request.out``) and rank them."""
-    from advisor.benchmarks.store import load_snapshot
-    from advisor.methods.registry import load_registry
-    from advisor.trial.candidates import build_candidate, module_names
+@dataclass
+class _Prepared:
+    """Stage 1: everything checked before the first minute of training (data, model, plan, device)."""
 
+    data: TrialData
+    plan: TrialPlan
+    device: str
+    module_names: list[str]
+    notes: list[str]
+
+
+@dataclass
+class _Built:
+    """Stage 2: the candidates that build on the user's model, and the one budget they all get."""
+
+    runs: list[Any]  # PlannedRun
+    candidates: list[Any]  # advisor.trial.candidates.Candidate
+    budget: TrainBudget
+
+
+def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None = None) -> TrialReport:
+    """Train the planned candidates (resuming finished ones from ``request.out``) and rank them.
+
+    Named stages: prepare (checks, plan) → build (configs on the user's model, the step budget) → train
+    (each candidate, or its stored result) → rank.
+    """
     _validate(request)
     emit = events or (lambda event: None)
-    device = resolve_device(request.device)
     train = _trainer(request)  # early: the training processes' imports overlap with the checks below
+    prepared = _prepare(request)
+    built = _build(request, prepared, train, emit)
+    store = TrialStore(request.out, setup_record(request.model, prepared.data, built.budget), fresh=request.fresh)
+    entries = _train_all(request, prepared, built, store, train, emit)
+    data = prepared.data
+    board = rank_entries(entries, data.kind == "classification", eval_rows=len(data.eval))
+    text, command = next_step(board, request.model, data.kind)
+    notes = prepared.notes
+    if any(e.resumed for e in entries):
+        notes.append(
+            f"resumed from {store.path}: {', '.join(e.name for e in entries if e.resumed)} "
+            "finished earlier with the same setup (pass --fresh to retrain)"
+        )
+    return TrialReport(request, data, prepared.plan, built.budget, entries, board, store.path, text, command, notes)
+
+
+def _prepare(request: TrialRequest) -> _Prepared:
+    from advisor.benchmarks.store import load_snapshot
+    from advisor.memory.shapes import read_model_config
+    from advisor.methods.registry import load_registry
+    from advisor.trial.candidates import module_names
+    from advisor.trial.data import check_fits_model
+
+    device = resolve_device(request.device)
     data = load_trial_data(
         request.data,
         eval_fraction=request.eval_fraction,
@@ -134,55 +177,74 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
         text_column=request.text_column,
         label_column=request.label_column,
     )
-    from advisor.memory.shapes import read_model_config
-    from advisor.trial.data import check_fits_model
-
     check_fits_model(data, read_model_config(request.model), request.model)
-    registry = load_registry()
     plan = plan_trial(
         load_snapshot(),
-        registry,
+        load_registry(),
         task=request.task,
         vram_gib=request.vram_gib,
         candidates=request.candidates,
         top=request.top,
         memory=_trial_memory(request, data),
     )
-    names = module_names(request.model)
-    notes = list(plan.notes)
+    return _Prepared(data, plan, device, module_names(request.model), list(plan.notes))
+
+
+def _build(
+    request: TrialRequest, prepared: _Prepared, train: Callable[..., CandidateResult], emit: Callable[..., None]
+) -> _Built:
+    """Every candidate's config on the user's model, and the step count (``--minutes``: timed on the baseline)."""
+    from advisor.trial.candidates import build_candidate
+
+    data, plan, names = prepared.data, prepared.plan, prepared.module_names
     steps = request.steps or DEFAULT_STEPS
     started = time.perf_counter()
     if request.minutes is not None:
-        baseline = build_candidate(plan.runs[0].run, request.model, data.kind, PROBE_STEPS, names)
-        emit(TrialEvent("probe", plan.runs[0].name, total=PROBE_STEPS))
-        probe_budget = TrainBudget(PROBE_STEPS, request.batch_size, seed=request.seed, device=device)
+        first = plan.runs[0]
+        baseline = build_candidate(first.run, request.model, data.kind, PROBE_STEPS, names)
+        emit(TrialEvent("probe", first.name, total=PROBE_STEPS))
         probe = train(
             request.model,
             data,
             baseline.method,
             baseline.config,
             baseline.learning_rate * request.lr_scale,
-            probe_budget,
-            on_step=lambda step, loss: emit(TrialEvent("step", plan.runs[0].name, step, PROBE_STEPS, loss)),
+            TrainBudget(PROBE_STEPS, request.batch_size, seed=request.seed, device=prepared.device),
+            on_step=lambda step, loss: emit(TrialEvent("step", first.name, step, PROBE_STEPS, loss)),
         )
         spent = time.perf_counter() - started  # the probe is part of the time budget
         steps, note = steps_for_minutes(request.minutes, len(plan.runs), probe, probe_s=spent)
-        notes.append(note)
-    budget = TrainBudget(steps=steps, batch_size=request.batch_size, seed=request.seed, device=device)
-    runs, built = [], []
+        prepared.notes.append(note)
+    runs, candidates = [], []
     for planned in plan.runs:
         try:
-            built.append(build_candidate(planned.run, request.model, data.kind, steps, names))
+            candidates.append(build_candidate(planned.run, request.model, data.kind, steps, names))
             runs.append(planned)
         except UserError as exc:
             if planned.why.startswith("recommender"):  # the user did not ask for it by name: say so, go on
-                notes.append(f"skipped {planned.name} ({planned.why}): {exc}")
+                prepared.notes.append(f"skipped {planned.name} ({planned.why}): {exc}")
                 continue
             raise
-    store = TrialStore(request.out, setup_record(request.model, data, budget), fresh=request.fresh)
+    budget = TrainBudget(steps=steps, batch_size=request.batch_size, seed=request.seed, device=prepared.device)
+    return _Built(runs, candidates, budget)
+
+
+def _train_all(
+    request: TrialRequest,
+    prepared: _Prepared,
+    built: _Built,
+    store: TrialStore,
+    train: Callable[..., CandidateResult],
+    emit: Callable[..., None],
+) -> list[Entry]:
+    """Each candidate trained (or its finished result read back), recorded as soon as it is done."""
+    from advisor.methods.registry import load_registry
+
+    registry = load_registry()
+    steps = built.budget.steps
     entries: list[Entry] = []
-    emit(TrialEvent("plan", total=len(built)))
-    for planned, candidate in zip(runs, built, strict=True):
+    emit(TrialEvent("plan", total=len(built.candidates)))
+    for planned, candidate in zip(built.runs, built.candidates, strict=True):
         method = registry.resolve(planned.method)
         lr = candidate.learning_rate * request.lr_scale
         key = candidate_key(planned.name, planned.run.id, lr, config_dict(candidate.config))
@@ -190,15 +252,14 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
         resumed = result is not None
         if result is None:
             emit(TrialEvent("start", planned.name, total=steps))
-            partial = store.partial_dir(planned.name)
             result = train(
                 request.model,
-                data,
+                prepared.data,
                 planned.method,
                 candidate.config,
                 lr,
-                budget,
-                partial,
+                built.budget,
+                store.partial_dir(planned.name),
                 on_step=lambda step, loss, name=planned.name: emit(TrialEvent("step", name, step, steps, loss)),
             )
             result = store.record(planned.name, key, result)
@@ -215,17 +276,10 @@ def run_trial(request: TrialRequest, events: Callable[[TrialEvent], None] | None
                 is_baseline=planned.method == "lora" and not planned.run.variant_flags,
                 lora_convertible=method.lora_convertible,
                 resumed=resumed,
-                predicted_memory_bytes=plan.predicted_bytes.get(planned.run.id),
+                predicted_memory_bytes=prepared.plan.predicted_bytes.get(planned.run.id),
             )
         )
-    board = rank_entries(entries, data.kind == "classification", eval_rows=len(data.eval))
-    text, command = next_step(board, request.model, data.kind)
-    if any(e.resumed for e in entries):
-        notes.append(
-            f"resumed from {store.path}: {', '.join(e.name for e in entries if e.resumed)} "
-            "finished earlier with the same setup (pass --fresh to retrain)"
-        )
-    return TrialReport(request, data, plan, budget, entries, board, store.path, text, command, notes)
+    return entries
 
 
 def steps_for_minutes(
