@@ -34,13 +34,13 @@ SHARED_CARDS = REPO.parent / "shared" / "model-cards"
 ROW_GROUP = 20_000
 
 
-def build_parquet(path: Path, n: int) -> int:
+def build_parquet(path: Path, n: int, cards_from: Path = SHARED_CARDS) -> int:
     import datetime as dt
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folders = sorted(p for p in SHARED_CARDS.iterdir() if (p / "README.md").is_file())
+    folders = sorted(p for p in cards_from.iterdir() if (p / "README.md").is_file())
     cards = [(p / "README.md").read_text(encoding="utf-8", errors="replace") for p in folders]
     schema = pa.schema(
         [
@@ -161,14 +161,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cards", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="build (or reuse) the parquet file here")
+    parser.add_argument(
+        "--cards-from", type=Path, default=SHARED_CARDS, help="a folder of repo folders with README.md cards"
+    )
     args = parser.parse_args()
-    if not SHARED_CARDS.is_dir():
-        raise SystemExit(f"needs the real cards in {SHARED_CARDS}")
+    if not args.cards_from.is_dir():
+        raise SystemExit(f"needs a folder of real cards (<repo>/README.md): {args.cards_from} is missing")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "cards.parquet"
         if not path.exists():
             t0 = time.perf_counter()
-            size = build_parquet(path, args.cards)
+            size = build_parquet(path, args.cards, args.cards_from)
             print(
                 f"built {args.cards:,} cards ({size / 1e9:.2f} GB of text, {path.stat().st_size / 1e6:.0f} MB "
                 f"parquet) in {time.perf_counter() - t0:.0f} s"

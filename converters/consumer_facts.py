@@ -1,4 +1,4 @@
-"""What serving stacks accept, as data. Source: ../shared/docs/lora-consumers.md (vLLM 0.33.0,
+"""What serving stacks accept, as data. Source: docs/lora-consumers.md (vLLM 0.33.0,
 Diffusers 0.42.1, read from their code) and vLLM's supported-models tables (LoRA column).
 
 Kept apart from the checks so a new vLLM release means editing facts, not logic.

@@ -2,7 +2,7 @@
 
 The scale is folded into ``lora_B`` (``lora_alpha == r`` for every module, no rsLoRA), so vLLM,
 Diffusers and llama.cpp all apply exactly ``BA`` whatever they do with ``alpha_pattern`` or
-``use_rslora`` (../shared/docs/lora-consumers.md, checklist item 5). Per-module ranks go into
+``use_rslora`` (docs/lora-consumers.md, "What a portable LoRA folder looks like"). Per-module ranks go into
 ``rank_pattern`` *and* ``alpha_pattern`` with the same values, unless the target wants one uniform
 rank, in which case smaller factors are zero-padded (padding changes nothing numerically).
 The folder is built in a temporary sibling and renamed into place only when it is complete.
@@ -187,7 +187,7 @@ def write_adapter_files(folder: Path, adapter: LoraAdapter, config: dict[str, An
 
 def write_diffusers_file(folder: Path, adapter: LoraAdapter) -> None:
     """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys (scale folded, no config), and DoRA's
-    ``lora_magnitude_vector`` beside them (../shared/docs/lora-consumers.md §2)."""
+    ``lora_magnitude_vector`` beside them (docs/lora-consumers.md, Diffusers)."""
     from safetensors.torch import save_file
 
     state = {}

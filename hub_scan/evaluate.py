@@ -1,6 +1,6 @@
 """Precision and recall of the card classifier against labelled cards.
 
-Two truths, as in ../shared/model-cards: the *reading* label (what the card text says: lora,
+Two truths, as in a labelled card folder (``<repo>/meta.json``): the *reading* label (what the card text says: lora,
 qlora, dora, ..., full, none, unknown) and the *config* label (adapter_config.json's peft_type,
 DoRA split out). A card's prediction is its techniques, or its status ("unknown" / "none") when it
 reports none, so the classifier is also scored on *not* guessing.
@@ -81,7 +81,7 @@ def config_scores(cards: Iterable[ScannedCard]) -> list[ClassScore]:
 
 
 def labels_from_meta(root: Path) -> dict[str, list[str]]:
-    """Reading labels from ``<repo>/meta.json`` files (../shared/model-cards layout); empty when there are none."""
+    """Reading labels from ``<repo>/meta.json`` files (one folder per repo); empty when there are none."""
     labels: dict[str, list[str]] = {}
     for path in sorted(Path(root).glob("*/meta.json")):
         try:

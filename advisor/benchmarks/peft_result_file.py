@@ -1,6 +1,6 @@
 """Reading one result file of PEFT's method-comparison suite (the only module that knows its layout).
 
-Layout (see ../shared/peft-method-comparison/README.md): ``run_info`` (experiment name, train
+Layout (PEFT's method_comparison/<benchmark>/results/*.json): ``run_info`` (experiment name, train
 config, PEFT config), ``train_info`` (status, memory in bytes, time, size, parameter counts,
 periodic metrics whose last entry holds the final test metrics) and ``meta_info`` (versions, GPU).
 Anything unusable raises :class:`ResultFileError` with a reason the import summary can show.

@@ -85,7 +85,7 @@ FULL_FINETUNING: dict = {
     "quantization": [],
 }
 
-# Adapters that a serving stack loads as trained (../shared/docs/lora-consumers.md):
+# Adapters that a serving stack loads as trained (docs/lora-consumers.md):
 # vLLM reads plain LoRA only; Diffusers reads LoRA (DoRA and bias too) and LoKr.
 VLLM_NATIVE = frozenset({"LORA"})
 DIFFUSERS_NATIVE = frozenset({"LORA", "LOKR"})

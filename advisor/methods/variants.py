@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Initialisations vLLM accepts (../shared/docs/lora-consumers.md §1.2); others change the base.
+# Initialisations vLLM accepts (docs/lora-consumers.md, vLLM); others change the base.
 VLLM_OK_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga"})
 
 
@@ -46,7 +46,7 @@ def variant_flags(peft_type: str | None, peft_config: dict[str, Any], train_conf
 def vllm_blockers(peft_type: str | None, peft_config: dict[str, Any]) -> list[str]:
     """Why vLLM would refuse this adapter as trained (empty: it loads with --enable-lora).
 
-    Rules from ../shared/docs/lora-consumers.md §1 (vLLM 0.33): plain LoRA only; DoRA, bias,
+    Rules from docs/lora-consumers.md (vLLM 0.33): plain LoRA only; DoRA, bias,
     base-changing initialisations, layer replication and saved full modules are rejected.
     """
     if peft_type != "LORA":

@@ -1,6 +1,6 @@
 """A local folder of model repos (one sub-folder each, README.md and maybe adapter_config.json) or of cards.
 
-The layout of a cloned repo, of ``huggingface-cli download`` output, or of ../shared/model-cards:
+The layout of a cloned repo, of ``huggingface-cli download`` output, or of a labelled card collection:
 every folder holding a README.md or an adapter_config.json is one repo, its id the path relative
 to the root. The root's own README.md and other loose ``*.md`` files describe the collection when
 it has repo sub-folders; in a folder without any, each ``*.md`` file is a card (id = its name
