@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_data import SHARED_RESULTS
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_RESULTS = REPO.parent / "shared" / "peft-method-comparison"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

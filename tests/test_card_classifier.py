@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from method_cards import CARDS
+from shared_data import SHARED_CARDS, needs_shared_cards
 
 from hub_scan.classify import classify_card, front_matter_fields
 from hub_scan.evaluate import config_scores, labels_from_meta, reading_scores
 from hub_scan.scan import scan_records
 from hub_scan.sources.local_dir import read_local_dir
 from hub_scan.techniques import by_name, techniques
-
-SHARED_CARDS = Path(__file__).resolve().parents[2] / "shared" / "model-cards"
-needs_shared = pytest.mark.skipif(not SHARED_CARDS.is_dir(), reason="../shared/model-cards is not beside the repo")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +19,7 @@ def shared_scan():
     return result, labels_from_meta(SHARED_CARDS)
 
 
-@needs_shared
+@needs_shared_cards
 def test_reading_label_precision_recall_floors(shared_scan) -> None:
     result, labels = shared_scan
     assert len(labels) == 87 and result.stats.cards == 87
@@ -45,7 +41,7 @@ def test_reading_label_precision_recall_floors(shared_scan) -> None:
     assert {s.label for s in scores.values() if s.predicted} <= set(floors)
 
 
-@needs_shared
+@needs_shared_cards
 def test_config_truth_never_contradicted(shared_scan) -> None:
     result, _ = shared_scan
     scores = {s.label: s for s in config_scores(result.cards)}
@@ -55,7 +51,7 @@ def test_config_truth_never_contradicted(shared_scan) -> None:
     assert adalora_card.techniques == () and adalora_card.status == "unknown"
 
 
-@needs_shared
+@needs_shared_cards
 @pytest.mark.parametrize(
     ("card_id", "expected"),
     [

@@ -151,6 +151,7 @@ def test_lora_lines_name_the_true_best_row_under_top() -> None:
     assert f"the best-scoring row ({best.method.display_name}" in out and f"row {best.rank})" in out
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -180,6 +181,8 @@ def test_show_config_of_a_method_that_does_not_fit_uses_its_best_run() -> None:
     assert missing.exit_code == 2 and "no lora run named 'rank999'" in missing.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_show_config_is_runnable_peft_code() -> None:
     peft = pytest.importorskip("peft")
     result = invoke("--vram", "24", "--task", "math", "--show-config", "oft")
@@ -275,6 +278,7 @@ def test_methods_listing_and_json() -> None:
     assert invoke("methods", "nope").exit_code == 2
 
 
+@pytest.mark.subprocess
 def test_recommend_path_imports_no_torch_transformers_or_peft() -> None:
     code = (
         "import sys\n"

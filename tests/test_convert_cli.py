@@ -65,6 +65,7 @@ def test_acceptance_llama_oft_for_vllm_with_sweep(llama_oft: Path, tmp_path: Pat
     assert check.exit_code == 0 and json.loads(check.stdout)["max_lora_rank"] == 32
 
 
+@pytest.mark.slow
 def test_acceptance_minilm_oft_says_vllm_cannot_serve_bert(minilm_oft: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
     result = invoke("convert", minilm_oft, out, "--for", "vllm", "--sweep", "16,32,64,128", "--json")

@@ -23,7 +23,7 @@ def test_the_registry_claims_the_headline_methods() -> None:
     assert not {"PROMPT_TUNING", "PREFIX_TUNING", "LN_TUNING", "POLY"} & set(METHODS)
 
 
-@pytest.mark.parametrize("arch", ["llama", "bert"])
+@pytest.mark.parametrize("arch", ["llama", pytest.param("bert", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("peft_type", METHODS)
 def test_full_rank_conversion_reproduces_the_adapter(
     peft_type: str, arch: str, tiny_llama: Path, minilm: Path, tmp_path: Path

@@ -105,6 +105,7 @@ def test_import_from_github_over_loopback(fake_github: str) -> None:
     assert sum("/git/trees/" in p for p in FakeGitHub.seen) == 2  # one 502, one retry
 
 
+@pytest.mark.slow
 def test_github_errors_are_user_errors(fake_github: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError, match="GitHub answered 422"):
         open_source("github:nope")

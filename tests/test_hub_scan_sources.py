@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub, FakeRepo, HubState
+from shared_data import SHARED_CARDS, needs_shared_cards
 
-SHARED_CARDS = Path(__file__).resolve().parents[2] / "shared" / "model-cards"
-needs_shared = pytest.mark.skipif(not SHARED_CARDS.is_dir(), reason="../shared/model-cards is not beside the repo")
 CLI = [sys.executable, "-m", "advisor.cli"]
 
 
@@ -35,7 +34,8 @@ def dir_scan() -> dict:
     return json.loads(result.stdout)
 
 
-@needs_shared
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_dir_json_shape(dir_scan: dict) -> None:
     cards = {c["id"]: c for c in dir_scan["cards"]}
     assert len(cards) == 87 and "002" in cards
@@ -50,7 +50,9 @@ def test_scan_dir_json_shape(dir_scan: dict) -> None:
     assert {"agreement", "by_month", "by_pipeline_tag", "by_base_family", "config_truth"} <= set(stats)
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_dir_outputs(tmp_path: Path) -> None:
     csv_path, png, html = tmp_path / "s.csv", tmp_path / "s.png", tmp_path / "s.html"
     result = run_cli(
@@ -77,6 +79,8 @@ def test_scan_dir_outputs(tmp_path: Path) -> None:
     assert result.returncode == 0 and b"plotly" in html.read_bytes()[:200000]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_scan_dir_bad_input(tmp_path: Path) -> None:
     result = run_cli(["scan", "dir", str(tmp_path / "missing")])
     assert result.returncode == 2 and result.stderr.startswith("Error:") and len(result.stderr.splitlines()) == 1
@@ -108,7 +112,9 @@ def write_card_parquet(path: Path, repos: list[Path], row_group_size: int = 16) 
     pq.write_table(table, path, row_group_size=row_group_size)
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_dataset_parquet_matches_dir(tmp_path: Path, dir_scan: dict) -> None:
     path = tmp_path / "cards.parquet"
     write_card_parquet(path, shared_repos())
@@ -123,7 +129,7 @@ def test_scan_dataset_parquet_matches_dir(tmp_path: Path, dir_scan: dict) -> Non
     assert json.loads(limited.stdout)["stats"]["cards"] == 10
 
 
-@needs_shared
+@needs_shared_cards
 def test_card_dump_streams_in_bounded_batches(tmp_path: Path) -> None:
     from hub_scan.sources.card_dump import iter_batches, resolve_shards
 
@@ -134,6 +140,8 @@ def test_card_dump_streams_in_bounded_batches(tmp_path: Path) -> None:
     assert batches[0][0].created_at.startswith("2024-01-03")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_scan_dataset_bad_inputs(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -168,7 +176,9 @@ def hub_env(hub: FakeHub, tmp_path: Path) -> dict[str, str]:
     return {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_test"}
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_hub_with_injected_errors_and_slow_responses(tmp_path: Path) -> None:
     state = hub_state()
     state.fail = {"/api/models": [429, 500], "card-004/resolve": [500, 429, 503], "card-010/resolve": [502]}
@@ -192,7 +202,9 @@ def test_scan_hub_with_injected_errors_and_slow_responses(tmp_path: Path) -> Non
     assert any("1 gated or private repos left out" in note for note in data["notes"])
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_hub_killed_then_resumed_counts_like_one_run(tmp_path: Path) -> None:
     state = hub_state()
     with FakeHub(state) as hub:
@@ -234,7 +246,9 @@ def test_scan_hub_killed_then_resumed_counts_like_one_run(tmp_path: Path) -> Non
     assert len(lines) == len(set(lines)) == 16
 
 
-@needs_shared
+@pytest.mark.slow
+@pytest.mark.subprocess
+@needs_shared_cards
 def test_scan_dataset_from_hub_dataset(tmp_path: Path) -> None:
     path = tmp_path / "train-00000-of-00001.parquet"
     write_card_parquet(path, shared_repos(30))
@@ -264,6 +278,7 @@ def test_scan_dataset_from_hub_dataset(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "not found on the Hub" in missing.stderr
 
 
+@pytest.mark.subprocess
 def test_scan_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli(
         ["scan", "hub", "--no-save", "--state-dir", str(tmp_path / "s")],
@@ -273,6 +288,7 @@ def test_scan_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
     assert "HF_HUB_OFFLINE is set" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_scan_hub_with_an_unreachable_endpoint_fails_on_the_first_try(tmp_path: Path) -> None:
     """A refused connection is not retried for minutes (huggingface_hub's 5 retries times our 6): one line, at once."""
     import socket
@@ -289,6 +305,8 @@ def test_scan_hub_with_an_unreachable_endpoint_fails_on_the_first_try(tmp_path: 
     assert "Retrying" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ctrl_c_in_a_parallel_scan_leaves_no_worker_tracebacks(tmp_path: Path) -> None:
     """The terminal sends SIGINT to the whole process group: workers must leave it to the parent."""
     script = """
@@ -316,6 +334,8 @@ except KeyboardInterrupt:
     assert proc.stderr.strip() == "interrupted", proc.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_convert_downloads_an_adapter_from_the_hub(tiny_llama: Path, tmp_path: Path) -> None:
     """The converter's Hub path (snapshot_download of config + safetensors + card) on the loopback Hub."""
     from adapter_factory import make_adapter
@@ -334,6 +354,8 @@ def test_convert_downloads_an_adapter_from_the_hub(tiny_llama: Path, tmp_path: P
     assert gone.returncode == 2 and "not found on the Hub" in gone.stderr and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_trial_data_from_a_hub_dataset(tmp_path: Path) -> None:
     """A trial's --data can be a Hub dataset id: its parquet files, read through the same Hub helper."""
     import pyarrow as pa

@@ -180,6 +180,7 @@ def test_cli_explain_for_a_local_llama_in_4bit(tmp_path: Path) -> None:
     assert bad.exit_code == 2
 
 
+@pytest.mark.subprocess
 def test_the_recommend_path_stays_free_of_torch(tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -200,6 +201,7 @@ def test_memory_in_gib_is_what_the_table_shows() -> None:
     assert lora.total / GIB == pytest.approx(run("lora", "rank32").peak_memory_gib)
 
 
+@pytest.mark.subprocess
 def test_shape_from_the_hub_reads_only_the_config_then_works_offline(tmp_path: Path) -> None:
     """A loopback Hub serves config.json (no weights): read once through the HF cache, then offline from it."""
     import os

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.subprocess]
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 TABS = ("Recommend", "Hub statistics", "Quick trial", "Convert to LoRA")

@@ -46,6 +46,7 @@ def test_config_snippet_is_runnable_python() -> None:
     assert callbacks.config_snippet(24, "math", "nosuchmethod").startswith("# ")
 
 
+@pytest.mark.slow
 def test_the_app_builds_with_its_tabs() -> None:
     from space.app import _recommend, build_app
 
@@ -82,6 +83,8 @@ def test_hub_statistics_tab_shows_the_saved_scan() -> None:
     assert len(shown.figure.data) == 1 + 3  # the share bars and one trend line per technique
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_hub_refresh_scans_a_loopback_hub_and_saves(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -175,6 +178,7 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(
     assert outside.is_dir()
 
 
+@pytest.mark.slow
 def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Path, private_tmp: Path) -> None:
     events = []
     result = callbacks.trial(None, str(minilm), ["lora", "ia3"], 3, events.append, isolate=False)
@@ -195,6 +199,8 @@ def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Pa
     assert "upload a .jsonl" in callbacks.trial(str(notes), str(minilm), ["lora"], 3).message
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_export_makes_a_self_contained_space_folder(tmp_path: Path) -> None:
     import subprocess
     import sys

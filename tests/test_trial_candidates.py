@@ -63,6 +63,7 @@ def test_no_counterpart_is_a_clear_error(minilm: Path) -> None:
         build_candidate(run, str(minilm), "classification", steps=10, names=["encoder.foo"])
 
 
+@pytest.mark.slow
 def test_built_candidates_train_on_minilm(minilm: Path) -> None:
     from advisor.trial.data import SAMPLE_DATASET, load_trial_data
     from advisor.trial.train import TrainBudget, train_candidate

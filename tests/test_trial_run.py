@@ -133,6 +133,7 @@ def _board(report) -> list[tuple]:
     ]
 
 
+@pytest.mark.slow
 def test_same_seed_same_leaderboard_and_files(minilm: Path, tmp_path: Path) -> None:
     first = run_trial(_request(minilm, tmp_path / "a"))
     second = run_trial(_request(minilm, tmp_path / "b"))
@@ -151,6 +152,7 @@ def test_same_seed_same_leaderboard_and_files(minilm: Path, tmp_path: Path) -> N
     assert lrs["ia3"] == pytest.approx(5e-3) and lrs["lora"] == pytest.approx(1e-4)  # printed, per method
 
 
+@pytest.mark.slow
 def test_resume_adds_candidates_and_refuses_other_settings(minilm: Path, tmp_path: Path) -> None:
     out = tmp_path / "trial"
     run_trial(_request(minilm, out, candidates="lora,ia3", steps=4))
@@ -166,6 +168,7 @@ def test_resume_adds_candidates_and_refuses_other_settings(minilm: Path, tmp_pat
     assert not fresh.entries[0].resumed
 
 
+@pytest.mark.slow
 def test_interrupted_trial_keeps_finished_candidates(minilm: Path, tmp_path: Path) -> None:
     out = tmp_path / "trial"
 
@@ -183,6 +186,8 @@ def test_interrupted_trial_keeps_finished_candidates(minilm: Path, tmp_path: Pat
     assert not list((out / "adapters").glob(".*.partial"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_isolated_process_gives_the_same_figures(minilm: Path, tmp_path: Path) -> None:
     """Each candidate in a forkserver child: same losses as in-process, and a memory figure of its own."""
     inline = run_trial(_request(minilm, tmp_path / "inline", candidates="lora,oft", steps=4))
@@ -191,6 +196,7 @@ def test_isolated_process_gives_the_same_figures(minilm: Path, tmp_path: Path) -
     assert all(e.result.peak_memory_bytes > 0 for e in isolated.entries)
 
 
+@pytest.mark.slow
 def test_tiny_llama_generation_trial(tiny_llama: Path, tmp_path: Path) -> None:
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(40)]
     data = tmp_path / "sums.jsonl"
@@ -231,6 +237,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_trial_json_plot_adapters_and_hand_off(minilm: Path, tmp_path: Path) -> None:
     """The acceptance path (shortened): isolated candidates, JSON, plot, adapters, and a convert command that works."""
     out = tmp_path / "out"
@@ -270,6 +278,8 @@ def test_cli_trial_json_plot_adapters_and_hand_off(minilm: Path, tmp_path: Path)
     assert (out / "ia3-as-lora" / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -285,6 +295,8 @@ def test_cli_bad_options_are_one_line_errors(minilm: Path, tmp_path: Path, args:
     assert proc.stderr.strip().startswith("Error:") and message in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_cli_bad_data_is_a_one_line_error(minilm: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt_text,score\nhello,1\n")
@@ -293,6 +305,8 @@ def test_cli_bad_data_is_a_one_line_error(minilm: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "peft-trial").exists()  # nothing written for a trial that never started
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_data_that_does_not_fit_the_model_is_refused_before_training(minilm: Path, tmp_path: Path) -> None:
     """Text plus an unrecognised label column reads as generation; BERT is no causal LM: say so, train nothing."""
     wrong = tmp_path / "wrongcols.csv"
@@ -313,6 +327,8 @@ def test_data_that_does_not_fit_the_model_is_refused_before_training(minilm: Pat
     assert json.loads(fixed.stdout)["data"]["kind"] == "classification"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_missing_model_folder_and_bad_plot_are_said_before_anything_runs(minilm: Path, tmp_path: Path) -> None:
     missing = _cli("--data", str(SAMPLE_DATASET), "--model", str(tmp_path / "no" / "such" / "model"), cwd=tmp_path)
     assert missing.returncode == 2 and "no such folder" in missing.stderr and "Repo id" not in missing.stderr
@@ -321,6 +337,8 @@ def test_missing_model_folder_and_bad_plot_are_said_before_anything_runs(minilm:
     assert not (tmp_path / "peft-trial").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_all_candidates_failing_exits_1(tiny_llama: Path, tmp_path: Path) -> None:
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(20)]
     data = tmp_path / "sums.jsonl"
@@ -332,6 +350,7 @@ def test_all_candidates_failing_exits_1(tiny_llama: Path, tmp_path: Path) -> Non
     assert "No candidate finished" in proc.stdout
 
 
+@pytest.mark.slow
 def test_trial_text_is_consistent_with_itself(tiny_llama: Path, tmp_path: Path) -> None:
     """No "--vram" contradictions, the real eval-row count, the user's --minutes, a leaderboard place for LoRA."""
     from advisor.output import trial_view

@@ -23,6 +23,7 @@ def lora_cls():
     return peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"])
 
 
+@pytest.mark.slow
 def test_minilm_lora_learns_and_is_deterministic(minilm: Path, sentiment, tmp_path: Path) -> None:
     budget = TrainBudget(steps=12, batch_size=8)
     a = train_candidate(str(minilm), sentiment, "lora", lora_cls(), 5e-4, budget, tmp_path / "a")
@@ -36,6 +37,7 @@ def test_minilm_lora_learns_and_is_deterministic(minilm: Path, sentiment, tmp_pa
     assert a.memory_kind == "cpu peak RSS growth"
 
 
+@pytest.mark.slow
 def test_minilm_oft_and_ia3_run_under_the_same_loop(minilm: Path, sentiment) -> None:
     import peft
 

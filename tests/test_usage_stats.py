@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from method_cards import CARDS
 
 from hub_scan.records import CardRecord
@@ -61,6 +62,7 @@ def test_labels_and_families() -> None:
     assert base_family("stabilityai/stable-diffusion-xl-base-1.0") == "stable-diffusion"
 
 
+@pytest.mark.subprocess
 def test_usage_file_reaches_the_recommender() -> None:
     stats = compute_stats(scan_record(r) for r in records())
     path = save_usage(ScanResult("test cards", "dir", stats))
