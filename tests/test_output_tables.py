@@ -9,23 +9,14 @@ from rich.console import Console
 
 from advisor.output.tables import Column, TableSpec, fit_table, print_table
 
-# The trial leaderboard's shape: 13 columns, the widest table the tool prints.
+_COLUMNS = [  # (header, justify, drop): as wide as the trial leaderboard, the widest table the tool prints
+    ("#", "right", 0), ("candidate", "left", 0), ("status", "left", 0), ("accuracy", "right", 0),
+    ("eval loss", "right", 1), ("gap ± SE", "right", 0), ("frontier", "left", 3), ("peak MiB", "right", 0),
+    ("s/step", "right", 2), ("tok/s", "right", 6), ("trainable", "right", 4), ("ckpt KiB", "right", 7),
+    ("wall s", "right", 8),
+]  # fmt: skip
 LEADERBOARD = TableSpec(
-    columns=(
-        Column("#", "right"),
-        Column("candidate"),
-        Column("status"),
-        Column("accuracy", "right"),
-        Column("eval loss", "right", drop=1),
-        Column("gap ± SE", "right"),
-        Column("frontier", drop=3),
-        Column("peak MiB", "right"),
-        Column("s/step", "right", drop=2),
-        Column("tok/s", "right", drop=6),
-        Column("trainable", "right", drop=4),
-        Column("ckpt KiB", "right", drop=7),
-        Column("wall s", "right", drop=8),
-    ),
+    columns=tuple(Column(header, justify, drop) for header, justify, drop in _COLUMNS),
     rows=(
         ("1", "ia3", "ok", "0.812", "0.4521", "winner", "yes", "150", "0.231", "4,410", "12,288", "52", "14.2"),
         (

@@ -196,11 +196,17 @@ def test_isolated_process_gives_the_same_figures(minilm: Path, tmp_path: Path) -
     assert all(e.result.peak_memory_bytes > 0 for e in isolated.entries)
 
 
+def _sums(folder: Path, n: int) -> Path:
+    """A small question/answer set: generation data for the tiny Llama."""
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(n)]
+    data = folder / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
 @pytest.mark.slow
 def test_tiny_llama_generation_trial(tiny_llama: Path, tmp_path: Path) -> None:
-    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(40)]
-    data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = _sums(tmp_path, 40)
     report = run_trial(
         TrialRequest(
             data=str(data),
@@ -340,9 +346,7 @@ def test_missing_model_folder_and_bad_plot_are_said_before_anything_runs(minilm:
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_all_candidates_failing_exits_1(tiny_llama: Path, tmp_path: Path) -> None:
-    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(20)]
-    data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = _sums(tmp_path, 20)
     # vblora's vector_length 256 does not divide the tiny Llama's width 64: its only candidate fails.
     proc = _cli("--data", str(data), "--model", str(tiny_llama), "--candidates", "vblora", "--steps", "1",
                 "--in-process", cwd=tmp_path)  # fmt: skip
@@ -355,9 +359,7 @@ def test_trial_text_is_consistent_with_itself(tiny_llama: Path, tmp_path: Path) 
     """No "--vram" contradictions, the real eval-row count, the user's --minutes, a leaderboard place for LoRA."""
     from advisor.output import trial_view
 
-    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}."} for i in range(30)]
-    data = tmp_path / "sums.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = _sums(tmp_path, 30)
     request = TrialRequest(
         data=str(data), model=str(tiny_llama), out=tmp_path / "out", candidates="lora,ia3", steps=2,
         batch_size=4, isolate=False, device="cpu",

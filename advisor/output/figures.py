@@ -51,6 +51,15 @@ def save_static(fig: Any, path: Path) -> Path:
     return path
 
 
+def plotly_go() -> Any:
+    """``plotly.graph_objects``, or a one-line error naming the extra that brings it."""
+    try:
+        import plotly.graph_objects as go
+    except ImportError as exc:
+        raise UserError("interactive plots need plotly: pip install 'peft-advisor[plot]'") from exc
+    return go
+
+
 def save_html(fig: Any, path: Path) -> Path:
     """A plotly figure as a self-contained page (plotly.js embedded: it opens offline)."""
     write_text_atomic(Path(path), fig.to_html(include_plotlyjs=True, full_html=True))

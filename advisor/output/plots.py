@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from advisor.errors import UserError
-from advisor.output.figures import save_plot
+from advisor.output.figures import plotly_go, save_plot
 from advisor.recommend import Recommendation
 
 
@@ -61,10 +60,7 @@ def _pareto_static(rec: Recommendation, plt: Any) -> Any:
 
 def pareto_figure(rec: Recommendation) -> Any:
     """The same score-vs-memory view as :func:`pareto_plot`, as an interactive plotly figure (the Space)."""
-    try:
-        import plotly.graph_objects as go
-    except ImportError as exc:
-        raise UserError("interactive plots need plotly: pip install 'peft-advisor[plot]'") from exc
+    go = plotly_go()
     rows = rec.ranked
     memory_label = "predicted" if rec.memory is not None else "peak"
     fig = go.Figure()

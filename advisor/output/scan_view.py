@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.output.figures import save_plot
+from advisor.output.figures import plotly_go, save_plot
 from advisor.output.tables import Column, TableSpec
 from advisor.paths import write_text_atomic
 
@@ -262,11 +262,9 @@ def plotly_usage_figure(
     names: list[str], values: list[float], months: list[str], series: dict[str, list[float]], title: str
 ) -> Any:
     """Share bars and, when months are known, each technique's share by month of creation."""
-    try:
-        import plotly.graph_objects as go
-        from plotly.subplots import make_subplots
-    except ImportError as exc:
-        raise UserError("interactive charts need plotly: pip install 'peft-advisor[plot]'") from exc
+    go = plotly_go()
+    from plotly.subplots import make_subplots
+
     cols = 2 if months else 1
     fig = make_subplots(rows=1, cols=cols, subplot_titles=("Share", "By month of creation")[:cols])
     fig.add_trace(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.output.figures import save_plot
+from advisor.output.figures import plotly_go, save_plot
 from advisor.output.tables import Column, TableSpec
 from advisor.trial.leaderboard import Standing
 from advisor.trial.run import TrialReport, entry_dict
@@ -258,10 +258,7 @@ def _trial_static(report: TrialReport, plt: Any) -> Any:
 
 def trial_figure(report: TrialReport) -> Any:
     """The trial plot as an interactive plotly figure: hover shows each candidate's lr, score and gap."""
-    try:
-        import plotly.graph_objects as go
-    except ImportError as exc:
-        raise UserError("interactive plots need plotly: pip install 'peft-advisor[plot]'") from exc
+    go = plotly_go()
     board = report.leaderboard
     done = [s for s in board.standings if s.rank is not None]
     if not done:
