@@ -6,12 +6,19 @@ import csv
 import io
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.output.figures import plotly_go, save_plot
 from advisor.output.tables import Column, TableSpec
 from advisor.paths import write_text_atomic
+
+if TYPE_CHECKING:  # the views stay importable without the scanner's optional dependencies
+    from hub_scan.evaluate import ClassScore
+    from hub_scan.records import ScannedCard
+    from hub_scan.scan import ScanResult
+    from hub_scan.stats import UsageStats
+    from hub_scan.usage_file import UsageSummary
 
 TOP_SPLITS = 12
 
@@ -27,7 +34,7 @@ def _display(name: str) -> str:
     return technique.display if technique else name
 
 
-def header_lines(result: Any) -> list[str]:
+def header_lines(result: ScanResult) -> list[str]:
     stats = result.stats
     status = ", ".join(f"{k} {v:,}" for k, v in stats.status.most_common())
     lines = [f"Scanned {stats.cards:,} cards from {result.source} ({result.kind}) at {result.scanned_at}: {status}."]
@@ -35,7 +42,7 @@ def header_lines(result: Any) -> list[str]:
     return lines
 
 
-def shares_table(stats: Any) -> TableSpec:
+def shares_table(stats: UsageStats) -> TableSpec:
     rows = tuple((_display(r["technique"]), f"{r['cards']:,}", _pct(r["share"])) for r in stats.shares())
     title = f"Cards reporting exactly one PEFT technique: {stats.exactly_one_total:,} (QLoRA/DoRA count as LoRA)"
     lora = next((i for i, r in enumerate(stats.shares()) if r["technique"] == "lora"), None)
@@ -47,7 +54,7 @@ def shares_table(stats: Any) -> TableSpec:
     )
 
 
-def techniques_table(stats: Any) -> TableSpec:
+def techniques_table(stats: UsageStats) -> TableSpec:
     rows = tuple((_display(name), name, f"{count:,}") for name, count in stats.techniques.most_common())
     return TableSpec(
         (Column("technique"), Column("name"), Column("cards", "right")),
@@ -56,7 +63,7 @@ def techniques_table(stats: Any) -> TableSpec:
     )
 
 
-def config_table(stats: Any) -> TableSpec:
+def config_table(stats: UsageStats) -> TableSpec:
     rows = tuple((r["peft_type"], f"{r['adapters']:,}", _pct(r["share"])) for r in stats.config_shares())
     return TableSpec(
         (Column("config (peft_type)"), Column("adapters", "right"), Column("share", "right")),
@@ -65,7 +72,7 @@ def config_table(stats: Any) -> TableSpec:
     )
 
 
-def agreement_table(stats: Any) -> TableSpec:
+def agreement_table(stats: UsageStats) -> TableSpec:
     card_labels = sorted(
         {k[0] for k in stats.agreement}, key=lambda k: -sum(v for (c, _), v in stats.agreement.items() if c == k)
     )
@@ -106,7 +113,7 @@ def _split_table(counter: Counter, key_name: str, title: str, limit: int = TOP_S
     )
 
 
-def trend_table(stats: Any) -> TableSpec:
+def trend_table(stats: UsageStats) -> TableSpec:
     totals: Counter = Counter()
     lora: Counter = Counter()
     for (month, family), count in stats.by_month.items():
@@ -122,7 +129,7 @@ def trend_table(stats: Any) -> TableSpec:
     )
 
 
-def split_tables(stats: Any) -> list[TableSpec]:
+def split_tables(stats: UsageStats) -> list[TableSpec]:
     tables = []
     if stats.by_month:
         tables.append(trend_table(stats))
@@ -133,7 +140,7 @@ def split_tables(stats: Any) -> list[TableSpec]:
     return tables
 
 
-def report_tables(result: Any) -> list[TableSpec]:
+def report_tables(result: ScanResult) -> list[TableSpec]:
     stats = result.stats
     tables = [shares_table(stats), techniques_table(stats)]
     if stats.with_config:
@@ -141,7 +148,7 @@ def report_tables(result: Any) -> list[TableSpec]:
     return tables + split_tables(stats)
 
 
-def cards_table(cards: list[Any]) -> TableSpec:
+def cards_table(cards: list[ScannedCard]) -> TableSpec:
     rows = []
     for card in cards:
         first = next(iter(card.evidence.values()), [{}])[0] if card.evidence else {}
@@ -160,8 +167,8 @@ def cards_table(cards: list[Any]) -> TableSpec:
     )
 
 
-def evaluation_tables(reading: list[Any], config: list[Any]) -> list[TableSpec]:
-    def table(scores: list[Any], title: str) -> TableSpec:
+def evaluation_tables(reading: list[ClassScore], config: list[ClassScore]) -> list[TableSpec]:
+    def table(scores: list[ClassScore], title: str) -> TableSpec:
         rows = tuple((s.label, str(s.support), str(s.predicted), _pct(s.precision), _pct(s.recall)) for s in scores)
         return TableSpec(
             (
@@ -183,7 +190,7 @@ def evaluation_tables(reading: list[Any], config: list[Any]) -> list[TableSpec]:
     return tables
 
 
-def csv_text(result: Any) -> str:
+def csv_text(result: ScanResult) -> str:
     """Long format: one row per (section, key) so a spreadsheet can pivot any of the statistics."""
     stats = result.stats
     out = io.StringIO()
@@ -208,11 +215,11 @@ def csv_text(result: Any) -> str:
     return out.getvalue()
 
 
-def write_csv(result: Any, path: Path) -> None:
+def write_csv(result: ScanResult, path: Path) -> None:
     write_text_atomic(Path(path), csv_text(result))
 
 
-def _trend_series(stats: Any, top: list[str]) -> tuple[list[str], dict[str, list[float]]]:
+def _trend_series(stats: UsageStats, top: list[str]) -> tuple[list[str], dict[str, list[float]]]:
     totals: Counter = Counter()
     for (month, _), count in stats.by_month.items():
         totals[month] += count
@@ -221,7 +228,7 @@ def _trend_series(stats: Any, top: list[str]) -> tuple[list[str], dict[str, list
     return months, series
 
 
-def write_chart(result: Any, path: Path) -> Path:
+def write_chart(result: ScanResult, path: Path) -> Path:
     """Share bar chart (and the monthly trend when dates are known): .png/.svg/.pdf via matplotlib, .html via plotly."""
     stats = result.stats
     if not stats.exactly_one_total:
@@ -298,13 +305,13 @@ def plotly_usage_figure(
 TOP_TECHNIQUES = 8
 
 
-def summary_rows(summary: Any) -> list[list[str]]:
+def summary_rows(summary: UsageSummary) -> list[list[str]]:
     """The saved usage summary's shares as table rows: technique, share, of how many cards."""
     ranked = sorted(summary.shares.items(), key=lambda item: -item[1])
     return [[_display(name), _pct(share), f"{round(share * summary.exactly_one):,}"] for name, share in ranked]
 
 
-def summary_figure(summary: Any) -> Any:
+def summary_figure(summary: UsageSummary) -> Any:
     """The saved summary as the scan's chart: top techniques' shares, and their trend by month."""
     ranked = sorted(summary.shares.items(), key=lambda item: -item[1])[:TOP_TECHNIQUES]
     names = [_display(name) for name, _ in ranked]
@@ -319,5 +326,5 @@ def summary_figure(summary: Any) -> Any:
     return plotly_usage_figure(names, values, months, series if months else {}, title)
 
 
-def usage_json(result: Any, *, with_cards: bool) -> dict[str, Any]:
+def usage_json(result: ScanResult, *, with_cards: bool) -> dict[str, Any]:
     return result.to_dict(with_cards=with_cards)
