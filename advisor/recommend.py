@@ -406,12 +406,12 @@ def _notes(
     """What the table alone would let a reader get wrong: stand-in tasks, far-below rows, predictions."""
     notes = [task.note] if task.note else []
     far = [row for row in shown if row.far_below]
-    if far and best is not None:
-        what = "ranked " + OBJECTIVES[query.objective].format(metric="score", direction="higher is better")
+    if far and best is not None and query.objective != "score":  # by score they sit at the bottom anyway
+        order = OBJECTIVES[query.objective].format(metric="score", direction="higher is better")
         notes.append(
             f"{len(far)} row(s) shown score under {FAR_BELOW_SHARE:.0%} of the best row's {best.score:.4f} "
-            f"({best.method.display_name}), marked 'far below' ({what}): e.g. #{far[0].rank} "
-            f"{far[0].method.display_name} at {far[0].score:.4f}"
+            f"({best.method.display_name}) and are marked 'far below': e.g. #{far[0].rank} "
+            f"{far[0].method.display_name} at {far[0].score:.4f}, placed there because rows are ranked {order}"
         )
     if query.memory is not None:
         request = query.memory

@@ -78,7 +78,8 @@ def _table_block(text: str) -> list[str]:
     """The lines of the first rich table: its header lines, the rule, the rows up to the "(hidden" line."""
     lines = text.splitlines()
     rule = next(i for i, line in enumerate(lines) if set(line.strip()) == {"─"})
-    start = max(i for i in range(rule) if lines[i].startswith("Note:")) + 1
+    header = ("Task:", "Budget:", "Measured on:", "Memory predicted", "Ranked", "Note:")
+    start = max(i for i in range(rule) if lines[i].startswith(header)) + 1
     end = next(i for i in range(rule + 1, len(lines)) if lines[i].startswith("(hidden"))
     return lines[start:end]
 
