@@ -245,6 +245,7 @@ def trial(
     steps: int,
     progress: Any = None,
     isolate: bool = True,
+    lr_search: str = "auto",
 ) -> TrialTabResult:
     """The Quick trial tab: ``peft-advise trial --data D --model M --candidates C --steps N`` within Space limits."""
     import shutil
@@ -277,6 +278,7 @@ def trial(
             steps=steps,
             device="cpu",
             isolate=isolate,
+            lr_search=lr_search,
         )
         report = run_trial(request, progress)
     except UserError as exc:

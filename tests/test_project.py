@@ -44,6 +44,7 @@ DISTRIBUTIONS = {
     "gradio": "gradio",
     "typer": "typer",
     "rich": "rich",
+    "optuna": "optuna",
 }
 
 

@@ -181,7 +181,7 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(
 @pytest.mark.slow
 def test_trial_tab_runs_the_trial_within_space_limits(minilm: Path, tmp_path: Path, private_tmp: Path) -> None:
     events = []
-    result = callbacks.trial(None, str(minilm), ["lora", "ia3"], 3, events.append, isolate=False)
+    result = callbacks.trial(None, str(minilm), ["lora", "ia3"], 3, events.append, isolate=False, lr_search="off")
     assert not result.message, result.message
     assert [row[1].split(" ")[0] for row in result.rows] and len(result.rows) == 2
     assert Path(result.plot).read_bytes()[:4] == b"\x89PNG" and Path(result.winner_zip).is_file()

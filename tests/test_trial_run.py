@@ -121,6 +121,7 @@ def _request(minilm: Path, out: Path, **overrides) -> TrialRequest:
         batch_size=8,
         isolate=False,
         device="cpu",
+        lr_search="off",  # these tests are about the rest of the trial; the search has its own
     )
     settings.update(overrides)
     return TrialRequest(**settings)
@@ -217,6 +218,7 @@ def test_tiny_llama_generation_trial(tiny_llama: Path, tmp_path: Path) -> None:
             batch_size=4,
             isolate=False,
             device="cpu",
+            lr_search="off",
         )
     )
     board = report.leaderboard
@@ -231,10 +233,12 @@ def test_tiny_llama_generation_trial(tiny_llama: Path, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the command line
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, search: bool = False) -> subprocess.CompletedProcess:
+    """``peft-advise trial ARGS`` in its own process (the learning-rate search off unless asked for)."""
     env = dict(os.environ, PEFT_ADVISOR_PLAIN="1", HF_HUB_OFFLINE="1")
+    extra = [] if search else ["--lr-search", "off"]
     return subprocess.run(
-        [sys.executable, "-m", "advisor.cli", "trial", *args],
+        [sys.executable, "-m", "advisor.cli", "trial", *args, *extra],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -362,7 +366,7 @@ def test_trial_text_is_consistent_with_itself(tiny_llama: Path, tmp_path: Path) 
     data = _sums(tmp_path, 30)
     request = TrialRequest(
         data=str(data), model=str(tiny_llama), out=tmp_path / "out", candidates="lora,ia3", steps=2,
-        batch_size=4, isolate=False, device="cpu",
+        batch_size=4, isolate=False, device="cpu", lr_search="off",
     )  # fmt: skip
     report = run_trial(request)
     assert not any("fitted to --vram" in note for note in report.notes)  # no --vram was given

@@ -31,6 +31,7 @@ app.command("methods")(methods.methods_command)
 app.command("convert")(convert.convert_command)
 app.command("check-lora")(convert.check_lora_command)
 app.command("trial")(trial.trial_command)
+app.command("trial-worker")(trial.trial_worker_command)
 app.command("space")(space.space_command)
 app.add_typer(scan.scan_app, name="scan")
 

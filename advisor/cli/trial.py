@@ -31,6 +31,31 @@ def trial_command(
     eval_fraction: Annotated[float, typer.Option(help="Share of rows held out for evaluation.")] = 0.2,
     batch_size: Annotated[int, typer.Option(help="Rows per step, the same for every candidate.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed for the split, data order and initialisation.")] = 0,
+    lr_search: Annotated[
+        str,
+        typer.Option(
+            help="auto: search each candidate's learning rate (successive halving, same steps for all) | "
+            "off: train at its benchmark rate x --lr-scale."
+        ),
+    ] = "auto",
+    lr_range: Annotated[
+        str | None, typer.Option(help="The search's grid, LOW:HIGH multiples of the benchmark rate (default 0.3:100).")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(help="Search workers: auto (one per GPU) | cpu | cuda:0,cuda:1 (default: --device)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="CPU search workers (default 1); 0: only `peft-advise trial-worker` processes run jobs."),
+    ] = None,
+    lr_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="The search's Optuna storage URL (default: SQLite in --out); a PostgreSQL URL shares the jobs with "
+            "trial-worker processes on other machines."
+        ),
+    ] = None,
     lr_scale: Annotated[
         float, typer.Option(help="Multiply every candidate's benchmark learning rate (keeps their ratios).")
     ] = 1.0,
@@ -79,6 +104,11 @@ def trial_command(
         fresh=fresh,
         text_column=text_column,
         label_column=label_column,
+        lr_search=lr_search.strip().lower(),
+        lr_range=lr_range,
+        devices=devices,
+        workers=workers,
+        lr_storage=lr_storage,
     )
     try:
         with trial_progress(enabled=not as_json) as progress:
@@ -91,17 +121,43 @@ def trial_command(
         )
         raise typer.Exit(130) from None
     plot_path = plot or out / "trial.png"
-    written = None
+    written = lr_written = None
     try:
         written = view.trial_plot(report, plot_path)
     except UserError:
         if plot is not None:
             raise  # asked for explicitly: say why it cannot be drawn
+    if request.searching:
+        try:
+            lr_written = view.lr_plot(report, plot_path.with_name("lr-search" + plot_path.suffix))
+        except UserError:
+            lr_written = None  # nothing searched (every candidate finished earlier), or no matplotlib
     if as_json:
-        emit_json(view.trial_json(report, written))
+        emit_json({**view.trial_json(report, written), "lr_plot": str(lr_written) if lr_written else None})
     else:
         print_lines(view.header_lines(report))
         print_table(view.leaderboard_table(report))
-        print_lines(view.footer_lines(report, written))
+        print_lines(view.footer_lines(report, written, lr_written))
     if report.leaderboard.winner is None:
         raise typer.Exit(1)  # every candidate failed or diverged: no verdict to act on
+
+
+@user_errors
+def trial_worker_command(
+    lr_storage: Annotated[str, typer.Option("--lr-storage", help="The storage URL the trial was started with.")],
+    study: Annotated[
+        str | None, typer.Option(help="The trial's study name (default: the only one in the storage).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N: where this worker trains.")] = "cpu",
+    idle_minutes: Annotated[float, typer.Option(help="Stop after this long without a job.")] = 10.0,
+    in_process: Annotated[bool, typer.Option("--in-process", help="Train in this process, not a child.")] = False,
+) -> None:
+    """Run a trial's learning-rate search jobs from a shared storage (on this or another machine).
+
+    Start the trial with `--lr-storage URL` (and `--workers 0` to leave every job to workers like this one);
+    the data file and the model must be reachable here under the same paths or Hub ids.
+    """
+    from advisor.trial.remote import serve_study
+
+    done = serve_study(lr_storage, study, device, idle_s=idle_minutes * 60, isolate=not in_process)
+    print(f"trial-worker: {done} job(s) run; the trial is finished or no job came for {idle_minutes:g} minutes")

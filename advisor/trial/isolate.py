@@ -26,6 +26,17 @@ from advisor.trial.train import CandidateResult, TrainBudget, config_dict
 
 POLL_S = 0.2
 PRELOAD = ["advisor.trial.train", "converters.models", "torch", "transformers", "peft"]
+_LIVE: set[Any] = set()  # training processes now running (several at once under the search's workers)
+
+
+def terminate_children() -> None:
+    """Stop every training process this process started (Ctrl-C, or a failed worker)."""
+    for process in list(_LIVE):
+        if process.is_alive():
+            process.terminate()
+    for process in list(_LIVE):
+        process.join(timeout=10)
+        _LIVE.discard(process)
 
 
 def _context() -> Any:
@@ -94,6 +105,7 @@ def train_in_subprocess(
         daemon=True,
     )
     process.start()
+    _LIVE.add(process)
     try:
         result = _relay(channel, process, method, config, learning_rate, on_step)
     except BaseException:  # Ctrl-C or a failing callback: stop the child now, keep nothing of it
@@ -102,6 +114,7 @@ def train_in_subprocess(
         raise
     finally:
         channel.close()
+        _LIVE.discard(process)
     process.join(timeout=30)
     if process.is_alive():
         process.terminate()

@@ -32,6 +32,7 @@ class Entry:
     lora_convertible: bool
     resumed: bool = False
     predicted_memory_bytes: float | None = None  # the memory model's figure for the trial's own setup
+    lr_search: dict | None = None  # what the learning-rate search tried and chose (None: --lr-search off)
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,41 @@ class Leaderboard:
     higher_is_better: bool
     standings: tuple[Standing, ...]
     noise_rule: str
+    min_detectable: float | None = None  # the smallest gap this eval set can tell from noise (95%)
 
     @property
     def winner(self) -> Standing | None:
+        """The best score measured (first place), whether or not it is detectably better."""
         return self.standings[0] if self.standings and self.standings[0].rank == 1 else None
+
+    @property
+    def ranked(self) -> list[Standing]:
+        return [s for s in self.standings if s.rank is not None]
+
+    @property
+    def undecided(self) -> bool:
+        """Two or more candidates finished and every one is within noise of the first: no detectable difference."""
+        ranked = self.ranked
+        return len(ranked) > 1 and all(s.within_noise for s in ranked)
+
+    @property
+    def cheapest(self) -> Standing | None:
+        """Among the finished, the lightest: peak memory, then trainable parameters.
+
+        Peaks within 5% (and 16 MiB) of the lowest count as equal: on a CPU they are RSS growth, where a few
+        MiB are noise, and the trainable parameters then decide.
+        """
+        ranked = self.ranked
+        if not ranked:
+            return None
+        lowest = min(s.entry.result.peak_memory_bytes or 0 for s in ranked)
+        light = [s for s in ranked if (s.entry.result.peak_memory_bytes or 0) <= lowest * 1.05 + 16 * 2**20]
+        return min(light, key=lambda s: (s.entry.result.trainable_params, s.entry.result.peak_memory_bytes or 0))
+
+    @property
+    def pick(self) -> Standing | None:
+        """What to take forward: the winner, or the cheapest when the data cannot tell the candidates apart."""
+        return self.cheapest if self.undecided else self.winner
 
     @property
     def baseline(self) -> Standing | None:
@@ -107,31 +139,45 @@ def rank_entries(entries: list[Entry], classification: bool, *, eval_rows: int |
         f"within noise: gap to the winner ≤ {Z_95}·SE, SE of the mean row-by-row difference ({what}) "
         f"over the same {rows} eval rows (paired, 95%)"
     )
-    return Leaderboard(metric, higher, tuple(standings), rule)
+    return Leaderboard(metric, higher, tuple(standings), rule, _min_detectable(standings, classification, rows))
+
+
+def _min_detectable(standings: list[Standing], classification: bool, rows: int) -> float | None:
+    """``1.96 × SE`` of a paired gap, from the SEs this eval set gave (their median); for accuracy never below
+    one row's worth (1/n: a gap of a single eval row cannot be told from noise)."""
+    ses = sorted(s.gap_se for s in standings if s.rank not in (None, 1) and s.gap_se is not None)
+    floor = 1 / rows if classification and rows else 0.0
+    if not ses:
+        return Z_95 * floor if floor else None
+    return Z_95 * max(ses[len(ses) // 2], floor)
 
 
 def next_step(board: Leaderboard, model: str, kind: str) -> tuple[str, str | None]:
     """What to do with the winner: a sentence, and the exact command when there is one."""
-    winner = board.winner
+    winner = board.pick
     if winner is None:
         return "No candidate finished; see the messages above (lower --lr-scale if runs diverged).", None
     entry = winner.entry
+    if board.undecided:
+        lead = f"No detectable difference; {entry.display_name} is the cheapest"
+    else:
+        lead = f"{entry.display_name} won"
     adapter = entry.result.adapter_dir or "?"
     consumer = "vllm" if kind == "generation" else "peft"
     if entry.method == "lora":
         return (
-            f"The winner is already a LoRA adapter; check that {consumer} loads it:",
+            f"{lead}, and it is already a LoRA adapter; check that {consumer} loads it:",
             f"peft-advise check-lora {_quote(adapter)} --for {consumer} --base-model {_quote(model)}",
         )
     if entry.lora_convertible:
         folder = Path(adapter)
         target = str(folder.parent.parent / f"{folder.name}-as-lora")  # OUT/<name>-as-lora, beside adapters/
         return (
-            f"{entry.display_name} won; export it to a standard LoRA adapter (fidelity is measured) to serve it:",
+            f"{lead}; export it to a standard LoRA adapter (fidelity is measured) to serve it:",
             f"peft-advise convert {_quote(adapter)} {_quote(target)} --base-model {_quote(model)} --for {consumer}",
         )
     return (
-        f"{entry.display_name} won, but it has no LoRA form (see `peft-advise convert --list`): serve it with PEFT "
+        f"{lead}, but it has no LoRA form (see `peft-advise convert --list`): serve it with PEFT "
         f"(PeftModel.from_pretrained(base, {adapter!r})), or pick the best convertible runner-up.",
         None,
     )

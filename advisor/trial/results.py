@@ -28,6 +28,8 @@ from advisor.trial.train import CandidateResult, TrainBudget
 FORMAT = 1
 RESULTS_FILE = "trial.json"
 ADAPTERS = "adapters"
+JOBS = ".jobs"  # adapters/.jobs/<job>: where a search's final run saves before it is published
+SEARCH_STORAGE = "lr-search.sqlite3"  # the learning-rate search's default Optuna storage
 
 
 def _digest(data: Any) -> str:
@@ -63,9 +65,10 @@ class TrialStore:
         self.results: dict[str, dict[str, Any]] = {}  # candidate name -> {"key": ..., "result": {...}}
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; pass a folder for the trial's adapters and results")
-        if fresh and self.path.exists():
-            self.path.unlink()
+        if fresh:
+            self.path.unlink(missing_ok=True)
             shutil.rmtree(self.out / ADAPTERS, ignore_errors=True)
+            (self.out / SEARCH_STORAGE).unlink(missing_ok=True)  # the learning-rate search's jobs, too
         if self.path.exists():
             self._load()
         for partial in (self.out / ADAPTERS).glob(".*.partial"):
@@ -92,6 +95,9 @@ class TrialStore:
     def partial_dir(self, name: str) -> Path:
         return self.out / ADAPTERS / f".{name}.partial"
 
+    def job_dir(self, job_key: str) -> Path:
+        return self.out / ADAPTERS / JOBS / job_key
+
     def finished(self, name: str, key: str) -> CandidateResult | None:
         """The stored result of this exact candidate, if an earlier run finished it."""
         entry = self.results.get(name)
@@ -99,14 +105,27 @@ class TrialStore:
             return None  # a failure (a killed process, a missing package) may not recur: try again
         return CandidateResult(**entry["result"])
 
-    def record(self, name: str, key: str, result: CandidateResult) -> CandidateResult:
-        """Move the finished adapter into place, then rewrite the results file (in that order)."""
+    def extra(self, name: str) -> dict[str, Any]:
+        """What was stored beside a finished candidate's result (its learning-rate search)."""
+        return dict(self.results.get(name, {}).get("extra") or {})
+
+    def record(
+        self, name: str, key: str, result: CandidateResult, *, source: Path | None = None, extra: dict | None = None
+    ) -> CandidateResult:
+        """Move the finished adapter into place, then rewrite the results file (in that order).
+
+        ``source``: the folder the adapter was saved to (a search job's); default the candidate's partial folder.
+        """
         final = self.adapter_dir(name)
-        partial = self.partial_dir(name)
+        partial = source or self.partial_dir(name)
         if partial.is_dir():
             publish(partial, final)
             result.adapter_dir = str(final)
-        self.results[name] = {"key": key, "result": result.to_dict()}
+        elif source is not None:
+            result.adapter_dir = str(final) if final.is_dir() else None
+        if source is not None and source.parent.parent == self.out / ADAPTERS / JOBS:
+            shutil.rmtree(source.parent, ignore_errors=True)  # the search's other full runs, if any
+        self.results[name] = {"key": key, "result": result.to_dict(), **({"extra": extra} if extra else {})}
         self.save()
         return result
 

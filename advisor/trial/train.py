@@ -36,6 +36,13 @@ class TrainBudget:
     warmup_fraction: float = 0.1
     seed: int = 0
     device: str = "cpu"
+    # Stop after this many steps, on the schedule of the full ``steps``: a learning-rate search rung is the
+    # beginning of the very run it predicts (same warm-up, same decay), then evaluated.
+    stop_at: int | None = None
+
+    @property
+    def steps_to_run(self) -> int:
+        return min(self.stop_at, self.steps) if self.stop_at else self.steps
 
 
 @dataclass
@@ -49,6 +56,7 @@ class CandidateResult:
     train_losses: list[float] = field(default_factory=list)
     eval_loss: float | None = None
     eval_accuracy: float | None = None
+    eval_token_accuracy: float | None = None  # generation: response tokens predicted exactly
     peak_memory_bytes: int | None = None
     memory_kind: str = ""  # "cuda max reserved" | "cpu peak RSS growth"
     wall_s: float = 0.0  # load + train + eval + save
@@ -174,13 +182,15 @@ def _schedule(step: int, budget: TrainBudget) -> float:
 
 def evaluate(
     model: Any, data: TrialData, tokenizer: Any, budget: TrainBudget, vocab: int, pad_id: int
-) -> tuple[float, float | None, list[float]]:
-    """Mean eval loss (per example for classification, per target token for generation), accuracy, per-row figures."""
+) -> tuple[float, float | None, list[float], float | None]:
+    """Mean eval loss (per example for classification, per target token for generation), accuracy, per-row
+    figures, and for generation the share of response tokens predicted exactly (greedy, teacher-forced)."""
     import torch
     import torch.nn.functional as F
 
     model.eval()
     total_loss, weight = 0.0, 0
+    correct_tokens = 0
     per_row: list[float] = []
     with torch.no_grad():
         for start in range(0, len(data.eval), budget.batch_size):
@@ -202,9 +212,11 @@ def evaluate(
                 total_loss += float(token_loss.sum())
                 weight += int(counts.sum())
                 per_row += [float(x) for x in token_loss.sum(1) / counts.clamp(min=1)]
+                correct_tokens += int(((shifted.argmax(-1) == targets) & (targets != -100)).sum())
     model.train()
     accuracy = sum(per_row) / len(per_row) if data.kind == "classification" and per_row else None
-    return total_loss / max(weight, 1), accuracy, per_row
+    token_accuracy = correct_tokens / weight if data.kind == "generation" and weight else None
+    return total_loss / max(weight, 1), accuracy, per_row, token_accuracy
 
 
 def train_candidate(
@@ -285,7 +297,7 @@ def _train_and_evaluate(
     rows = data.train
     encoded: dict[int, dict[str, Any]] = {}  # by first row: the data cycles, so batches repeat
     step_times: list[float] = []
-    for step in range(budget.steps):
+    for step in range(budget.steps_to_run):
         first_row = (step * budget.batch_size) % len(rows)
         if first_row not in encoded:
             chunk = tuple(rows[(first_row + i) % len(rows)] for i in range(budget.batch_size))
@@ -319,7 +331,7 @@ def _train_and_evaluate(
     timed = sorted(step_times[1:] or step_times)
     result.step_s = timed[len(timed) // 2] if timed else None
     if result.status == "ok":
-        result.eval_loss, result.eval_accuracy, result.eval_per_row = evaluate(
+        result.eval_loss, result.eval_accuracy, result.eval_per_row, result.eval_token_accuracy = evaluate(
             model, data, tokenizer, budget, vocab, pad_id
         )
         if out_dir is not None:
