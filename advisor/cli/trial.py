@@ -52,8 +52,8 @@ def trial_command(
     lr_storage: Annotated[
         str | None,
         typer.Option(
-            help="The search's Optuna storage URL (default: SQLite in --out); a PostgreSQL URL shares the jobs with "
-            "trial-worker processes on other machines."
+            help="The search's Optuna storage: a .journal file (default: OUT/lr-search.journal; on a shared "
+            "filesystem it serves several machines) or a PostgreSQL URL, shared with trial-worker processes."
         ),
     ] = None,
     lr_scale: Annotated[
@@ -144,7 +144,9 @@ def trial_command(
 
 @user_errors
 def trial_worker_command(
-    lr_storage: Annotated[str, typer.Option("--lr-storage", help="The storage URL the trial was started with.")],
+    lr_storage: Annotated[
+        str, typer.Option("--lr-storage", help="The storage the trial was started with (.journal file or URL).")
+    ],
     study: Annotated[
         str | None, typer.Option(help="The trial's study name (default: the only one in the storage).")
     ] = None,

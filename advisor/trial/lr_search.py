@@ -16,13 +16,14 @@ every other candidate. Every candidate spends the same optimizer steps. Rungs ar
 trial's own metric (accuracy, then eval loss, for classification; eval loss for generation), and a
 failed or diverged rate ranks last.
 
-The engine is Optuna: each training job is a trial in a study held by an Optuna storage (SQLite in the
-trial's folder by default, or any URL Optuna takes, e.g. PostgreSQL). Jobs are *enqueued* and taken
-by workers with ``study.ask()`` (the storage hands each waiting trial to exactly one worker, across
-processes and machines); results are *told* back with the job's full result as a user attribute. Rungs
-are synchronous on purpose: Optuna's own successive-halving pruners are asynchronous, so their
-promotions depend on which job finishes first, and a resumed or fanned-out run would not equal the
-sequential one. The promotion rule itself is the textbook one (keep the best ``ceil(n / eta)``).
+The engine is Optuna: each training job is a trial in a study held by an Optuna storage (a journal
+file in the trial's folder by default; a journal on a shared filesystem, or a PostgreSQL URL, across
+machines). Jobs are *enqueued* and taken by workers with ``study.ask()``, which hands each waiting
+trial to exactly one worker across processes and machines; results are *told* back, with the job's
+full result as a user attribute. Rungs are synchronous on purpose: Optuna's own successive-halving
+pruners are asynchronous, so their promotions depend on which job finishes first, and a resumed or
+fanned-out run would not equal the sequential one. The promotion rule itself is the textbook one
+(keep the best ``ceil(n / eta)``).
 
 Resume: a job whose result is stored is never run again; a job left running by a killed process (its
 worker's pid is gone on this host, or its heartbeat is older than ``STALE_S`` elsewhere) is failed and
@@ -201,7 +202,7 @@ def rung_score(result: Any, classification: bool) -> tuple[float, float]:
 
 
 def default_storage(out: Path) -> str:
-    return f"sqlite:///{Path(out).resolve() / 'lr-search.sqlite3'}"
+    return str(Path(out).resolve() / "lr-search.journal")
 
 
 def open_study(storage_url: str, study_name: str, *, create: bool, attrs: dict[str, Any] | None = None) -> Any:
@@ -211,7 +212,7 @@ def open_study(storage_url: str, study_name: str, *, create: bool, attrs: dict[s
     except ImportError:
         raise UserError("the learning-rate search needs optuna: pip install 'peft-advisor[peft]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(storage_url)
+    storage = storage_for(storage_url)
     try:
         if create:
             study = optuna.create_study(
@@ -223,32 +224,48 @@ def open_study(storage_url: str, study_name: str, *, create: bool, attrs: dict[s
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise UserError(
-            f"--lr-storage {_shown(storage_url)} has no study {study_name!r}; start the trial first"
+            f"--lr-storage {shown(storage_url)} has no study {study_name!r}; start the trial first"
         ) from None
 
 
-def _storage(url: str) -> Any:
+def storage_for(url: str) -> Any:
+    """An Optuna storage for ``url``: a ``*.journal`` file (this machine, or a shared filesystem), or a database
+    server URL (``postgresql://...``, ``mysql://...``) for workers on several machines.
+
+    Both hand each waiting job to exactly one worker: the journal under its file lock, a server under
+    ``SELECT ... FOR UPDATE``. SQLite is refused: it ignores ``FOR UPDATE``, and two workers were seen taking
+    the same job.
+    """
     import optuna
 
-    if url.startswith("sqlite:///"):
-        folder = Path(url.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise UserError(f"--lr-storage {url}: the folder {folder} does not exist")
-    try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    if url.startswith("sqlite:"):
+        raise UserError(
+            f"--lr-storage {url}: SQLite cannot hand jobs to several workers safely; use a file ending in "
+            ".journal (one machine, or a shared filesystem) or a PostgreSQL URL"
         )
+    if "://" not in url:
+        path = Path(url.removeprefix("journal:")).expanduser()
+        if path.suffix != ".journal":
+            raise UserError(
+                f"--lr-storage {url}: give a file ending in .journal, or a database URL such as postgresql://..."
+            )
+        if not path.parent.is_dir():
+            raise UserError(f"--lr-storage {url}: the folder {path.parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return optuna.storages.RDBStorage(url)
     except ImportError as exc:
-        raise UserError(f"--lr-storage {_shown(url)} needs a database driver that is not installed ({exc})") from None
+        raise UserError(f"--lr-storage {shown(url)} needs a database driver that is not installed ({exc})") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"--lr-storage {_shown(url)} cannot be opened ({first[:200]}); check the URL and the server"
+            f"--lr-storage {shown(url)} cannot be opened ({first[:200]}); check the URL and the server"
         ) from None
-    return storage
 
 
-def _shown(url: str) -> str:
+def shown(url: str) -> str:
     """A storage URL without its password, for messages."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

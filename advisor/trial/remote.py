@@ -17,7 +17,7 @@ def serve_study(storage_url: str, study_name: str | None, device: str, *, idle_s
     from advisor.trial.workers import WorkerSetup, parse_devices, serve
 
     (device,) = parse_devices(device, None)
-    name = study_name or _only_study(storage_url)
+    name = study_name or _wait_for_study(storage_url, idle_s)
     study = search.open_study(storage_url, name, create=False)
     setup = WorkerSetup(
         model=study.user_attrs["model"],
@@ -29,17 +29,28 @@ def serve_study(storage_url: str, study_name: str | None, device: str, *, idle_s
     return serve(study, setup, device, idle_s=idle_s)
 
 
-def _only_study(storage_url: str) -> str:
+def _wait_for_study(storage_url: str, idle_s: float) -> str:
+    """The storage's one trial study; workers may start before the trial, so wait for it (up to ``idle_s``)."""
+    import time
+
     import optuna
 
-    from advisor.trial.lr_search import _storage
+    from advisor.trial.lr_search import storage_for
 
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage=_storage(storage_url))]
-    trials = [n for n in names if n.startswith("peft-advisor-trial-")]
-    if len(trials) != 1:
-        listed = ", ".join(trials) or "none"
-        raise UserError(f"--lr-storage holds {len(trials)} trial studies ({listed}); name one with --study")
-    return trials[0]
+    storage = storage_for(storage_url)
+    deadline = time.monotonic() + idle_s
+    while True:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+        trials = [n for n in names if n.startswith("peft-advisor-trial-")]
+        if len(trials) > 1:
+            raise UserError(
+                f"--lr-storage holds {len(trials)} trial studies ({', '.join(trials)}); name one with --study"
+            )
+        if trials:
+            return trials[0]
+        if time.monotonic() > deadline:
+            raise UserError("--lr-storage holds no trial yet; start `peft-advise trial ... --lr-storage URL` first")
+        time.sleep(1.0)
 
 
 def _data(attrs: dict[str, Any]) -> Any:

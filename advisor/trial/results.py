@@ -29,7 +29,7 @@ FORMAT = 1
 RESULTS_FILE = "trial.json"
 ADAPTERS = "adapters"
 JOBS = ".jobs"  # adapters/.jobs/<job>: where a search's final run saves before it is published
-SEARCH_STORAGE = "lr-search.sqlite3"  # the learning-rate search's default Optuna storage
+SEARCH_STORAGE = "lr-search.journal"  # the learning-rate search's default Optuna storage
 
 
 def _digest(data: Any) -> str:

@@ -403,7 +403,7 @@ def _search_all(
     prepared.notes.append(
         f"learning-rate search: {policy.describe()}; {search.total_steps(len(policy.factors()), steps, policy.eta)} "
         f"optimizer steps per candidate (the last rung is the {steps}-step run compared here); engine "
-        f"{search.ENGINE}, storage {search._shown(storage)}"
+        f"{search.ENGINE}, storage {search.shown(storage)}"
     )
     return [entries[planned.name] for planned in built.runs]
 
