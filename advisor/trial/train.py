@@ -39,6 +39,10 @@ class TrainBudget:
     # Stop after this many steps, on the schedule of the full ``steps``: a learning-rate search rung is the
     # beginning of the very run it predicts (same warm-up, same decay), then evaluated.
     stop_at: int | None = None
+    # CPU threads for this run (None: torch's default). The search runs its CPU jobs on one thread each:
+    # torch's CPU kernels sum in an order that depends on the thread count, so only a fixed count gives the
+    # same numbers for any number of workers; and N workers then use N cores without oversubscribing them.
+    threads: int | None = None
 
     @property
     def steps_to_run(self) -> int:
@@ -241,6 +245,8 @@ def train_candidate(
 
     result = CandidateResult(method, config_dict(peft_config), learning_rate)
     cuda = budget.device.startswith("cuda")
+    if budget.threads and not cuda:
+        torch.set_num_threads(budget.threads)
     rss_before = _rss_bytes()
     if cuda:
         torch.cuda.reset_peak_memory_stats()

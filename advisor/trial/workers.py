@@ -22,6 +22,7 @@ from advisor.errors import UserError
 from advisor.trial.lr_search import HEARTBEAT_S, Job, rung_score
 
 IDLE_POLL_S = 0.5
+CPU_JOB_THREADS = 1  # see TrainBudget.threads: the same numbers for any number of CPU workers
 
 
 def parse_devices(devices: str | None, workers: int | None) -> list[str]:
@@ -116,7 +117,12 @@ def _train(job: Job, setup: WorkerSetup, device: str, on_step: Callable[[Job, in
     from advisor.trial.train import TrainBudget
 
     budget = TrainBudget(
-        steps=job.steps, batch_size=setup.batch_size, seed=setup.seed, device=device, stop_at=job.stop_at
+        steps=job.steps,
+        batch_size=setup.batch_size,
+        seed=setup.seed,
+        device=device,
+        stop_at=job.stop_at,
+        threads=CPU_JOB_THREADS if device == "cpu" else None,
     )
     return setup.train(
         setup.model,
