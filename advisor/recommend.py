@@ -20,7 +20,7 @@ from advisor.errors import UserError
 from advisor.memory.model import Breakdown, MemoryRequest, project
 from advisor.methods.registry import MethodInfo, Registry
 from advisor.methods.variants import vllm_blockers
-from advisor.vocabulary import OBJECTIVES, REQUIREMENTS, TaskChoice, resolve_task
+from advisor.vocabulary import CONSUMER_TARGETS, OBJECTIVES, REQUIREMENTS, TaskChoice, resolve_task
 
 Z_95 = 1.96  # two-sided 95% for the difference of two independent scores
 # A row scoring under this share of the best row's score did not really learn the task (TinyLoRA at 1.2%
@@ -49,6 +49,8 @@ class Capabilities:
     vllm_servable: bool
     diffusers_loadable: bool
     quantized_base: bool
+    # consumer -> "native" (as trained), "convert" (through our LoRA converter) or None
+    serving: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     def satisfies(self, requirement: str) -> bool:
         return bool(getattr(self, REQUIREMENTS[requirement]))
@@ -120,19 +122,31 @@ class Recommendation:
 # --------------------------------------------------------------------------- building blocks
 
 
+def serving(run: BenchmarkRun, method: MethodInfo, bench: BenchmarkDef) -> dict[str, str | None]:
+    """How each consumer serves this run's adapter: "native", "convert" (our converter) or None.
+
+    vLLM serves LLMs and Diffusers image models only; a LoRA run whose config vLLM refuses (DoRA,
+    bias, ...) is served after our converter normalises it to plain LoRA.
+    """
+    served = {consumer: method.serving(consumer) for consumer in CONSUMER_TARGETS}
+    if bench.domain != "llm":
+        served["vllm"] = None
+    if bench.domain != "image":
+        served["diffusers"] = None
+    if served["vllm"] == "native" and method.kind != "full" and vllm_blockers(method.peft_type, run.peft_config):
+        served["vllm"] = "convert" if method.vllm_via_convert else None
+    return served
+
+
 def capabilities(run: BenchmarkRun, method: MethodInfo, bench: BenchmarkDef) -> Capabilities:
-    if method.kind == "full":
-        vllm = bench.domain == "llm"  # served as a whole model, not as an adapter
-        diffusers = bench.domain == "image"
-    else:
-        vllm = bench.domain == "llm" and not vllm_blockers(method.peft_type, run.peft_config)
-        diffusers = bench.domain == "image" and method.diffusers_native
+    served = serving(run, method, bench)
     return Capabilities(
         can_merge=method.can_merge,
         lora_convertible=method.lora_convertible and method.kind != "full",
-        vllm_servable=vllm,
-        diffusers_loadable=diffusers,
+        vllm_servable=served["vllm"] is not None,
+        diffusers_loadable=served["diffusers"] is not None,
         quantized_base=method.quantized_base,
+        serving=served,
     )
 
 

@@ -22,11 +22,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.peft_files import CARD_NAME, PEFT_PREFIX
 from converters.factorize import DEFAULT_RIDGE, LayerBasis, layer_basis
+
+if TYPE_CHECKING:
+    from advisor.methods.registry import Registry
 
 ProgressFn = Callable[[str, int, int], None]
 DEFAULT_RANK = 64
@@ -256,9 +259,17 @@ class _RankPlan:
 
 
 def convert_adapter(
-    source: str, out: Path | None, options: ConvertOptions, progress: ProgressFn | None = None
+    source: str,
+    out: Path | None,
+    options: ConvertOptions,
+    progress: ProgressFn | None = None,
+    *,
+    registry: Registry | None = None,
 ) -> ConvertResult:
     """Convert ``source`` into a LoRA folder at ``out``; raise :class:`ConversionRejected` on a failed check.
+
+    ``registry`` replaces the installed one: the capability probe (:mod:`advisor.methods.behaviour`)
+    passes one that lets every weight method through, to find out which ones really convert.
 
     Named stages: load → calibrate → plan ranks → factorise → (sweep) → build → write, measure, publish.
     """
@@ -271,7 +282,7 @@ def convert_adapter(
 
         check_destination(out, overwrite=options.overwrite)  # before minutes of loading, not after
     watch = _Stopwatch()
-    loaded = _load(source, options, progress)
+    loaded = _load(source, options, progress, registry)
     watch.lap("load")
     samples = _calibrate(loaded, options, progress)
     watch.lap("calibration")
@@ -312,7 +323,7 @@ def convert_adapter(
     return result
 
 
-def _load(source: str, options: ConvertOptions, progress: ProgressFn) -> _Loaded:
+def _load(source: str, options: ConvertOptions, progress: ProgressFn, registry: Registry | None = None) -> _Loaded:
     import torch
 
     from advisor.methods.registry import load_registry
@@ -321,7 +332,7 @@ def _load(source: str, options: ConvertOptions, progress: ProgressFn) -> _Loaded
     from converters.coverage import require_convertible
     from converters.models import attach_adapter, load_base_model
 
-    registry = load_registry()
+    registry = registry or load_registry()
     adapter = open_adapter(source, allow_pickle=options.allow_pickle, revision=options.revision)
     coverage = require_convertible(adapter.peft_type, registry)
     progress("loading base model", 0, 1)

@@ -58,12 +58,8 @@ def coverage_for(method: MethodInfo) -> Coverage:
         )
     if method.kind != "weight":
         return Coverage(method, "none", "it changes the model's computation, not its weights (no merge exists)")
-    if key in NOT_CONVERTIBLE:
-        return Coverage(method, "none", NOT_CONVERTIBLE[key])
-    if not method.can_merge:
-        return Coverage(
-            method, "none", "peft cannot merge it into the base weights, so there is no single weight update"
-        )
+    if not method.ours_to_lora:
+        return Coverage(method, "none", NOT_CONVERTIBLE.get(key) or method.why_not("ours_to_lora"))
     if key == "LORA":
         return Coverage(
             method,

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from advisor.methods.behaviour import PROBE_KWARGS, PROBE_NOISE
+
 TINY_LLAMA = {
     "vocab_size": 256,
     "hidden_size": 64,
@@ -21,27 +23,15 @@ TINY_LLAMA = {
     "architectures": ["LlamaForCausalLM"],
 }
 
-# Config arguments per method so that each fits both models' layer sizes (64/32/128 and 384/1536).
-METHOD_KWARGS: dict[str, dict[str, Any]] = {
-    "LORA": {"r": 4, "use_dora": True, "use_rslora": True},
-    "ADALORA": {"total_step": 10, "init_r": 4, "target_r": 2},
-    "BOFT": {"boft_block_size": 4},
-    "OFT": {"r": 0, "oft_block_size": 16},
-    "VBLORA": {"vector_length": 16, "num_vectors": 32},
-    "ROAD": {"group_size": 16},
-    "SHIRA": {"r": 2},
-    "C3A": {"block_size": 16},
-    "WAVEFT": {"n_frequency": 64},
-    "HRA": {"r": 4},
-    "LOHA": {"r": 4},
-    "LOKR": {"r": 4},
-}
+# Config arguments per method so that each fits both models' layer sizes (64/32/128 and 384/1536): the
+# capability probe's (advisor/methods/behaviour.py), with LoRA in its richest form (DoRA + rsLoRA).
+METHOD_KWARGS: dict[str, dict[str, Any]] = {**PROBE_KWARGS, "LORA": {"r": 4, "use_dora": True, "use_rslora": True}}
 
+# RandLoRA's scaling makes 0.1 noise a weight update ~100× the base weight on MiniLM (see the probe).
+METHOD_NOISE: dict[str, float] = PROBE_NOISE
 
-# RandLoRA's scaling makes 0.1 noise a weight update ~100× the base weight on MiniLM: the network then
-# amplifies float32 rounding to percent-level output changes (its own forward vs any other). 0.01
-# still moves the outputs by a lot (effect size ~0.1).
-METHOD_NOISE: dict[str, float] = {"RANDLORA": 0.01}
+# Methods that need something of the base model the plain tiny Llama lacks (BEFT tunes biases).
+NEEDS_BIASES = frozenset({"BEFT"})
 
 
 def save_tiny_llama(folder: Path) -> Path:

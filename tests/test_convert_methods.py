@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from adapter_factory import convertible_methods, make_adapter
+from adapter_factory import NEEDS_BIASES, convertible_methods, make_adapter
 
 from converters.convert import ConvertOptions, convert_adapter
 
@@ -29,6 +29,10 @@ def test_full_rank_conversion_reproduces_the_adapter(
     peft_type: str, arch: str, tiny_llama: Path, minilm: Path, tmp_path: Path
 ) -> None:
     base = tiny_llama if arch == "llama" else minilm
+    if arch == "llama" and peft_type in NEEDS_BIASES:
+        from advisor.methods.behaviour import save_probe_llama  # the probe's Llama has biases
+
+        base = save_probe_llama(tmp_path / "biased-llama")
     source = make_adapter(peft_type, arch, base, tmp_path / "source")
     out = tmp_path / "lora"
     result = convert_adapter(str(source), out, ConvertOptions(rank=4096, factorization="plain", device="cpu"))

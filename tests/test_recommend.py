@@ -146,21 +146,25 @@ def test_best_row_is_the_best_score_whatever_the_objective_and_top() -> None:
 
 def test_requirements_filter_rows() -> None:
     vllm = run(Query(24, "math", require=("vllm",)))
-    assert {r.method.name for r in vllm.rows} == {"lora"}
+    served = {r.method.name: r.caps.serving["vllm"] for r in vllm.rows}
+    assert served["lora"] == "native" and served["oft"] == "convert"  # OFT reaches vLLM through our converter
     assert all(r.caps.vllm_servable for r in vllm.rows)
+    assert "lily" not in served  # Lily cannot merge, so there is no LoRA to export
     merge = run(Query(24, "math", require=("merge", "lora-convertible")))
     assert all(r.method.can_merge and r.method.lora_convertible for r in merge.rows)
     assert "oft" in {r.method.name for r in merge.rows}  # peft cannot convert OFT; converters/ does
+    assert "lily" not in {r.method.name for r in merge.rows}
     quant = run(Query(24, "math", require=("quantized",)))
     assert all(r.method.quantized_base for r in quant.rows) and "lora" in {r.method.name for r in quant.rows}
     diffusers = run(Query(24, "image", require=("diffusers",)))
-    assert {r.method.name for r in diffusers.rows} == {"lora", "lokr"}
+    how = {r.method.name: r.caps.serving["diffusers"] for r in diffusers.rows}
+    assert how["lora"] == "native" and how["oft"] == "convert" and how["lokr"] == "convert"
 
 
-def test_dora_is_not_vllm_servable() -> None:
+def test_dora_reaches_vllm_only_through_the_converter() -> None:
     rec = run(Query(24, "math", all_variants=True))
     dora = next(r for r in rec.rows if "DoRA" in r.run.variant_flags)
-    assert not dora.caps.vllm_servable and dora.caps.lora_convertible
+    assert dora.caps.serving["vllm"] == "convert" and dora.caps.lora_convertible  # normalised to plain LoRA
 
 
 def test_top_truncates_but_lora_standing_remains() -> None:

@@ -25,8 +25,8 @@ def test_shipped_registry_matches_introspection_of_installed_peft() -> None:
     shipped = json.loads(SHIPPED_REGISTRY.read_text())
     if shipped["peft_version"] != peft.__version__:
         pytest.skip(f"shipped registry is for peft {shipped['peft_version']}, {peft.__version__} installed")
-    fresh = introspect_installed_peft()
-    assert fresh["methods"] == shipped["methods"]
+    fresh = introspect_installed_peft(probe=False)  # the probe's claims: tests/test_capabilities.py
+    assert fresh["methods"] == [{k: v for k, v in m.items() if k != "capabilities"} for m in shipped["methods"]]
 
 
 def test_every_peft_type_is_registered_with_capabilities() -> None:
@@ -55,9 +55,25 @@ def test_aliases_resolve_spelling_insensitively() -> None:
         registry.resolve("lorax")
 
 
-def test_refresh_caches_per_peft_version_and_is_then_preferred() -> None:
+def test_refresh_caches_per_peft_version_and_is_then_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("peft")
-    registry, path = refresh_registry()
+    from advisor.methods import behaviour
+
+    # Each method's probe is held in test_capabilities.py; here LoRA and Lily are probed for real and
+    # the others keep the shipped claims, so that caching is tested without minutes of probing.
+    shipped = {m["peft_type"]: m["capabilities"] for m in json.loads(SHIPPED_REGISTRY.read_text())["methods"]}
+    real = behaviour.probe_methods
+
+    def some_probed(todo, **kwargs):
+        probed = real([t for t in todo if t[0] in {"LORA", "LILY"}], **kwargs)
+        kept = {pt: {k: behaviour.Claim(**v) for k, v in shipped[pt].items()} for pt, _, _ in todo}
+        return {**kept, **probed}
+
+    monkeypatch.setattr(behaviour, "probe_methods", some_probed)
+    seen: list[str] = []
+    registry, path = refresh_registry(progress=lambda name, done, total: seen.append(name))
+    assert set(seen) == {"LORA", "LILY"}
+    assert not registry.resolve("lily").can_merge and registry.resolve("lora").serving("vllm") == "native"
     assert path == user_registry_path(registry.peft_version)
     assert path.exists()
     load_registry.cache_clear()

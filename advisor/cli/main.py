@@ -14,7 +14,7 @@ import sys
 
 import typer
 
-from advisor.cli import convert, methods, recommend, scan, space, trial
+from advisor.cli import auto, convert, methods, recommend, scan, space, trial
 
 app = typer.Typer(
     name="peft-advise",
@@ -32,6 +32,7 @@ app.command("convert")(convert.convert_command)
 app.command("check-lora")(convert.check_lora_command)
 app.command("trial")(trial.trial_command)
 app.command("trial-worker")(trial.trial_worker_command)
+app.command("auto")(auto.auto_command)
 app.command("space")(space.space_command)
 app.add_typer(scan.scan_app, name="scan")
 

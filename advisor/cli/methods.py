@@ -50,17 +50,27 @@ def refresh_benchmarks_command(
 @user_errors
 def methods_command(
     name: Annotated[str | None, typer.Argument(help="Show one method (any alias).")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Re-read capabilities from the installed peft.")] = False,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Re-establish capabilities for the installed peft: each is run on a tiny Llama (minutes on a CPU).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the PEFT method registry and what each method can do."""
     from advisor.methods.registry import load_registry, refresh_registry, registry_staleness
     from advisor.output import emit_json, print_lines
-    from advisor.output.methods_view import methods_json, methods_table
+    from advisor.output.methods_view import evidence_lines, methods_json, methods_table
+    from advisor.output.progress import phase_reporter
     from advisor.output.tables import print_table
 
     if refresh:
-        registry, path = refresh_registry()
+        with phase_reporter(enabled=not as_json) as progress:
+            registry, path = refresh_registry(
+                progress=(lambda name, done, total: progress(f"probing {name}", done, total)) if progress else None
+            )
         if not as_json:
             print_lines(
                 [f"Read {len(registry.methods) - 1} methods from peft {registry.peft_version}; cached in {path}"]
@@ -72,6 +82,8 @@ def methods_command(
         emit_json(methods_json(registry, methods))
         return
     print_table(methods_table(registry, methods))
+    if name:
+        print_lines(evidence_lines(methods[0]))
     stale = registry_staleness(registry)
     if stale:
         print_lines([f"Note: {stale}"])

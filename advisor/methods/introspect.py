@@ -13,6 +13,7 @@ import enum
 import importlib
 import inspect
 import textwrap
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -155,13 +156,69 @@ def introspect_method(peft_type: str) -> dict[str, Any]:
     }
 
 
-def introspect_installed_peft() -> dict[str, Any]:
-    """The whole registry file for the installed peft: one entry per ``PeftType``."""
+def introspect_installed_peft(
+    *, probe: bool = True, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """The whole registry file for the installed peft: one entry per ``PeftType``.
+
+    With ``probe`` (the default), every capability is then established on a tiny model
+    (:mod:`.behaviour`) and stored with what was seen; the source reading alone only says which
+    methods *have* a merge or a bitsandbytes wrapper, not that they work.
+    """
     import peft
     from peft.utils.peft_types import PeftType
 
-    return {
+    methods = [introspect_method(pt.value) for pt in PeftType]
+    data: dict[str, Any] = {
         "peft_version": peft.__version__,
         "generated_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        "methods": [introspect_method(pt.value) for pt in PeftType],
+        "methods": methods,
     }
+    if probe:
+        data["probe"] = probe_summary()
+        claims = probe_registry_methods(methods, progress=progress)
+        for record in methods:
+            record["capabilities"] = {k: v.to_dict() for k, v in claims[record["peft_type"]].items()}
+    return data
+
+
+def probe_summary() -> dict[str, Any]:
+    """What the capabilities were established on, for the record in the registry file."""
+    from importlib import metadata
+
+    from advisor.methods.behaviour import PROBE_LLAMA
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "model": "LlamaForCausalLM " + ", ".join(f"{k}={v}" for k, v in PROBE_LLAMA.items() if k != "architectures"),
+        "versions": {name: version(name) for name in ("peft", "transformers", "torch", "bitsandbytes")},
+    }
+
+
+def probe_registry_methods(
+    methods: list[dict[str, Any]], *, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """Run the behaviour probe on registry records; the converter is handed a registry that lets
+    every weight method through, so that conversion is tried rather than assumed."""
+    from advisor.methods.behaviour import probe_methods
+
+    todo = [(r["peft_type"], r["config_class"], r["kind"]) for r in methods]
+    return probe_methods(todo, registry=trying_registry(methods), progress=progress)
+
+
+def trying_registry(methods: list[dict[str, Any]]) -> Any:
+    """A registry in which every weight method is *claimed* convertible, for the probe's converter:
+    conversion is then tried on each method, and the outcome becomes the claim."""
+    from advisor.methods.registry import Registry, _method_from_record
+
+    candidates = []
+    for record in methods:
+        optimistic = {**record, "capabilities": None, "can_merge": True} if record["kind"] == "weight" else record
+        method = _method_from_record(optimistic)
+        candidates.append(dataclasses.replace(method, ours_to_lora=method.kind == "weight"))
+    return Registry("probe", "probe", tuple(candidates))

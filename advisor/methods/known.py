@@ -85,20 +85,19 @@ FULL_FINETUNING: dict = {
     "quantization": [],
 }
 
-# Adapters that a serving stack loads as trained (docs/lora-consumers.md):
-# vLLM reads plain LoRA only; Diffusers reads LoRA (DoRA and bias too) and LoKr.
+# Adapters that a serving stack loads as trained (docs/lora-consumers.md), used only for a registry
+# file without probe results (an older cache): the probe establishes these by running the consumer
+# checks on each method's saved adapter. vLLM reads plain LoRA only; Diffusers reads LoRA (DoRA and
+# bias too) in its own file.
 VLLM_NATIVE = frozenset({"LORA"})
-DIFFUSERS_NATIVE = frozenset({"LORA", "LOKR"})
+DIFFUSERS_NATIVE = frozenset({"LORA"})
 
-# peft-advisor's converter (converters/) exports every method whose effect on a layer is a weight
-# change it can read back from the adapter's own merge (ΔW = W_merged − W_base). The rule is
-# introspected (kind "weight" + can merge); these are the measured exceptions, with the reason a
-# user is shown. tests/test_convert_methods.py converts every method the rule admits.
+# Which methods our converter exports is established by converting each one on a tiny model
+# (advisor/methods/behaviour.py, stored in the registry). These are the reasons, in words, shown
+# for methods the probe found it cannot export; anything not listed shows what the probe saw.
 NOT_CONVERTIBLE: dict[str, str] = {
     "LN_TUNING": "it tunes LayerNorm weights, which a LoRA adapter cannot target",
     "LILY": "peft cannot merge Lily layers (merge raises NotImplementedError), so there is no weight update to read",
-    "PVERA": "its forward pass samples, so no single merged weight reproduces it (merge disagrees with forward)",
-    "BEFT": "it only changes biases; a LoRA adapter carries weight updates (keep the adapter as is)",
 }
 
 # Config fields a method fills in *during* training (AdaLoRA's pruned rank masks): part of a

@@ -9,6 +9,7 @@ package. Loading it costs a JSON parse, which keeps the recommend path fast.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from importlib import metadata
@@ -18,6 +19,7 @@ from typing import Any
 from advisor.errors import UserError
 from advisor.methods import known
 from advisor.paths import PACKAGE_DATA, read_json, user_data_dir, write_json_atomic
+from advisor.vocabulary import CONSUMER_TARGETS
 
 SHIPPED_REGISTRY = PACKAGE_DATA / "methods.json"
 
@@ -46,6 +48,29 @@ class MethodInfo:
     aliases: tuple[str, ...] = ()
     config_defaults: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     peft_to_lora_layers: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    peft_reload: bool = True
+    vllm_via_convert: bool = False
+    diffusers_via_convert: bool = False
+    # capability -> {"value", "how", "detail"}: what the probe on a tiny model saw (behaviour.py)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def why_not(self, capability: str) -> str:
+        """What the probe saw when ``capability`` failed, for messages (a generic line without a probe)."""
+        seen = self.evidence.get(capability, {})
+        return str(seen.get("detail") or f"{self.display_name} was not shown to support it on a tiny model")
+
+    def serving(self, consumer: str) -> str | None:
+        """How ``consumer`` serves this method's adapter: "native" (as trained), "convert" (through our
+        LoRA converter, at a fidelity measured when converting) or None (not at all)."""
+        if self.kind == "full":
+            return "native" if consumer in ("vllm", "diffusers") else None  # a whole model, not an adapter
+        if consumer == "peft":
+            return "native" if self.peft_reload else None
+        native = {"vllm": self.vllm_native, "diffusers": self.diffusers_native}.get(consumer, False)
+        if native:
+            return "native"
+        converted = {"vllm": self.vllm_via_convert, "diffusers": self.diffusers_via_convert}.get(consumer, False)
+        return "convert" if converted else None
 
     @property
     def lora_convertible(self) -> bool:
@@ -74,8 +99,57 @@ class MethodInfo:
             "quantized_base": self.quantized_base,
             "vllm_native": self.vllm_native,
             "diffusers_native": self.diffusers_native,
+            "peft_reload": self.peft_reload,
+            "serving": {c: self.serving(c) for c in CONSUMER_TARGETS},
             "aliases": list(self.aliases),
+            "evidence": {k: dict(v) for k, v in self.evidence.items()},
         }
+
+
+BNB_LABELS = ("bnb-4bit", "bnb-8bit")
+
+
+def _observed(record: dict[str, Any]) -> dict[str, Any]:
+    """Capabilities as the tiny-model probe established them (:mod:`.behaviour`).
+
+    A registry file without probe results (one cached by an older peft-advisor) falls back to the
+    source reading, as before.
+    """
+    key = record["peft_type"] or "FULL"
+    claims = record.get("capabilities")
+    if not claims:
+        exports = record["kind"] == "weight" and bool(record["can_merge"]) and key not in known.NOT_CONVERTIBLE
+        return {
+            "can_merge": bool(record["can_merge"]),
+            "peft_to_lora": record["peft_to_lora"],
+            "ours_to_lora": exports,
+            "quantization": tuple(record["quantization"]),
+            "vllm_native": key in known.VLLM_NATIVE,
+            "diffusers_native": key in known.DIFFUSERS_NATIVE,
+            "peft_reload": True,
+            "vllm_via_convert": exports,
+            "diffusers_via_convert": exports,
+        }
+
+    def holds(name: str) -> bool:
+        return bool(claims.get(name, {}).get("value"))
+
+    layer_support = set(record.get("peft_to_lora_layers", {}).values())
+    peft_to_lora = "no"
+    if holds("peft_to_lora"):  # shown on Linear layers; other layer types as peft's source states
+        peft_to_lora = "yes" if layer_support <= {"yes"} else "partial"
+    other_backends = [b for b in record["quantization"] if b not in BNB_LABELS]  # need GPUs to run
+    return {
+        "can_merge": holds("merge"),
+        "peft_to_lora": peft_to_lora,
+        "ours_to_lora": holds("ours_to_lora"),
+        "quantization": tuple([b for b in BNB_LABELS if holds(b)] + other_backends),
+        "vllm_native": holds("vllm_native"),
+        "diffusers_native": holds("diffusers_native"),
+        "peft_reload": holds("peft_reload"),
+        "vllm_via_convert": holds("vllm_via_convert"),
+        "diffusers_via_convert": holds("diffusers_via_convert"),
+    }
 
 
 def _method_from_record(record: dict[str, Any]) -> MethodInfo:
@@ -90,15 +164,11 @@ def _method_from_record(record: dict[str, Any]) -> MethodInfo:
         kind=record["kind"],
         config_class=record["config_class"],
         layer_types=tuple(record["layer_types"]),
-        can_merge=bool(record["can_merge"]),
-        peft_to_lora=record["peft_to_lora"],
-        ours_to_lora=record["kind"] == "weight" and bool(record["can_merge"]) and key not in known.NOT_CONVERTIBLE,
-        quantization=tuple(record["quantization"]),
-        vllm_native=key in known.VLLM_NATIVE,
-        diffusers_native=key in known.DIFFUSERS_NATIVE,
         aliases=aliases,
         config_defaults=dict(record.get("config_defaults", {})),
         peft_to_lora_layers=dict(record.get("peft_to_lora_layers", {})),
+        evidence={k: dict(v) for k, v in (record.get("capabilities") or {}).items()},
+        **_observed(record),
     )
 
 
@@ -185,12 +255,17 @@ def registry_staleness(registry: Registry) -> str | None:
     return None
 
 
-def refresh_registry(output: Path | None = None) -> tuple[Registry, Path]:
-    """Introspect the installed peft and cache the result (imports peft: seconds, not milliseconds)."""
+def refresh_registry(
+    output: Path | None = None, *, progress: Callable[[str, int, int], None] | None = None
+) -> tuple[Registry, Path]:
+    """Introspect the installed peft, establish each capability on a tiny model, cache the result.
+
+    Imports peft and runs every method a few times on a 2-layer Llama: a few minutes on a CPU.
+    """
     from advisor.methods.introspect import introspect_installed_peft
 
     try:
-        data = introspect_installed_peft()
+        data = introspect_installed_peft(progress=progress)
     except ImportError as exc:
         raise UserError(
             f"cannot read method capabilities: {exc}; install peft first (pip install 'peft-advisor[peft]')"

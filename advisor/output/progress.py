@@ -85,3 +85,26 @@ def trial_progress(*, enabled: bool = True) -> Iterator[Callable[[object], None]
                 bar.advance(overall)
 
         yield update
+
+
+@contextmanager
+def stage_progress(*, enabled: bool = True) -> Iterator[Callable[[object], None] | None]:
+    """Yield a callback for ``auto``'s :class:`~advisor.auto.flow.StageEvent`: one line per stage on
+    stderr, and the trial's own bars while it trains."""
+    if not enabled or not is_terminal(sys.stderr):
+        yield None
+        return
+    with trial_progress(enabled=enabled) as trial_bars:
+        seen: set[tuple[str, str]] = set()
+
+        def update(event: object) -> None:
+            stage, text, trial = getattr(event, "stage", ""), getattr(event, "text", ""), getattr(event, "trial", None)
+            if trial is not None:
+                if trial_bars is not None:
+                    trial_bars(trial)
+                return
+            if text and (stage, text) not in seen and not text.startswith("converting:"):
+                seen.add((stage, text))
+                print(f"[{stage}] {text}", file=sys.stderr)
+
+        yield update

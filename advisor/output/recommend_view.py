@@ -11,7 +11,7 @@ from typing import Any
 
 from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup
 from advisor.output.tables import Column, TableSpec
-from advisor.recommend import LoraMark, Recommendation, Row
+from advisor.recommend import Capabilities, LoraMark, Recommendation, Row
 from advisor.vocabulary import OBJECTIVES
 
 
@@ -41,16 +41,33 @@ def variant_text(run: BenchmarkRun) -> str:
     return " · ".join([run.variant, *extra])
 
 
+def _served(caps: Capabilities, consumer: str) -> str | None:
+    """'vllm' when served as trained, 'vllm(conv)' through our converter, None when not at all."""
+    how = caps.serving.get(consumer)
+    return None if how is None else (consumer if how == "native" else f"{consumer}(conv)")
+
+
 def _flags(row: Row) -> str:
     caps = row.caps
     marks = [
-        ("merge", caps.can_merge),
-        ("lora", caps.lora_convertible),
-        ("vllm", caps.vllm_servable),
-        ("diffusers", caps.diffusers_loadable),
-        ("4/8bit", caps.quantized_base),
+        "merge" if caps.can_merge else None,
+        "lora" if caps.lora_convertible else None,
+        _served(caps, "vllm"),
+        _served(caps, "diffusers"),
+        "4/8bit" if caps.quantized_base else None,
     ]
-    return " ".join(name for name, ok in marks if ok) or "-"
+    return " ".join(m for m in marks if m) or "-"
+
+
+def serving_note(rec: Recommendation) -> str | None:
+    """Said whenever a shown row is served through conversion: that route has a cost, measured later."""
+    if not any("convert" in row.caps.serving.values() for row in rec.rows):
+        return None
+    return (
+        "vllm(conv) / diffusers(conv): served after `peft-advise convert` exports the adapter to LoRA; "
+        "how much of the adapter's effect the LoRA keeps (its fidelity) is measured when converting "
+        "(`peft-advise auto` converts and checks it for you)"
+    )
 
 
 def _points(gap: float, is_accuracy: bool) -> str:
@@ -172,8 +189,12 @@ def footer_lines(rec: Recommendation) -> list[str]:
         f"Noise rule: {rec.noise_rule}",
         "frontier = Pareto-optimal on score vs peak memory among the rows; ≈best = within noise of the best "
         "(far below = under half its score); "
-        "can = merge / lora (LoRA-convertible) / vllm / diffusers (served as trained) / 4/8bit (bitsandbytes base)",
+        "can = merge / lora (LoRA-convertible) / vllm / diffusers (served as trained; (conv) = through our "
+        "LoRA converter) / 4/8bit (bitsandbytes base); each shown on a tiny model (`peft-advise methods NAME`)",
     ]
+    note = serving_note(rec)
+    if note:
+        lines.append(note)
     if rec.memory is not None and rec.memory.model_given:
         lines.append(
             f"* scaled to {rec.memory.shape.name}; bench. min = train minutes measured on the benchmark, not predicted"
@@ -254,6 +275,7 @@ def _row_json(row: Row) -> dict[str, Any]:
         "lora_convertible": row.caps.lora_convertible,
         "vllm_servable": row.caps.vllm_servable,
         "diffusers_loadable": row.caps.diffusers_loadable,
+        "serving": dict(row.caps.serving),
         "quantized_base": row.caps.quantized_base,
         "key_config": run.key_config,
         "learning_rate": run.learning_rate,
