@@ -169,3 +169,19 @@ def minilm() -> Path:
     from adapter_factory import minilm_path
 
     return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def talking_llama(tmp_path_factory: pytest.TempPathFactory, minilm: Path) -> Path:
+    """A tiny random Llama with MiniLM's tokenizer saved beside it: real text in, real tokens out."""
+    import torch
+    from adapter_factory import TINY_LLAMA
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("talking-llama")
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    config = LlamaConfig(**{**TINY_LLAMA, "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id})
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

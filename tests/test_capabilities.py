@@ -9,6 +9,7 @@ methods the product's headline rests on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_every_claim_holds_against_behaviour(peft_type: str, probe_llama: Path, 
     record = RECORDS[peft_type]
     seen = MethodProbe(peft_type, record["config_class"], record["kind"], probe_llama, tmp_path).run(trial_registry)
     stated = {name: claim["value"] for name, claim in record["capabilities"].items()}
+    if importlib.util.find_spec("bitsandbytes") is None:  # the quantised-base claims cannot be re-run here
+        stated = {k: v for k, v in stated.items() if not k.startswith("bnb-")}
     observed = {name: claim.value for name, claim in seen.items()}
     differ = {
         name: f"registry says {stated[name]}, now {observed[name]}: {seen[name].detail}"

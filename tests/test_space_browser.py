@@ -154,7 +154,7 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, space_tmp: Pa
             page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
             page.get_by_role("tab", name="Convert to LoRA").click()
             page.locator("#adapter-upload input[type=file]").set_input_files(str(evil))
-            page.locator("#adapter-upload").get_by_text("adapter.zip").wait_for(timeout=30_000)  # uploaded
+            page.locator("#adapter-upload").get_by_text("adapter.zip").wait_for(timeout=90_000)  # uploaded
             page.locator("#convert").click()
             page.wait_for_function(
                 "() => (document.querySelector('#convert-message')?.innerText || '').includes('Error')",

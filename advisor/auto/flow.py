@@ -330,7 +330,8 @@ def _copy_native(request: AutoRequest, consumer: str, entry: Any, source: Path, 
         max_rank = None
     _publish(staging, final)
     rel = _relative(final, Path(request.out))
-    command = serve_command(consumer, config.get("base_model_name_or_path") or request.model, rel, max_rank)
+    base = config.get("base_model_name_or_path") or request.model
+    command = serve_command(consumer, base, rel, max_rank, config.get("task_type"))
     check.update(folder=rel, serve_command=command)
     return Served(
         consumer=consumer,
@@ -396,7 +397,8 @@ def _convert(
     ranks = sorted(set(result.ranks.values()))
     max_rank = result.check.max_lora_rank if result.check else None
     config = read_json(final / "adapter_config.json")
-    command = serve_command(consumer, config.get("base_model_name_or_path") or request.model, rel, max_rank)
+    base = config.get("base_model_name_or_path") or request.model
+    command = serve_command(consumer, base, rel, max_rank, config.get("task_type"))
     check.update(folder=rel, serve_command=command)  # as the user has the folder, not this machine's path
     return Served(
         consumer=consumer,
@@ -412,7 +414,9 @@ def _convert(
     )
 
 
-def serve_command(consumer: str, base: str, folder: str, max_lora_rank: int | None) -> str:
+def serve_command(
+    consumer: str, base: str, folder: str, max_lora_rank: int | None, task_type: str | None = None
+) -> str:
     """The command (or line of Python) that serves ``folder`` as the user has it (relative to OUT)."""
     import shlex
 
@@ -428,4 +432,7 @@ def serve_command(consumer: str, base: str, folder: str, max_lora_rank: int | No
         )
     if consumer == "diffusers":
         return f'pipe.load_lora_weights("{folder}", weight_name="pytorch_lora_weights.safetensors")'
-    return f'PeftModel.from_pretrained(AutoModel.from_pretrained("{base}"), "{folder}")'
+    from converters.models import TASK_CLASSES
+
+    model_class = TASK_CLASSES.get(str(task_type or "").upper(), "AutoModel")
+    return f'PeftModel.from_pretrained({model_class}.from_pretrained("{base}"), "{folder}")'
