@@ -58,8 +58,9 @@ def build_app() -> Any:
 
     with gr.Blocks(title="peft-advisor") as app:
         gr.Markdown(
-            "# peft-advisor\nChoose a PEFT method for your GPU and task from PEFT's own benchmark results "
-            "(and, with a model id, the memory model's predictions for it)."
+            "# peft-advisor\nFrom your GPU budget and your data to the adapter your server loads, in one go; "
+            "or use the tools one by one: rank PEFT methods from PEFT's own benchmarks, see what people use on "
+            "the Hub, trial methods on your data, convert an adapter to LoRA."
         )
         with gr.Tab("From budget to served adapter"):
             _auto_tab()

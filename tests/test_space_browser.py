@@ -23,7 +23,7 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.subprocess]
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-TABS = ("Recommend", "Hub statistics", "Quick trial", "Convert to LoRA")
+TABS = ("From budget to served adapter", "Recommend", "Hub statistics", "Quick trial", "Convert to LoRA")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -119,6 +119,7 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
+            page.get_by_role("tab", name="Recommend").click()
             page.locator("#vram input").fill("24")
             page.locator("#rank").click()
             page.wait_for_function(
@@ -130,7 +131,7 @@ def test_recommend_tab_in_a_browser_matches_the_cli(space_url: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "space-recommend.png"))
         finally:
             browser.close()
-    assert tabs == [1] * len(TABS)  # all four tabs are served
+    assert tabs == [1] * len(TABS)  # every tab is served
     cells = [cell.strip() for cell in cells]
     assert cells[:3] == ["1", expected["method_display"], expected["variant"]], cells
     assert (ARTIFACTS / "space-recommend.png").stat().st_size > 10_000
@@ -197,3 +198,107 @@ def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str, space_tmp: Pat
     assert "Winner: lora" in message and "2 steps" in message, message[:500]
     assert first.startswith("lora")
     assert _request_folders_left(space_tmp) == []  # removed once the leaderboard and the zip were sent
+
+
+def _page_text_has_no_server_path(page, *roots: Path) -> str:
+    text = page.inner_text("body")
+    for root in roots:
+        assert str(root) not in text, f"server path {root} on the page"
+    assert "/tmp/" not in text and "gradio/" not in text, "a server temp path on the page"
+    return text
+
+
+def _run_auto_tab(page, timeout_ms: int = 400_000) -> tuple[str, str, str]:
+    page.locator("#auto-run").click()
+    page.wait_for_function(
+        "() => /Ready|Warning|Error/.test(document.querySelector('#auto-message')?.innerText || '')",
+        timeout=timeout_ms,
+    )
+    message = page.locator("#auto-message").inner_text()
+    summary = page.locator("#auto-summary").inner_text()
+    command = page.locator("#auto-command").inner_text()
+    return message, summary, command
+
+
+def test_budget_to_served_adapter_on_minilm(space_url: str, space_tmp: Path) -> None:
+    """The first tab end to end on the bundled sample and MiniLM: served for PEFT, one zip, no server path."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(space_url, wait_until="load")
+            for name in ("oft", "ia3"):
+                page.locator("#auto-candidates").get_by_label(name, exact=True).uncheck()
+            message, summary, command = _run_auto_tab(page)
+            download = page.locator("#auto-download").get_by_text(".zip").count()
+            text = _page_text_has_no_server_path(page, space_tmp)
+            page.screenshot(path=str(ARTIFACTS / "space-auto-minilm.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "Ready. Download the zip below." in message, message
+    assert "Served: LoRA for peft" in summary and "served/lora" in summary
+    assert "sentence-transformers/all-MiniLM-L6-v2" in command and "served/lora" in command
+    assert download >= 1 and "Traceback" not in text
+    assert _request_folders_left(space_tmp) == []
+
+
+def test_budget_to_served_adapter_on_a_small_llama_for_vllm(
+    space_url: str, space_tmp: Path, tmp_path: Path, talking_llama: Path
+) -> None:
+    """A small Llama and an uploaded prompt/response set, served by vLLM: OFT is converted and checked."""
+    from playwright.sync_api import sync_playwright
+
+    rows = [{"prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(40)]
+    upload = tmp_path / "sums.jsonl"
+    upload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(space_url, wait_until="load")
+            page.locator("#auto-data input[type=file]").set_input_files(str(upload))
+            page.locator("#auto-data").get_by_text("sums.jsonl").wait_for(timeout=90_000)
+            page.locator("#auto-model textarea, #auto-model input").first.fill(str(talking_llama))
+            for name in ("lora", "ia3"):
+                page.locator("#auto-candidates").get_by_label(name, exact=True).uncheck()
+            page.locator("#auto-serve").get_by_label("vllm", exact=True).check()
+            message, summary, command = _run_auto_tab(page)
+            text = _page_text_has_no_server_path(page, space_tmp, tmp_path)
+            page.screenshot(path=str(ARTIFACTS / "space-auto-llama.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "Ready. Download the zip below." in message, message + summary
+    assert "OFT for vllm, converted to LoRA rank" in summary and "passes the vllm checks" in summary
+    assert "vllm serve talking-llama" in command and "--lora-modules oft=served/oft" in command
+    assert "Traceback" not in text
+    assert _request_folders_left(space_tmp) == []
+
+
+def test_a_400px_screen_shows_the_whole_ranking_row(space_url: str) -> None:
+    """On a phone-sized screen the ranking scrolls sideways inside its box; no column is cut away."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 400, "height": 900})
+            page.goto(space_url, wait_until="load")
+            page.get_by_label("More tabs").click()  # a narrow screen folds the other tabs into a menu
+            page.get_by_role("button", name="Recommend", exact=True).click()
+            page.locator("#vram input").fill("24")
+            page.locator("#rank").click()
+            page.locator('#ranking [data-testid="cell-0-1"]').wait_for(timeout=60_000)
+            headers = page.locator("#ranking thead th").all_inner_texts()
+            last = page.locator("#ranking thead th").last
+            last.scroll_into_view_if_needed()
+            last_visible = last.is_visible()
+            page_width = page.evaluate("() => document.documentElement.scrollWidth")
+            page.screenshot(path=str(ARTIFACTS / "space-400px.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len([h for h in headers if h.strip()]) >= 10, headers  # every column is there
+    assert last_visible  # reachable by scrolling the table, not cut off
+    assert page_width <= 420  # the page itself does not overflow the screen
