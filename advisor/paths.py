@@ -151,8 +151,19 @@ def staging_folder(out: Path, *, overwrite: bool, option: str = "OUT") -> Iterat
 
 
 def publish(staging: Path, out: Path) -> None:
-    """Move a finished staging folder onto ``out``; an old ``out`` is removed only afterwards."""
+    """Move a finished staging folder onto ``out``; an old ``out`` is removed only afterwards.
+
+    The staging folder (``mkdtemp``: mode 0700) and any file written through a private temporary file
+    get the modes the user's umask gives: a server running as another user must be able to read it.
+    """
     out = Path(out)
+    umask = _current_umask()
+    os.chmod(staging, 0o777 & ~umask)
+    for path in Path(staging).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~umask)
+        elif path.is_dir():
+            os.chmod(path, 0o777 & ~umask)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")

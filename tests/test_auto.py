@@ -166,3 +166,22 @@ def test_no_rank_reaching_the_minimum_is_refused_and_nothing_is_served(
     served = out / "served"
     assert not served.exists() or not any(served.iterdir())  # nothing half-written
     assert not (out / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_cli_fidelity_refusal_is_one_line_and_exit_1(
+    talking_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    monkeypatch.setattr(flow, "sweep_ranks", lambda model, consumer: (1,))
+    out = tmp_path / "run"
+    args = ["auto", "--data", str(_data(tmp_path)), "--model", str(talking_llama), "--vram", "24", "--out", str(out)]
+    args += ["--candidates", "ia3", "--steps", "3", "--serve", "vllm", "--device", "cpu", "--lr-search", "off"]
+    result = CliRunner().invoke(app, [*args, "--in-process", "--min-fidelity", "0.999"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "no LoRA rank reaches --min-fidelity 0.999" in errors[0] and "best " in errors[0]
+    assert not (out / "served" / "ia3").exists() and not (out / "report.html").exists()

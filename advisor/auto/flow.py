@@ -307,28 +307,24 @@ def _relative(final: Path, out: Path) -> str:
 
 def _copy_native(request: AutoRequest, consumer: str, entry: Any, source: Path, final: Path) -> Served | None:
     """Copy the trained adapter as it is; None when the consumer's checks refuse that folder."""
+    from advisor.paths import publish, staging_folder
     from converters.consumers import check_lora
 
-    staging = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    config = read_json(staging / "adapter_config.json")
-    is_lora = str(config.get("peft_type", "")).upper() == "LORA"
-    if is_lora:
-        report = check_lora(staging, consumer, shown_as=final)
-        if not report.passed:
-            shutil.rmtree(staging, ignore_errors=True)
-            return None
-        check = report.to_dict()
-        max_rank = report.max_lora_rank
-    else:  # PEFT loads its own methods; the trial evaluated this very folder through PEFT
-        check = {
-            "target": consumer,
-            "passed": True,
-            "findings": [{"level": "info", "message": "PEFT loads this adapter as trained (the trial evaluated it)"}],
-        }
-        max_rank = None
-    _publish(staging, final)
+    with staging_folder(final, overwrite=True) as staging:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        config = read_json(staging / "adapter_config.json")
+        is_lora = str(config.get("peft_type", "")).upper() == "LORA"
+        if is_lora:
+            report = check_lora(staging, consumer, shown_as=final)
+            if not report.passed:
+                return None
+            check = report.to_dict()
+            max_rank = report.max_lora_rank
+        else:  # PEFT loads its own methods; the trial evaluated this very folder through PEFT
+            message = "PEFT loads this adapter as trained (the trial evaluated it)"
+            check = {"target": consumer, "passed": True, "findings": [{"level": "info", "message": message}]}
+            max_rank = None
+        publish(staging, final)
     rel = _relative(final, Path(request.out))
     base = config.get("base_model_name_or_path") or request.model
     command = serve_command(consumer, base, rel, max_rank, config.get("task_type"))
@@ -344,12 +340,6 @@ def _copy_native(request: AutoRequest, consumer: str, entry: Any, source: Path, 
         check=check,
         serve_command=command,
     )
-
-
-def _publish(staging: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
 
 
 def sweep_ranks(model: str, consumer: str) -> tuple[int, ...]:
