@@ -10,18 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from advisor.methods.behaviour import PROBE_KWARGS, PROBE_NOISE
+from advisor.methods.behaviour import PROBE_KWARGS, PROBE_LLAMA, PROBE_NOISE
 
-TINY_LLAMA = {
-    "vocab_size": 256,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 128,
-    "architectures": ["LlamaForCausalLM"],
-}
+# The probe's Llama without biases: the plain architecture most adapters meet.
+TINY_LLAMA = {k: v for k, v in PROBE_LLAMA.items() if k not in ("attention_bias", "mlp_bias")}
 
 # Config arguments per method so that each fits both models' layer sizes (64/32/128 and 384/1536): the
 # capability probe's (advisor/methods/behaviour.py), with LoRA in its richest form (DoRA + rsLoRA).

@@ -325,20 +325,39 @@ def _copy_native(request: AutoRequest, consumer: str, entry: Any, source: Path, 
             check = {"target": consumer, "passed": True, "findings": [{"level": "info", "message": message}]}
             max_rank = None
         publish(staging, final)
+    rank = int(config["r"]) if is_lora and config.get("r") else None
+    return _served(request, consumer, entry, final, config, check, max_rank, rank=rank)
+
+
+def _served(
+    request: AutoRequest,
+    consumer: str,
+    entry: Any,
+    final: Path,
+    config: dict[str, Any],
+    check: dict[str, Any],
+    max_rank: int | None,
+    *,
+    rank: int | None,
+    fidelity: float | None = None,
+    conversion: dict[str, Any] | None = None,
+) -> Served:
+    """The record of a published folder, its path and serve command as the user has them (relative to OUT)."""
     rel = _relative(final, Path(request.out))
     base = config.get("base_model_name_or_path") or request.model
     command = serve_command(consumer, base, rel, max_rank, config.get("task_type"))
-    check.update(folder=rel, serve_command=command)
+    check.update(folder=rel, serve_command=command)  # not this machine's absolute path
     return Served(
         consumer=consumer,
         method=entry.method,
         name=final.name,
         adapter_dir=rel,
-        converted=False,
-        rank=int(config["r"]) if is_lora and config.get("r") else None,
-        fidelity=None,
+        converted=conversion is not None,
+        rank=rank,
+        fidelity=fidelity,
         check=check,
         serve_command=command,
+        conversion=conversion,
     )
 
 
@@ -382,24 +401,19 @@ def _convert(
             f"nothing was served. Lower --min-fidelity, or serve with --serve peft",
             rejected.result.to_dict(),
         ) from None
-    rel = _relative(final, Path(request.out))
     check = result.check.to_dict() if result.check else {"target": consumer, "passed": False, "findings": []}
     ranks = sorted(set(result.ranks.values()))
     max_rank = result.check.max_lora_rank if result.check else None
-    config = read_json(final / "adapter_config.json")
-    base = config.get("base_model_name_or_path") or request.model
-    command = serve_command(consumer, base, rel, max_rank, config.get("task_type"))
-    check.update(folder=rel, serve_command=command)  # as the user has the folder, not this machine's path
-    return Served(
-        consumer=consumer,
-        method=entry.method,
-        name=final.name,
-        adapter_dir=rel,
-        converted=True,
+    return _served(
+        request,
+        consumer,
+        entry,
+        final,
+        read_json(final / "adapter_config.json"),
+        check,
+        max_rank,
         rank=ranks[-1] if ranks else None,
         fidelity=result.fidelity.fidelity if result.fidelity else None,
-        check=check,
-        serve_command=command,
         conversion=result.to_dict(),
     )
 

@@ -84,6 +84,10 @@ DEFAULT_NOISE = 0.1
 
 # Output agreement that counts as "the same model": relative to the adapter's own effect.
 SAME_OUTPUTS = 1e-3
+# On a quantised base the adapter's effect must point the way it does in full precision (cosine): the
+# base weights are perturbed by quantisation, so the effect is not equal, but a method computing with
+# packed 4-bit codes gives an unrelated one.
+MIN_EFFECT_AGREEMENT = 0.5
 FULL_RANK = 4096
 CAPABILITIES = (
     "peft_reload",
@@ -256,31 +260,32 @@ class MethodProbe:
         """A new copy of the adapted model: merging and converting change the one they run on."""
         return build_adapted(self.peft_type, self.config_class, self.base_dir)
 
-    def _merge(self, adapted_logits: Any, bare_logits: Any) -> Claim:
+    def _reproduces(self, what: str, make: Callable[[], Any], adapted_logits: Any, bare_logits: Any) -> Claim:
+        """Does the model ``make()`` returns give the adapted model's outputs? ``what`` names the step."""
         try:
-            merged = self._fresh().merge_and_unload()
-            ok, seen = _same(adapted_logits, _logits(merged, self.inputs), bare_logits)
+            ok, seen = _same(adapted_logits, _logits(make(), self.inputs), bare_logits)
         except Exception as exc:
-            return Claim(False, "behaviour", f"merge_and_unload() fails: {_error(exc)}")
+            return Claim(False, "behaviour", f"{what} fails: {_error(exc)}")
         if not ok:
-            return Claim(False, "behaviour", f"merge_and_unload() runs but changes the model: {seen}")
-        return Claim(True, "behaviour", f"merged model reproduces the adapter ({seen})")
+            return Claim(False, "behaviour", f"{what} runs but changes the model: {seen}")
+        return Claim(True, "behaviour", f"{what} reproduces the adapter ({seen})")
+
+    def _merge(self, adapted_logits: Any, bare_logits: Any) -> Claim:
+        return self._reproduces(
+            "merge_and_unload()", lambda: self._fresh().merge_and_unload(), adapted_logits, bare_logits
+        )
 
     def _peft_conversion(self, adapted_logits: Any, bare_logits: Any) -> Claim:
         import peft
 
-        try:
+        def converted() -> Any:
             adapted = self._fresh()
             config, state = peft.convert_to_lora(adapted, 1.0)  # a float: keep all of the update's energy
-            base = adapted.unload()
-            lora = peft.get_peft_model(base, config)
+            lora = peft.get_peft_model(adapted.unload(), config)
             peft.set_peft_model_state_dict(lora, state)
-            ok, seen = _same(adapted_logits, _logits(lora.eval(), self.inputs), bare_logits)
-        except Exception as exc:
-            return Claim(False, "behaviour", f"peft.convert_to_lora fails: {_error(exc)}")
-        if not ok:
-            return Claim(False, "behaviour", f"peft.convert_to_lora at full rank changes the model: {seen}")
-        return Claim(True, "behaviour", f"peft.convert_to_lora at full rank reproduces the adapter ({seen})")
+            return lora.eval()
+
+        return self._reproduces("peft.convert_to_lora at full rank", converted, adapted_logits, bare_logits)
 
     def _save(self, adapted: Any) -> Path:
         folder = self.work / f"{self.peft_type.lower()}-adapter"
@@ -296,15 +301,11 @@ class MethodProbe:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        try:
+        def reloaded() -> Any:
             base = AutoModelForCausalLM.from_pretrained(self.base_dir, dtype=torch.float32)
-            reloaded = PeftModel.from_pretrained(base, adapter_dir).eval()
-            ok, seen = _same(adapted_logits, _logits(reloaded, self.inputs), bare_logits)
-        except Exception as exc:
-            return Claim(False, "behaviour", f"PeftModel.from_pretrained fails on the saved folder: {_error(exc)}")
-        if not ok:
-            return Claim(False, "behaviour", f"the reloaded adapter differs from the trained one: {seen}")
-        return Claim(True, "behaviour", f"saved and reloaded with PEFT, it reproduces the adapter ({seen})")
+            return PeftModel.from_pretrained(base, adapter_dir).eval()
+
+        return self._reproduces("PeftModel.from_pretrained on the saved folder", reloaded, adapted_logits, bare_logits)
 
     def _our_conversion(self, adapter_dir: Path, registry: Any) -> Claim:
         if self.kind != "weight":
@@ -403,8 +404,39 @@ class MethodProbe:
         quantised = [m for m in adapted.modules() if type(m).__module__.startswith("bitsandbytes")]
         if not quantised:
             return Claim(False, "behaviour", f"the base is no longer {bits}-bit once the adapter is attached")
+        agreement = self._same_effect_as_full_precision(adapted)
+        if agreement < MIN_EFFECT_AGREEMENT:
+            return Claim(
+                False,
+                "behaviour",
+                f"on a {bits}-bit base the same adapter weights change the outputs in another direction than "
+                f"in full precision (cosine {agreement:.2f}), so what it learns there is not the same adapter",
+            )
         got = self._train_step(adapted.train())
-        return Claim(True, "behaviour", f"trains on a {bits}-bit base ({got} tensors get gradients)")
+        return Claim(
+            True,
+            "behaviour",
+            f"trains on a {bits}-bit base ({got} tensors get gradients; effect agrees with full precision, "
+            f"cosine {agreement:.2f})",
+        )
+
+    def _same_effect_as_full_precision(self, quantised: Any) -> float:
+        """Cosine between the adapter's effect on the quantised model and on the full-precision one, with the
+        same adapter weights: finite losses and gradients alone would pass a method that reads packed 4-bit
+        weights as numbers."""
+        import torch
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        reference = self._fresh()
+        with torch.no_grad():  # the adapter's whole saved state: weights and any shared random projections
+            set_peft_model_state_dict(quantised, get_peft_model_state_dict(reference))
+        quantised.eval()
+        effects = []
+        for model in (reference, quantised):
+            adapted = _logits(model, self.inputs)
+            with model.disable_adapter():
+                effects.append((adapted - _logits(model, self.inputs)).flatten())
+        return float(torch.nn.functional.cosine_similarity(effects[0], effects[1], dim=0))
 
 
 def probe_methods(
