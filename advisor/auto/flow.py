@@ -287,6 +287,8 @@ def _serve(request: AutoRequest, consumer: str, chosen: Any, emit: Callable[[Sta
         emit(StageEvent("serve", f"reusing {final} (same adapter, consumer and minimum fidelity)"))
         return Served(**stored["served"])
     how = serving_of(entry, consumer)
+    if how is None:  # pick_servable only hands over servable candidates; say so if that ever breaks
+        raise UserError(f"{entry.display_name} cannot be served by {consumer}, natively or converted")
     if how == "native":
         served = _copy_native(request, consumer, entry, source, final)
         if served is None:  # loads as trained by its method, but this folder fails the checks: normalise it
