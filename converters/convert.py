@@ -372,6 +372,10 @@ def _calibrate(loaded: _Loaded, options: ConvertOptions, progress: ProgressFn) -
     )
 
 
+# Consumers that give every module one LoRA rank (smaller ones are zero-padded up to it).
+UNIFORM_RANK_TARGETS = frozenset({"vllm"})
+
+
 def _plan_ranks(adapter: Any, options: ConvertOptions) -> _RankPlan:
     own = _source_lora_ranks(adapter) if not (options.rank or options.energy or options.sweep) else {}
     fixed = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
@@ -381,10 +385,23 @@ def _plan_ranks(adapter: Any, options: ConvertOptions) -> _RankPlan:
 
 
 def _assign_ranks(layers: list[_Layer], primary: str, plan: _RankPlan, options: ConvertOptions) -> None:
-    """Each layer's rank from --energy, the LoRA input's own rank, or the fixed rank (0: the sweep decides)."""
+    """Each layer's rank from --energy, the LoRA input's own rank, or the fixed rank (0: the sweep decides).
+
+    With --energy for a consumer that serves one rank for every module (vLLM), the rank is one for the
+    whole model, chosen on the whole update's energy (:func:`uniform_rank_for_energy`).
+    """
+    from converters.factorize import uniform_rank_for_energy
+
+    uniform = None
+    if options.energy and options.target in UNIFORM_RANK_TARGETS:
+        uniform = uniform_rank_for_energy(
+            [layer.bases[_layer_method(layer, primary)] for layer in layers], options.energy
+        )
     for layer in layers:
         basis = layer.bases[_layer_method(layer, primary)]
-        if options.energy:
+        if uniform is not None:
+            rank = uniform
+        elif options.energy:
             rank = basis.rank_for_energy(options.energy)
         elif plan.own:
             rank = plan.own.get(layer.delta.name, plan.fixed or DEFAULT_RANK)
@@ -570,6 +587,11 @@ def _rank_from_sweep(rows: list[SweepRow], method: str, floor: float) -> tuple[i
 
 
 def _rank_choice_text(options: ConvertOptions, own_ranks: dict[str, int]) -> str:
+    if options.energy and options.target in UNIFORM_RANK_TARGETS:
+        return (
+            f"one rank for every module ({options.target} serves one rank): the smallest keeping "
+            f"{options.energy:g} of the whole update's energy (--energy)"
+        )
     if options.energy:
         return f"per layer: the smallest rank keeping {options.energy:g} of each update's energy (--energy)"
     if own_ranks:
@@ -726,7 +748,7 @@ def _build_adapter(layers: list[_Layer], primary: str, adapter: Any, base: Any, 
         modules_to_save=adapter.config.get("modules_to_save") or None,
         extra_tensors=extra,
     )
-    if options.target == "vllm":
+    if options.target in UNIFORM_RANK_TARGETS:
         lora.pad_to_uniform_rank()
         lora.drop_bias()
     return lora

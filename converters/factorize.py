@@ -131,6 +131,24 @@ class LayerBasis:
         return a.float().contiguous(), u.float().contiguous()
 
 
+def uniform_rank_for_energy(bases: list[LayerBasis], threshold: float) -> int:
+    """The smallest single rank at which the *whole* update keeps ``threshold`` of its energy.
+
+    For consumers that give every module one rank (vLLM pads to ``--max-lora-rank``), a per-layer rank
+    costs the largest layer's rank everywhere while truncating the others early; one rank chosen over
+    the whole model keeps more of the update at the same serving cost. Layers are weighted by the
+    energy they carry, so a layer with a tiny update does not drive the rank up.
+    """
+    total = sum(b.energy_norm2 for b in bases)
+    if total <= 0 or not bases:
+        return 1
+    for rank in range(1, max(b.max_rank for b in bases) + 1):
+        kept = sum(float(b.energy_captured2[min(rank, b.max_rank) - 1]) for b in bases if b.energy_norm2 > 0)
+        if kept >= (threshold - 1e-12) * total:
+            return rank
+    return max(b.max_rank for b in bases)
+
+
 def _ratio(cumulative: torch.Tensor, total: float, rank: int) -> float:
     if total <= 0:
         return 1.0

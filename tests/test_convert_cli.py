@@ -159,6 +159,8 @@ def test_energy_gives_per_layer_ranks(llama_oft: Path, tmp_path: Path) -> None:
     as_vllm = invoke("convert", llama_oft, tmp_path / "vllm", "--energy", "0.8", "--for", "vllm", "--json")
     vllm = json.loads(as_vllm.stdout)
     assert len(set(vllm["ranks"].values())) == 1 and vllm["check"]["passed"]
+    # One rank chosen on the whole model, not the largest per-layer rank padded everywhere.
+    assert max(vllm["ranks"].values()) <= max(ranks.values()) and "whole update" in vllm["rank_choice"]
 
 
 def _prompt_tuning_adapter(tiny_llama: Path, folder: Path) -> Path:

@@ -50,6 +50,21 @@ def test_energy_rank_is_the_smallest_rank_reaching_the_threshold() -> None:
     assert basis.retained_energy(rank) >= 0.9 > basis.retained_energy(rank - 1)
 
 
+def test_one_rank_for_the_whole_model_keeps_the_whole_updates_energy() -> None:
+    from converters.factorize import uniform_rank_for_energy
+
+    big = layer_basis(_decaying(32, 32, seed=1), 32, exact=True)
+    small = layer_basis(_decaying(32, 32, seed=2) * 1e-3, 32, exact=True)  # carries almost no energy
+    rank = uniform_rank_for_energy([big, small], 0.9)
+    total = big.energy_norm2 + small.energy_norm2
+
+    def kept(r: int) -> float:
+        return (float(big.energy_captured2[r - 1]) + float(small.energy_captured2[r - 1])) / total
+
+    assert kept(rank) >= 0.9 > kept(rank - 1)
+    assert rank <= max(big.rank_for_energy(0.9), small.rank_for_energy(0.9))  # no padding to the worst layer
+
+
 def test_moments_in_row_and_gram_form_agree() -> None:
     x = _anisotropic_inputs(40, 16, seed=1)
     rows, gram = InputMoments(16), InputMoments(16)
