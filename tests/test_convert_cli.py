@@ -387,3 +387,24 @@ def test_lora_bias_is_filled_with_zeros_where_a_layer_kept_its_bias() -> None:
     assert torch.equal(state["base_model.model.b.lora_B.bias"], torch.zeros(3))
     adapter.drop_bias()
     assert not any(key.endswith("bias") for key in adapter.state_dict())
+
+
+def test_a_sharded_base_with_a_missing_shard_is_refused_before_loading(
+    tiny_llama: Path, llama_oft: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(tiny_llama).save_pretrained(sharded, max_shard_size="40KB")
+    shards = sorted(sharded.glob("model-*.safetensors"))
+    assert len(shards) > 2
+    shards[1].unlink()
+    out = tmp_path / "lora"
+    result = invoke("convert", llama_oft, out, "--base-model", sharded, "--rank", "4")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"missing 1 of the {len(shards)} shards" in lines[0] and shards[1].name in lines[0]
+    assert not out.exists() and _leftovers(tmp_path) == []
+    shutil.rmtree(sharded)
