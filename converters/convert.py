@@ -361,10 +361,12 @@ def _calibrate(loaded: _Loaded, options: ConvertOptions, progress: ProgressFn) -
     with peft_model.disable_adapter():
         bare = model_outputs(peft_model, eval_batches)
     return _Samples(
-        source=calibration.source,
+        source="seeded random latents" if base.component is not None else calibration.source,
         held_out=len(calibration.held_out),
         eval_batches=eval_batches,
-        masks=[batch["attention_mask"].cpu() for batch in eval_batches],
+        masks=[batch["attention_mask"].cpu() for batch in eval_batches]
+        if "attention_mask" in eval_batches[0]
+        else None,
         original=original,
         bare=bare,
         fit_moments=fit_moments,
@@ -466,7 +468,8 @@ def _write_measure_publish(
     with staging_folder(out, overwrite=options.overwrite) as staging:
         write_adapter_files(staging, lora, lora.config(leaf_names_suffice=leaf), card=None)
         if options.target == "diffusers":
-            write_diffusers_file(staging, lora)
+            component = loaded.base.component
+            write_diffusers_file(staging, lora, prefix=component.prefix if component else "transformer")
         watch.lap("write")
         progress("measuring fidelity (reloading with PEFT)", 0, 1)
         result.fidelity = _reloaded_fidelity(loaded.adapter, loaded.base, staging, samples, loaded.device)
@@ -791,9 +794,9 @@ def _reloaded_fidelity(adapter: Any, base: Any, folder: Path, samples: _Samples,
 
     from advisor.torch_runtime import quiet_hf
     from converters.fidelity import compare
-    from converters.models import load_model, model_outputs
+    from converters.models import model_outputs, reload_base
 
-    fresh = load_model(base.name_or_path, base.model_class, adapter, device=device)
+    fresh = reload_base(base, adapter, device=device)
     with quiet_hf():  # a wrong or missing tensor shows up below as lost fidelity, not as a warning
         lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
     converted = model_outputs(lora, samples.eval_batches)

@@ -185,13 +185,14 @@ def write_adapter_files(folder: Path, adapter: LoraAdapter, config: dict[str, An
         (folder / "README.md").write_text(card, encoding="utf-8")
 
 
-def write_diffusers_file(folder: Path, adapter: LoraAdapter) -> None:
-    """Diffusers reads ``transformer.<module>.lora_{A,B}.weight`` keys (scale folded, no config), and DoRA's
-    ``lora_magnitude_vector`` beside them (docs/lora-consumers.md, Diffusers)."""
+def write_diffusers_file(folder: Path, adapter: LoraAdapter, *, prefix: str = "transformer") -> None:
+    """Diffusers reads ``<component>.<module>.lora_{A,B}.weight`` keys (scale folded, no config), and DoRA's
+    ``lora_magnitude_vector`` beside them (docs/lora-consumers.md, Diffusers); ``prefix`` is the component
+    (``transformer`` for FLUX/SD3, ``unet`` for SDXL/SD1.5)."""
     from safetensors.torch import save_file
 
     state = {}
     for key, tensor in adapter.state_dict().items():
         if key.startswith(PEFT_PREFIX) and "lora_" in key:
-            state["transformer." + key.removeprefix(PEFT_PREFIX)] = tensor
+            state[f"{prefix}." + key.removeprefix(PEFT_PREFIX)] = tensor
     save_file(state, str(folder / DIFFUSERS_WEIGHTS_NAME), metadata={"format": "pt"})

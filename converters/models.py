@@ -47,6 +47,7 @@ class BaseModel:
     config: dict[str, Any]
     device: str
     notes: list[str] = field(default_factory=list)
+    component: Any = None  # converters.diffusion.Component for a Diffusers model, else None
 
     @property
     def is_causal_lm(self) -> bool:
@@ -140,6 +141,13 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
     name = base or adapter.base_model
     if not name:
         raise UserError("the adapter config names no base_model_name_or_path; pass --base-model ID_OR_PATH.")
+    from converters.diffusion import find_component, load_component
+
+    component = find_component(str(name), adapter)
+    if component is not None:
+        model = load_component(component, device=device)
+        note = f"Diffusers {component.class_name} ({component.prefix}): calibrated on seeded random latents"
+        return BaseModel(model, None, str(name), component.class_name, dict(model.config), device, [note], component)
     config = _read_base_config(name)
     classes = _candidate_classes(adapter, config)
     chosen = classes[0]
@@ -158,6 +166,15 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
     except Exception:
         notes.append("the base model has no tokenizer: sample inputs are seeded random token ids")
     return BaseModel(model, tokenizer, str(name), chosen, config, device, notes)
+
+
+def reload_base(base: BaseModel, adapter: AdapterFiles, *, device: str = "cpu") -> Any:
+    """A fresh copy of ``base``'s model (the written LoRA is measured on it), loaded the same way."""
+    if base.component is not None:
+        from converters.diffusion import load_component
+
+        return load_component(base.component, device=device)
+    return load_model(base.name_or_path, base.model_class, adapter, device=device)
 
 
 def load_model(name: str, model_class: str, adapter: AdapterFiles, *, device: str = "cpu") -> Any:
@@ -245,9 +262,14 @@ def attach_adapter(base: BaseModel, adapter: AdapterFiles) -> Any:
 
 
 def encode(base: BaseModel, texts: tuple[str, ...], *, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Batches of model inputs for ``texts`` (random ids of similar length without a tokenizer)."""
+    """Batches of model inputs for ``texts`` (random ids of similar length without a tokenizer; seeded random
+    latents, one sample per text, for a Diffusers component)."""
     import torch
 
+    if base.component is not None:
+        from converters.diffusion import component_inputs
+
+        return component_inputs(base.model, len(texts), seed=seed, batch_size=BATCH_SIZE, device=base.device)
     batches = []
     for start in range(0, len(texts), BATCH_SIZE):
         chunk = list(texts[start : start + BATCH_SIZE])
@@ -265,7 +287,7 @@ def encode(base: BaseModel, texts: tuple[str, ...], *, seed: int = 0) -> list[di
 
 
 def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]], recorder: Any = None) -> list[torch.Tensor]:
-    """The tensor we compare: logits for LMs and classifiers, the last hidden state otherwise.
+    """The tensor we compare: logits for LMs and classifiers, ``sample`` for Diffusers, else the last hidden state.
 
     With an :class:`~converters.deltas.InputRecorder`, each batch's attention mask is handed to it.
     """
@@ -277,6 +299,11 @@ def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]], recorder: 
             if recorder is not None:
                 recorder.token_mask = batch.get("attention_mask")
             out = model(**batch)
-            tensor = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+            if getattr(out, "logits", None) is not None:
+                tensor = out.logits
+            elif getattr(out, "sample", None) is not None:  # a Diffusers component's prediction
+                tensor = out.sample
+            else:
+                tensor = out.last_hidden_state
             outputs.append(tensor.float().cpu())
     return outputs
