@@ -144,33 +144,84 @@ def load_component(component: Component, *, device: str = "cpu") -> Any:
 
 
 def component_inputs(model: Any, count: int, *, seed: int, batch_size: int, device: str) -> list[dict[str, Any]]:
-    """Seeded calibration inputs for ``count`` samples: latents, timesteps and text conditioning."""
+    """Seeded calibration inputs for ``count`` samples: latents, timesteps and text conditioning of the
+    component's own sizes (FLUX and SD3 transformers, SD1.5/SDXL-style UNets)."""
     import torch
 
     name = type(model).__name__
-    config = model.config
-    if name != "FluxTransformer2DModel":
+    make = _INPUTS.get(name)
+    if make is None:
         raise UserError(
-            f"no calibration inputs for {name} yet (FLUX transformers are supported); "
-            "convert with --factorization plain or open an issue"
+            f"no calibration inputs for {name} yet (supported: {', '.join(sorted(_INPUTS))}); "
+            "please open an issue with the pipeline you use"
         )
     batches = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
         generator = torch.Generator().manual_seed(seed + start)
-
-        def rand(*shape: int, g: torch.Generator = generator) -> torch.Tensor:
-            return torch.randn(*shape, generator=g)
-
-        batch = {
-            "hidden_states": rand(n, IMAGE_TOKENS, config.in_channels),
-            "encoder_hidden_states": rand(n, TEXT_TOKENS, config.joint_attention_dim),
-            "pooled_projections": rand(n, config.pooled_projection_dim),
-            "timestep": torch.rand(n, generator=generator),
-            "img_ids": torch.zeros(IMAGE_TOKENS, 3),
-            "txt_ids": torch.zeros(TEXT_TOKENS, 3),
-        }
-        if getattr(config, "guidance_embeds", False):
-            batch["guidance"] = torch.full((n,), 3.5)
-        batches.append({k: v.to(device) for k, v in batch.items()})
+        batch = make(model.config, n, generator)
+        batches.append({k: _to(v, device) for k, v in batch.items()})
     return batches
+
+
+def _to(value: Any, device: str) -> Any:
+    if isinstance(value, dict):
+        return {k: v.to(device) for k, v in value.items()}
+    return value.to(device)
+
+
+def _flux(config: Any, n: int, g: Any) -> dict[str, Any]:
+    import torch
+
+    batch = {
+        "hidden_states": torch.randn(n, IMAGE_TOKENS, config.in_channels, generator=g),
+        "encoder_hidden_states": torch.randn(n, TEXT_TOKENS, config.joint_attention_dim, generator=g),
+        "pooled_projections": torch.randn(n, config.pooled_projection_dim, generator=g),
+        "timestep": torch.rand(n, generator=g),
+        "img_ids": torch.zeros(IMAGE_TOKENS, 3),
+        "txt_ids": torch.zeros(TEXT_TOKENS, 3),
+    }
+    if getattr(config, "guidance_embeds", False):
+        batch["guidance"] = torch.full((n,), 3.5)
+    return batch
+
+
+def _latent_side(config: Any) -> int:
+    """A small latent (4x4 patches at most): enough to exercise every layer, cheap at any model size."""
+    patch = int(getattr(config, "patch_size", None) or 1)
+    return min(int(getattr(config, "sample_size", 8) or 8), 4 * patch)
+
+
+def _sd3(config: Any, n: int, g: Any) -> dict[str, Any]:
+    import torch
+
+    side = _latent_side(config)
+    return {
+        "hidden_states": torch.randn(n, config.in_channels, side, side, generator=g),
+        "encoder_hidden_states": torch.randn(n, TEXT_TOKENS, config.joint_attention_dim, generator=g),
+        "pooled_projections": torch.randn(n, config.pooled_projection_dim, generator=g),
+        "timestep": torch.rand(n, generator=g) * 1000,
+    }
+
+
+def _unet(config: Any, n: int, g: Any) -> dict[str, Any]:
+    import torch
+
+    side = max(8, 2 ** (len(config.block_out_channels) - 1))  # every down block halves the latent
+    cross = config.cross_attention_dim
+    cross = cross[0] if isinstance(cross, (list, tuple)) else cross
+    batch: dict[str, Any] = {
+        "sample": torch.randn(n, config.in_channels, side, side, generator=g),
+        "timestep": torch.rand(n, generator=g) * 1000,
+        "encoder_hidden_states": torch.randn(n, TEXT_TOKENS, cross, generator=g),
+    }
+    if config.addition_embed_type == "text_time":  # SDXL: pooled text embeddings and the size/crop ids
+        text = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        batch["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(n, text, generator=g),
+            "time_ids": torch.tensor([[side * 8, side * 8, 0, 0, side * 8, side * 8]] * n, dtype=torch.float32),
+        }
+    return batch
+
+
+_INPUTS = {"FluxTransformer2DModel": _flux, "SD3Transformer2DModel": _sd3, "UNet2DConditionModel": _unet}
