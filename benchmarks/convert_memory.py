@@ -26,9 +26,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
+
+from measure import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,48 +118,9 @@ def write_oft_adapter(folder: Path, base: Path, shape: dict) -> Path:
     return folder
 
 
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
 def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
-    """Peak RSS of the process tree (sampled every 0.1 s), wall time, and the command's JSON output.
-
-    ``python -m`` puts ``cwd`` first on sys.path, so the checkout in ``cwd`` is the one that runs (an
-    editable install's finder comes after it).
-    """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    done.set()
-    sampler.join()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    """Peak RSS of the process tree (sampled every 0.1 s), wall time, and the fidelity the command reports."""
+    wall, peak, out = run_measured(cmd, env=env, cwd=cwd, interval=0.1)
     result = json.loads(out)
     return {"peak_rss": peak, "wall_s": wall, "fidelity": (result.get("fidelity") or {}).get("fidelity")}
 
