@@ -19,7 +19,6 @@ from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup, Snapsh
 from advisor.errors import UserError
 from advisor.memory.model import Breakdown, MemoryRequest, project
 from advisor.methods.registry import MethodInfo, Registry
-from advisor.methods.variants import vllm_blockers
 from advisor.vocabulary import CONSUMER_TARGETS, OBJECTIVES, REQUIREMENTS, TaskChoice, resolve_task
 
 Z_95 = 1.96  # two-sided 95% for the difference of two independent scores
@@ -128,13 +127,11 @@ def serving(run: BenchmarkRun, method: MethodInfo, bench: BenchmarkDef) -> dict[
     vLLM serves LLMs and Diffusers image models only; a LoRA run whose config vLLM refuses (DoRA,
     bias, ...) is served after our converter normalises it to plain LoRA.
     """
-    served = {consumer: method.serving(consumer) for consumer in CONSUMER_TARGETS}
+    served = {consumer: method.serving(consumer, run.peft_config) for consumer in CONSUMER_TARGETS}
     if bench.domain != "llm":
         served["vllm"] = None
     if bench.domain != "image":
         served["diffusers"] = None
-    if served["vllm"] == "native" and method.kind != "full" and vllm_blockers(method.peft_type, run.peft_config):
-        served["vllm"] = "convert" if method.vllm_via_convert else None
     return served
 
 

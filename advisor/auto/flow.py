@@ -223,16 +223,10 @@ def serving_of(entry: Any, consumer: str) -> str | None:
     by the adapter's own config: a LoRA with DoRA or a bias is no plain LoRA to vLLM.
     """
     from advisor.methods.registry import load_registry
-    from advisor.methods.variants import vllm_blockers
 
-    method = load_registry().resolve(entry.method)
-    how = method.serving(consumer)
-    if how == "native" and consumer == "vllm" and entry.result.adapter_dir:
-        config_path = Path(entry.result.adapter_dir) / "adapter_config.json"
-        config = read_json(config_path) if config_path.is_file() else {}
-        if vllm_blockers(method.peft_type, config):
-            how = "convert" if method.serving("vllm") and method.ours_to_lora else None
-    return how
+    config_path = Path(entry.result.adapter_dir or "") / "adapter_config.json"
+    config = read_json(config_path) if entry.result.adapter_dir and config_path.is_file() else {}
+    return load_registry().resolve(entry.method).serving(consumer, config)
 
 
 def pick_servable(trial: Any, consumer: str) -> tuple[Any, Any, str | None]:

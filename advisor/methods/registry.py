@@ -59,14 +59,22 @@ class MethodInfo:
         seen = self.evidence.get(capability, {})
         return str(seen.get("detail") or f"{self.display_name} was not shown to support it on a tiny model")
 
-    def serving(self, consumer: str) -> str | None:
+    def serving(self, consumer: str, peft_config: dict[str, Any] | None = None) -> str | None:
         """How ``consumer`` serves this method's adapter: "native" (as trained), "convert" (through our
-        LoRA converter, at a fidelity measured when converting) or None (not at all)."""
+        LoRA converter, at a fidelity measured when converting) or None (not at all).
+
+        ``peft_config`` (a run's or a trained adapter's) narrows it: a LoRA with DoRA, a bias or another
+        switch vLLM refuses is no plain LoRA to vLLM, and reaches it only through the converter.
+        """
         if self.kind == "full":
             return "native" if consumer in ("vllm", "diffusers") else None  # a whole model, not an adapter
         if consumer == "peft":
             return "native" if self.peft_reload else None
         native = {"vllm": self.vllm_native, "diffusers": self.diffusers_native}.get(consumer, False)
+        if native and consumer == "vllm" and peft_config is not None:
+            from advisor.methods.variants import vllm_blockers
+
+            native = not vllm_blockers(self.peft_type, peft_config)
         if native:
             return "native"
         converted = {"vllm": self.vllm_via_convert, "diffusers": self.diffusers_via_convert}.get(consumer, False)
