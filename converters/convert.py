@@ -16,6 +16,7 @@ The pipeline (one function, :func:`convert_adapter`):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -65,6 +66,7 @@ class ConvertOptions:
     revision: str | None = None
     ridge: float = DEFAULT_RIDGE
     dry_run: bool = False
+    stream: bool = True  # read the base model one block at a time where the architecture allows it
 
     def validate(self) -> None:
         from advisor.vocabulary import CONSUMER_TARGETS as TARGETS
@@ -232,6 +234,7 @@ class _Loaded:
     peft_model: Any
     device: str
     peft_version: str
+    streamed: Any = None  # converters.streamed_model.StreamedModel: weights read block by block
 
 
 @dataclass
@@ -246,6 +249,7 @@ class _Samples:
     bare: list[Any]  # outputs of the bare base model
     fit_moments: dict[str, Any]
     eval_moments: dict[str, Any]
+    streamed: Any = None  # converters.streamed.PassOne (then original/bare/moments are empty)
 
 
 @dataclass(frozen=True)
@@ -284,28 +288,38 @@ def convert_adapter(
     watch = _Stopwatch()
     loaded = _load(source, options, progress, registry)
     watch.lap("load")
-    samples = _calibrate(loaded, options, progress)
-    watch.lap("calibration")
     plan = _plan_ranks(loaded.adapter, options)
-    layers = factorise_layers(
-        loaded.peft_model,
-        plan.need,
-        _factorizations(options),
-        samples.fit_moments,
-        samples.eval_moments,
-        ridge=options.ridge,
-        device=loaded.device,
-        progress=progress,
-    )
-    watch.lap("factorise")
+    if loaded.streamed is not None:
+        samples, layers = _stream_pass_one(loaded, options, plan, progress)
+        watch.lap("calibrate, factorise (streamed)")
+    else:
+        samples = _calibrate(loaded, options, progress)
+        watch.lap("calibration")
+        layers = factorise_layers(
+            loaded.peft_model,
+            plan.need,
+            _factorizations(options),
+            samples.fit_moments,
+            samples.eval_moments,
+            ridge=options.ridge,
+            device=loaded.device,
+            progress=progress,
+        )
+        watch.lap("factorise")
     primary = _primary(_factorizations(options), layers)
     _assign_ranks(layers, primary, plan, options)
     result = _new_result(loaded, samples, layers, primary, out, options, plan)
     if options.sweep:
-        result.sweep = _run_sweep(
-            loaded.peft_model, layers, options, samples.eval_batches, samples.original, samples.bare,
-            samples.masks, loaded.base, progress,
-        )  # fmt: skip
+        if samples.streamed is not None:
+            result.sweep = [
+                _sweep_row(layers, rank, method, options, fidelity)
+                for (rank, method), fidelity in samples.streamed.sweep.items()
+            ]
+        else:
+            result.sweep = _run_sweep(
+                loaded.peft_model, layers, options, samples.eval_batches, samples.original, samples.bare,
+                samples.masks, loaded.base, progress,
+            )  # fmt: skip
         watch.lap("sweep")
         if not plan.fixed and not options.energy:
             chosen, result.rank_choice = _rank_from_sweep(result.sweep, primary, _floor(options))
@@ -338,8 +352,47 @@ def _load(source: str, options: ConvertOptions, progress: ProgressFn, registry: 
     progress("loading base model", 0, 1)
     device = resolve_device(options.device)
     torch.manual_seed(0)
-    base = load_base_model(adapter, options.base_model, device=device)
+    streamed, base = _open_streamed(adapter, options, device) if options.stream else (None, None)
+    if streamed is not None:
+        return _Loaded(adapter, coverage, base, streamed.peft_model, device, registry.peft_version, streamed)
+    base_model = load_base_model(adapter, options.base_model, device=device)
+    base_model.notes[:0] = base or []
+    base = base_model
     return _Loaded(adapter, coverage, base, attach_adapter(base, adapter), device, registry.peft_version)
+
+
+def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[Any, Any]:
+    """The base model as a streamed model (and its BaseModel facts), or ``(None, notes)`` saying why not."""
+    from converters.diffusion import find_component
+    from converters.models import (
+        BaseModel,
+        _adapter_module_paths,
+        choose_class,
+        load_tokenizer,
+        local_model_folder,
+        num_labels,
+        read_base_config,
+    )
+    from converters.streamed_model import open_streamed
+
+    name = options.base_model or adapter.base_model
+    if not name or find_component(str(name), adapter) is not None:
+        return None, []  # the whole-model loader says what is missing / handles Diffusers components
+    config = read_base_config(name)
+    folder = local_model_folder(name)
+    model_class = choose_class(adapter, name, config)
+    streamed, why = open_streamed(
+        folder, model_class, adapter.folder, num_labels(adapter), _adapter_module_paths(adapter), device,
+        adapter.peft_type,
+    )  # fmt: skip
+    if streamed is None:
+        return None, [f"loaded whole: {why}"]
+    tokenizer, notes = load_tokenizer(name)
+    blocks = len(streamed.blocks)
+    notes.append(
+        f"streamed one block at a time ({blocks} blocks of {streamed.blocks_path}); --no-stream loads it whole"
+    )
+    return streamed, BaseModel(None, tokenizer, str(name), model_class, config, device, notes)
 
 
 def _calibrate(loaded: _Loaded, options: ConvertOptions, progress: ProgressFn) -> _Samples:
@@ -372,6 +425,38 @@ def _calibrate(loaded: _Loaded, options: ConvertOptions, progress: ProgressFn) -
         fit_moments=fit_moments,
         eval_moments=recorder.moments,
     )
+
+
+def _stream_pass_one(
+    loaded: _Loaded, options: ConvertOptions, plan: _RankPlan, progress: ProgressFn
+) -> tuple[_Samples, list[_Layer]]:
+    """Calibration, factorisation and sweep, one block at a time (:mod:`converters.streamed`)."""
+    from converters import calibration as calib
+    from converters.models import encode
+    from converters.streamed import capture, pass_one
+
+    base = loaded.base
+    calibration = calib.read_calibration(options.calibration) if options.calibration else calib.builtin_set()
+    fit_batches = encode(base, calibration.fit)
+    eval_batches = encode(base, calibration.held_out, seed=10_000)
+    progress("running calibration samples", 0, 1)
+    fit, held_out = capture(loaded.streamed, fit_batches), capture(loaded.streamed, eval_batches)
+    first = pass_one(
+        loaded.streamed, fit, held_out, plan.need, _factorizations(options), options,
+        causal_lm=base.is_causal_lm, progress=progress,
+    )  # fmt: skip
+    samples = _Samples(
+        source=calibration.source,
+        held_out=len(calibration.held_out),
+        eval_batches=eval_batches,
+        masks=[],
+        original=[],
+        bare=[],
+        fit_moments={},
+        eval_moments={},
+        streamed=first,
+    )
+    return samples, first.layers
 
 
 # Consumers that give every module one LoRA rank (smaller ones are zero-padded up to it).
@@ -472,7 +557,10 @@ def _write_measure_publish(
             write_diffusers_file(staging, lora, prefix=component.prefix if component else "transformer")
         watch.lap("write")
         progress("measuring fidelity (reloading with PEFT)", 0, 1)
-        result.fidelity = _reloaded_fidelity(loaded.adapter, loaded.base, staging, samples, loaded.device)
+        if samples.streamed is not None:
+            result.fidelity = _streamed_reloaded_fidelity(loaded, staging, samples, progress)
+        else:
+            result.fidelity = _reloaded_fidelity(loaded.adapter, loaded.base, staging, samples, loaded.device)
         if result.fidelity.effect_size == 0:
             result.notes.append("the adapter does not change the model's outputs on these samples (untrained?)")
         watch.lap("fidelity")
@@ -502,42 +590,55 @@ def factorise_layers(
     device: str = "cpu",
     progress: ProgressFn | None = None,
 ) -> list[_Layer]:
-    """Read every adapted layer's ΔW and factorise it up to ``rank`` (``None``: full rank, exact SVD).
-
-    Layers without recorded inputs (embeddings, convolutions) fall back to plain SVD. Only the
-    basis and ``A`` at the largest rank are kept per layer, never the full ``ΔW``, so memory stays
-    at the size of the LoRA being built.
-    """
+    """Read every adapted layer's ΔW and factorise it up to ``rank`` (``None``: full rank, exact SVD)."""
     from converters.deltas import layer_deltas, tuner_layers
 
-    fit_moments, eval_moments = fit_moments or {}, eval_moments or {}
     progress = progress or _noop
-    layers: list[_Layer] = []
     total = len(tuner_layers(peft_model))
+    layers: list[_Layer] = []
     for index, delta in enumerate(layer_deltas(peft_model)):
         progress("factorising layers", index, total)
-        full = min(delta.delta.shape)
-        usable = [m for m in methods if m == "plain" or delta.name in fit_moments] or ["plain"]
-        need = full if rank is None else min(rank, full)
-        matrix = delta.delta.to(device)
-        bases, a_max = {}, {}
-        for method in usable:
-            basis = layer_basis(
-                matrix,
-                need,
-                method=method,
-                fit=fit_moments.get(delta.name),
-                held_out=eval_moments.get(delta.name),
-                ridge=ridge,
-                exact=True if rank is None else None,
-            )
-            bases[method] = basis
-            a_max[method] = (basis.basis.T @ matrix.to(basis.basis.dtype)).float().cpu()
-            basis.basis = basis.basis.cpu()
-        layers.append(_Layer(delta=delta, bases=bases, a_max=a_max, bias_delta=delta.bias_delta))
-        delta.delta = None  # free the full update; A_max and the basis hold what we need
+        layers.append(factorise_delta(delta, rank, methods, fit_moments, eval_moments, ridge=ridge, device=device))
     progress("factorising layers", total, total)
     return layers
+
+
+def factorise_delta(
+    delta: Any,
+    rank: int | None,
+    methods: list[str],
+    fit_moments: dict[str, Any] | None,
+    eval_moments: dict[str, Any] | None,
+    *,
+    ridge: float = DEFAULT_RIDGE,
+    device: str = "cpu",
+) -> _Layer:
+    """Factorise one layer's ΔW up to ``rank``; only the basis and ``A`` at that rank are kept, never
+    the full ``ΔW``, so memory stays at the size of the LoRA being built.
+
+    Layers without recorded inputs (embeddings, convolutions) fall back to plain SVD.
+    """
+    fit_moments, eval_moments = fit_moments or {}, eval_moments or {}
+    full = min(delta.delta.shape)
+    usable = [m for m in methods if m == "plain" or delta.name in fit_moments] or ["plain"]
+    need = full if rank is None else min(rank, full)
+    matrix = delta.delta.to(device)
+    bases, a_max = {}, {}
+    for method in usable:
+        basis = layer_basis(
+            matrix,
+            need,
+            method=method,
+            fit=fit_moments.get(delta.name),
+            held_out=eval_moments.get(delta.name),
+            ridge=ridge,
+            exact=True if rank is None else None,
+        )
+        bases[method] = basis
+        a_max[method] = (basis.basis.T @ matrix.to(basis.basis.dtype)).float().cpu()
+        basis.basis = basis.basis.cpu()
+    delta.delta = None  # free the full update; A_max and the basis hold what we need
+    return _Layer(delta=delta, bases=bases, a_max=a_max, bias_delta=delta.bias_delta)
 
 
 def _factorizations(options: ConvertOptions) -> list[str]:
@@ -655,6 +756,72 @@ def _fidelity_warnings(result: ConvertResult, options: ConvertOptions, method: s
     ]
 
 
+def sweep_plan(layers: list[_Layer], options: ConvertOptions) -> list[tuple[int, str]]:
+    """Every (rank, factorisation) the sweep measures, calibrated first."""
+    methods = sorted({m for layer in layers for m in layer.bases}, key=lambda m: m != "calibrated")
+    return [(r, m) for r in sorted(options.sweep) for m in methods]
+
+
+def sweep_update(layer: _Layer, rank: int, method: str, options: ConvertOptions) -> tuple[Any, Any]:
+    """The weight (and bias, unless the target drops biases) change a swept LoRA makes to ``layer``."""
+    m = method if method in layer.bases else "plain"
+    k = max(1, min(rank, layer.bases[m].max_rank, _rank_cap(options)))
+    a, b = layer.factors(m, k)
+    bias = layer.bias_delta if options.target not in UNIFORM_RANK_TARGETS else None
+    return layer.delta.weight_update(a, b), bias
+
+
+def _sweep_row(layers: list[_Layer], rank: int, method: str, options: ConvertOptions, fidelity: Any) -> SweepRow:
+    """One sweep row: the measured fidelity and the weight-space figures, from the factors alone."""
+    params = 0
+    energy_num = energy_den = weight_num = out_num = out_den = 0.0
+    for layer in layers:
+        m = method if method in layer.bases else "plain"
+        basis = layer.bases[m]
+        k = max(1, min(rank, basis.max_rank, _rank_cap(options)))
+        params += k * (basis.basis.shape[0] + layer.a_max[m].shape[1])  # B (out × k) and A (k × in)
+        energy_num += basis.retained_energy(k) * basis.weight_norm2
+        weight_num += basis.weight_error(k) ** 2 * basis.weight_norm2
+        energy_den += basis.weight_norm2
+        err = basis.output_error(k)
+        if err is not None and basis.eval_norm2:
+            out_num += err**2 * basis.eval_norm2
+            out_den += basis.eval_norm2
+    return SweepRow(
+        rank=rank,
+        factorization=method,
+        parameters=params,
+        retained_energy=energy_num / energy_den if energy_den else 1.0,
+        weight_error=math.sqrt(weight_num / energy_den) if energy_den else 0.0,
+        layer_output_error=math.sqrt(out_num / out_den) if out_den else None,
+        fidelity=fidelity,
+    )
+
+
+@contextlib.contextmanager
+def applied(modules: dict[str, Any], layers: list[_Layer], rank: int, method: str, options: ConvertOptions) -> Any:
+    """Add a swept LoRA's ``BA`` (and bias) to the base weights in place; restore them exactly afterwards."""
+    import torch
+
+    saved = {}
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                module = modules[layer.delta.name]
+                saved[layer.delta.name] = (module.weight.detach().clone(), _bias_copy(module))
+                update, bias = sweep_update(layer, rank, method, options)
+                module.weight.add_(update.to(module.weight.device, module.weight.dtype))
+                if bias is not None:
+                    module.bias.add_(bias.to(module.bias.device, module.bias.dtype))
+        yield
+    finally:
+        with torch.no_grad():
+            for name, (weight, bias) in saved.items():
+                modules[name].weight.copy_(weight)
+                if bias is not None:
+                    modules[name].bias.copy_(bias)
+
+
 def _run_sweep(
     peft_model: Any,
     layers: list[_Layer],
@@ -667,62 +834,20 @@ def _run_sweep(
     progress: ProgressFn,
 ) -> list[SweepRow]:
     """Measure every (rank, factorisation) by applying ``BA`` to the base weights in place."""
-    import torch
-
     from converters.deltas import tuner_layers
     from converters.fidelity import compare
     from converters.models import model_outputs
 
     modules = {name.removeprefix(PEFT_PREFIX): m.get_base_layer() for name, m in tuner_layers(peft_model)}
-    methods = sorted({m for layer in layers for m in layer.bases}, key=lambda m: m != "calibrated")
     rows = []
-    steps = len(options.sweep) * len(methods)
-    keep_bias = options.target != "vllm"
-    for step, (rank, method) in enumerate((r, m) for r in sorted(options.sweep) for m in methods):
-        progress("rank sweep", step, steps)
-        saved = {}
-        params = 0
-        energy_num = energy_den = weight_num = out_num = out_den = 0.0
-        with torch.no_grad():
-            for layer in layers:
-                m = method if method in layer.bases else "plain"
-                basis = layer.bases[m]
-                k = max(1, min(rank, basis.max_rank, _rank_cap(options)))
-                a, b = layer.factors(m, k)
-                params += a.numel() + b.numel()
-                energy_num += basis.retained_energy(k) * basis.weight_norm2
-                weight_num += basis.weight_error(k) ** 2 * basis.weight_norm2
-                energy_den += basis.weight_norm2
-                err = basis.output_error(k)
-                if err is not None and basis.eval_norm2:
-                    out_num += err**2 * basis.eval_norm2
-                    out_den += basis.eval_norm2
-                module = modules[layer.delta.name]
-                saved[layer.delta.name] = (module.weight.detach().clone(), _bias_copy(module))
-                update = layer.delta.weight_update(a, b).to(module.weight.device, module.weight.dtype)
-                module.weight.add_(update)
-                if keep_bias and layer.bias_delta is not None:
-                    module.bias.add_(layer.bias_delta.to(module.bias.device, module.bias.dtype))
-            try:
-                with peft_model.disable_adapter():
-                    approx = model_outputs(peft_model, eval_batches)
-            finally:
-                for name, (weight, bias) in saved.items():
-                    modules[name].weight.copy_(weight)
-                    if bias is not None:
-                        modules[name].bias.copy_(bias)
-        rows.append(
-            SweepRow(
-                rank=rank,
-                factorization=method,
-                parameters=params,
-                retained_energy=energy_num / energy_den if energy_den else 1.0,
-                weight_error=math.sqrt(weight_num / energy_den) if energy_den else 0.0,
-                layer_output_error=math.sqrt(out_num / out_den) if out_den else None,
-                fidelity=compare(approx, original, bare, masks, causal_lm=base.is_causal_lm),
-            )
-        )
-    progress("rank sweep", steps, steps)
+    plan = sweep_plan(layers, options)
+    for step, (rank, method) in enumerate(plan):
+        progress("rank sweep", step, len(plan))
+        with applied(modules, layers, rank, method, options), peft_model.disable_adapter():
+            approx = model_outputs(peft_model, eval_batches)
+        fidelity = compare(approx, original, bare, masks, causal_lm=base.is_causal_lm)
+        rows.append(_sweep_row(layers, rank, method, options, fidelity))
+    progress("rank sweep", len(plan), len(plan))
     return rows
 
 
@@ -801,6 +926,30 @@ def _reloaded_fidelity(adapter: Any, base: Any, folder: Path, samples: _Samples,
         lora = PeftModel.from_pretrained(fresh, str(folder), is_trainable=False).eval()
     converted = model_outputs(lora, samples.eval_batches)
     return compare(converted, samples.original, samples.bare, samples.masks, causal_lm=base.is_causal_lm)
+
+
+def _streamed_reloaded_fidelity(loaded: _Loaded, folder: Path, samples: _Samples, progress: ProgressFn) -> Any:
+    """Pass 2 of the streamed path: PEFT loads the written folder on a fresh meta model, block by block."""
+    from converters.adapter_files import open_adapter
+    from converters.models import _adapter_module_paths, num_labels
+    from converters.streamed import reloaded_fidelity
+    from converters.streamed_model import open_streamed
+
+    first = loaded.streamed
+    labels = num_labels(loaded.adapter)
+
+    def reopen(written: Path) -> Any:
+        paths = _adapter_module_paths(open_adapter(str(written)))
+        model, why = open_streamed(
+            first.checkpoint.folder, loaded.base.model_class, written, labels, paths, loaded.device, "LORA"
+        )
+        if model is None:
+            raise RuntimeError(f"the written LoRA cannot be streamed back ({why})")
+        return model
+
+    return reloaded_fidelity(
+        folder, first, samples.streamed, reopen, causal_lm=loaded.base.is_causal_lm, progress=progress
+    )
 
 
 def _rejection(result: ConvertResult, options: ConvertOptions) -> str | None:

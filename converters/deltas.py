@@ -89,11 +89,14 @@ def _layer_kind(name: str, base_layer: Any) -> str:
     )
 
 
-def layer_deltas(peft_model: Any, adapter_name: str = "default") -> Iterator[LayerDelta]:
-    """Yield every adapted layer's update; the model is left exactly as it was."""
+def layer_deltas(
+    peft_model: Any, adapter_name: str = "default", layers: list[tuple[str, Any]] | None = None
+) -> Iterator[LayerDelta]:
+    """Yield every adapted layer's update (of ``layers`` when given: one block's, when streaming);
+    the model is left exactly as it was."""
     import torch
 
-    for name, module in tuner_layers(peft_model):
+    for name, module in layers if layers is not None else tuner_layers(peft_model):
         base_layer = module.get_base_layer()
         kind = _layer_kind(name, base_layer)
         weight = base_layer.weight
@@ -171,7 +174,7 @@ class InputRecorder:
 
 
 @contextlib.contextmanager
-def record_inputs(peft_model: Any) -> Iterator[InputRecorder]:
+def record_inputs(peft_model: Any, layers: list[tuple[str, Any]] | None = None) -> Iterator[InputRecorder]:
     """Collect each adapted layer's input second moment while the model runs.
 
     Layers that read the very same tensor (q/k/v projections, gate/up) share one accumulator, so
@@ -202,7 +205,8 @@ def record_inputs(peft_model: Any) -> Iterator[InputRecorder]:
 
         return hook
 
-    for name, module in peft_model.named_modules():
+    hooked = layers if layers is not None else peft_model.named_modules()
+    for name, module in hooked:
         if isinstance(module, BaseTunerLayer):
             handles.append(module.register_forward_pre_hook(hook_for(name.removeprefix(PEFT_PREFIX), module)))
     try:

@@ -48,6 +48,49 @@ class Fidelity:
         }
 
 
+class FidelityAccumulator:
+    """The sums :func:`compare` needs, added batch by batch (or sample by sample, when streaming: the
+    logits of a large vocabulary are computed for one sample at a time and never kept)."""
+
+    def __init__(self, *, causal_lm: bool) -> None:
+        self.causal_lm = causal_lm
+        self.diff2 = self.orig2 = self.effect2 = 0.0
+        self.kl_sum = self.agree = self.base_agree = self.tokens = 0.0
+
+    def add(self, new: torch.Tensor, old: torch.Tensor, bare: torch.Tensor, mask: torch.Tensor | None) -> None:
+        import torch
+
+        weight = _mask(mask, old)
+        self.diff2 += float(((new - old) ** 2 * weight).sum())
+        self.orig2 += float((old**2 * weight).sum())
+        self.effect2 += float(((old - bare) ** 2 * weight).sum())
+        if self.causal_lm:
+            keep = weight[..., 0].bool()
+            log_p = torch.log_softmax(old[keep].double(), dim=-1)
+            log_q = torch.log_softmax(new[keep].double(), dim=-1)
+            self.kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
+            top_old = old[keep].argmax(-1)
+            self.agree += float((new[keep].argmax(-1) == top_old).sum())
+            self.base_agree += float((bare[keep].argmax(-1) == top_old).sum())
+            self.tokens += float(keep.sum())
+
+    def result(self) -> Fidelity:
+        diff2, orig2, effect2 = self.diff2, self.orig2, self.effect2
+        output_error = (diff2 / orig2) ** 0.5 if orig2 > 0 else 0.0
+        effect_error = (diff2 / effect2) ** 0.5 if effect2 > 0 else (0.0 if diff2 == 0 else float("inf"))
+        effect_size = (effect2 / orig2) ** 0.5 if orig2 > 0 else 0.0
+        if self.causal_lm and self.tokens:
+            return Fidelity(
+                output_error,
+                effect_error,
+                self.kl_sum / self.tokens,
+                self.agree / self.tokens,
+                self.base_agree / self.tokens,
+                effect_size,
+            )
+        return Fidelity(output_error, effect_error, effect_size=effect_size)
+
+
 def compare(
     converted: list[torch.Tensor],
     original: list[torch.Tensor],
@@ -57,30 +100,10 @@ def compare(
     causal_lm: bool,
 ) -> Fidelity:
     """Fidelity of ``converted`` against ``original`` outputs, batch by batch (same inputs)."""
-    import torch
-
-    diff2 = orig2 = effect2 = 0.0
-    kl_sum = agree = base_agree = tokens = 0.0
+    sums = FidelityAccumulator(causal_lm=causal_lm)
     for i, (new, old, bare) in enumerate(zip(converted, original, base, strict=True)):
-        mask = _mask(masks[i] if masks else None, old)
-        diff2 += float(((new - old) ** 2 * mask).sum())
-        orig2 += float((old**2 * mask).sum())
-        effect2 += float(((old - bare) ** 2 * mask).sum())
-        if causal_lm:
-            keep = mask[..., 0].bool()
-            log_p = torch.log_softmax(old[keep].double(), dim=-1)
-            log_q = torch.log_softmax(new[keep].double(), dim=-1)
-            kl_sum += float((log_p.exp() * (log_p - log_q)).sum())
-            top_old = old[keep].argmax(-1)
-            agree += float((new[keep].argmax(-1) == top_old).sum())
-            base_agree += float((bare[keep].argmax(-1) == top_old).sum())
-            tokens += float(keep.sum())
-    output_error = (diff2 / orig2) ** 0.5 if orig2 > 0 else 0.0
-    effect_error = (diff2 / effect2) ** 0.5 if effect2 > 0 else (0.0 if diff2 == 0 else float("inf"))
-    effect_size = (effect2 / orig2) ** 0.5 if orig2 > 0 else 0.0
-    if causal_lm and tokens:
-        return Fidelity(output_error, effect_error, kl_sum / tokens, agree / tokens, base_agree / tokens, effect_size)
-    return Fidelity(output_error, effect_error, effect_size=effect_size)
+        sums.add(new, old, bare, masks[i] if masks else None)
+    return sums.result()
 
 
 def _mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,7 @@ def check_shards(folder: Path) -> None:
             )
 
 
-def _read_base_config(name_or_path: str) -> dict[str, Any]:
+def read_base_config(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config_file = path / "config.json"
@@ -136,6 +136,24 @@ def _read_base_config(name_or_path: str) -> dict[str, Any]:
         ) from None
 
 
+def local_model_folder(name_or_path: str) -> Path:
+    """A local folder with the model's config and safetensors weights: the path itself, or a Hub snapshot
+    of just those files (the HF cache, HF_ENDPOINT, HF_TOKEN and offline mode apply as for any download)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"cannot download the weights of {name_or_path!r} ({first}); pass --base-model with a local folder, "
+            "or go online / fill the HF cache."
+        ) from None
+
+
 def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "cpu") -> BaseModel:
     """Load the adapter's base model in float32, picking the model class that fits the adapter."""
     name = base or adapter.base_model
@@ -148,24 +166,35 @@ def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "c
         model = load_component(component, device=device)
         note = f"Diffusers {component.class_name} ({component.prefix}): calibrated on seeded random latents"
         return BaseModel(model, None, str(name), component.class_name, dict(model.config), device, [note], component)
-    config = _read_base_config(name)
-    classes = _candidate_classes(adapter, config)
-    chosen = classes[0]
-    if len(classes) > 1:
-        chosen = _best_matching_class(classes, name, adapter)
+    config = read_base_config(name)
+    chosen = choose_class(adapter, name, config)
     model = load_model(name, chosen, adapter, device=device)
-    tokenizer = None
-    notes = []
+    tokenizer, notes = load_tokenizer(name)
+    return BaseModel(model, tokenizer, str(name), chosen, config, device, notes)
+
+
+def choose_class(adapter: AdapterFiles, name: str, config: dict[str, Any]) -> str:
+    """The transformers class to load ``name`` with: the adapter's task type, else the best module-name match."""
+    classes = _candidate_classes(adapter, config)
+    return _best_matching_class(classes, name, adapter) if len(classes) > 1 else classes[0]
+
+
+def load_tokenizer(name: str) -> tuple[Any | None, list[str]]:
+    """The base model's tokenizer with a pad token, or ``None`` and a note (inputs are then random ids)."""
     try:
         from transformers import AutoTokenizer
 
         with quiet_hf():
             tokenizer = AutoTokenizer.from_pretrained(name)
+        if not tokenizer("The quick brown fox.")["input_ids"]:
+            # transformers 5 builds an empty tokenizer of the model type's class when the folder has no
+            # vocabulary files: it turns every text into zero tokens.
+            raise ValueError("the tokenizer has no vocabulary")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        return tokenizer, []
     except Exception:
-        notes.append("the base model has no tokenizer: sample inputs are seeded random token ids")
-    return BaseModel(model, tokenizer, str(name), chosen, config, device, notes)
+        return None, ["the base model has no tokenizer: sample inputs are seeded random token ids"]
 
 
 def reload_base(base: BaseModel, adapter: AdapterFiles, *, device: str = "cpu") -> Any:
@@ -186,9 +215,9 @@ def load_model(name: str, model_class: str, adapter: AdapterFiles, *, device: st
     import torch
 
     kwargs: dict[str, Any] = {"dtype": torch.float32}
-    num_labels = _num_labels(adapter)
-    if model_class == "AutoModelForSequenceClassification" and num_labels:
-        kwargs["num_labels"] = num_labels
+    labels = num_labels(adapter)
+    if model_class == "AutoModelForSequenceClassification" and labels:
+        kwargs["num_labels"] = labels
     try:
         with quiet_hf():
             model = _class_by_name(model_class).from_pretrained(name, **kwargs)
@@ -222,7 +251,7 @@ def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -
     return best
 
 
-def _num_labels(adapter: AdapterFiles) -> int | None:
+def num_labels(adapter: AdapterFiles) -> int | None:
     """A classification head saved with the adapter fixes the number of labels."""
     from safetensors import safe_open
 
@@ -298,12 +327,16 @@ def model_outputs(model: Any, batches: list[dict[str, torch.Tensor]], recorder: 
         for batch in batches:
             if recorder is not None:
                 recorder.token_mask = batch.get("attention_mask")
-            out = model(**batch)
-            if getattr(out, "logits", None) is not None:
-                tensor = out.logits
-            elif getattr(out, "sample", None) is not None:  # a Diffusers component's prediction
-                tensor = out.sample
-            else:
-                tensor = out.last_hidden_state
-            outputs.append(tensor.float().cpu())
+            outputs.append(output_tensor(model(**batch)))
     return outputs
+
+
+def output_tensor(out: Any) -> torch.Tensor:
+    """Logits for LMs and classifiers, ``sample`` for Diffusers, else the last hidden state (float32, CPU)."""
+    if getattr(out, "logits", None) is not None:
+        tensor = out.logits
+    elif getattr(out, "sample", None) is not None:  # a Diffusers component's prediction
+        tensor = out.sample
+    else:
+        tensor = out.last_hidden_state
+    return tensor.float().cpu()

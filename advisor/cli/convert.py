@@ -60,6 +60,14 @@ def convert_command(
         ),
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Read the base model one block at a time (memory: one block, not the model); "
+            "--no-stream loads it whole.",
+        ),
+    ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Accept adapter_model.bin (only from sources you trust).")
@@ -105,6 +113,7 @@ def convert_command(
         allow_pickle=allow_pickle,
         revision=revision,
         dry_run=dry_run,
+        stream=stream,
     )
     try:
         with phase_reporter(enabled=not as_json) as progress:

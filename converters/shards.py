@@ -1,0 +1,140 @@
+"""Read single tensors out of a safetensors checkpoint (one file or shards with an index), a few rows at a time.
+
+Why not ``safetensors.safe_open``: it memory-maps the file, and every page a read touches stays in the
+process' resident set until the handle closes. Streaming a model block by block through one handle
+would end with the whole checkpoint resident, which is exactly what layer streaming exists to avoid.
+The format is simple (an 8-byte little-endian header length, a JSON header of dtype / shape / byte
+offsets, then raw little-endian data), so tensors are read with plain file reads into their final
+buffer. Rows are converted to the working dtype in slices, so a bf16 tensor read as float32 costs its
+float32 size plus one slice, never both copies whole.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+# safetensors dtype names → torch attribute names (only the ones model weights use).
+_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+SLICE_BYTES = 64 * 1024 * 1024  # rows converted per step when the stored dtype differs from the wanted one
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    file: Path
+    dtype: str  # safetensors name, e.g. "BF16"
+    shape: tuple[int, ...]
+    start: int  # absolute byte offset in the file
+    end: int
+
+
+def _read_header(path: Path) -> dict[str, TensorEntry]:
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise UserError(f"{path} is not a safetensors file (too short); download the checkpoint again.")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(_MAX_HEADER, size - 8):
+            raise UserError(f"{path} has a corrupt safetensors header; download the checkpoint again.")
+        try:
+            header = json.loads(handle.read(length))
+        except ValueError:
+            raise UserError(f"{path} has a corrupt safetensors header; download the checkpoint again.") from None
+    entries = {}
+    base = 8 + length
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        begin, stop = info["data_offsets"]
+        if info["dtype"] not in _DTYPES or not 0 <= begin <= stop <= size - base:
+            raise UserError(f"{path}: tensor {key} has an unknown dtype or lies outside the file; download it again.")
+        entries[key] = TensorEntry(path, info["dtype"], tuple(int(d) for d in info["shape"]), base + begin, base + stop)
+    return entries
+
+
+class Checkpoint:
+    """Every tensor of a model folder's safetensors files, addressable by key, read on demand."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{folder} has no .safetensors weights.")
+        self.entries: dict[str, TensorEntry] = {}
+        for path in files:
+            self.entries.update(_read_header(path))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def stored_bytes(self) -> int:
+        return sum(entry.end - entry.start for entry in self.entries.values())
+
+    def read(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Tensor ``key`` on the CPU, in ``dtype`` (its stored dtype when None)."""
+        import torch
+
+        entry = self.entries[key]
+        stored = getattr(torch, _DTYPES[entry.dtype])
+        want = dtype or stored
+        out = torch.empty(entry.shape, dtype=want)
+        if out.numel() == 0:
+            return out
+        row_bytes = (entry.end - entry.start) // max(1, entry.shape[0]) if entry.shape else entry.end - entry.start
+        with entry.file.open("rb", buffering=0) as handle:
+            handle.seek(entry.start)
+            if want == stored:
+                _read_into(handle, out, entry)
+                return out
+            rows = max(1, SLICE_BYTES // max(1, row_bytes)) if entry.shape else 1
+            flat = out.reshape(entry.shape[0], -1) if entry.shape else out.reshape(1, 1)
+            for first in range(0, flat.shape[0], rows):
+                chunk = torch.empty((min(rows, flat.shape[0] - first), flat.shape[1]), dtype=stored)
+                _read_exact(handle, chunk)
+                flat[first : first + chunk.shape[0]].copy_(chunk)
+        return out
+
+
+def _read_into(handle: Any, out: torch.Tensor, entry: TensorEntry) -> None:
+    _read_exact(handle, out)
+    if out.numel() * out.element_size() != entry.end - entry.start:
+        raise UserError(f"{entry.file}: a tensor's size does not match its shape; download the checkpoint again.")
+
+
+def _read_exact(handle: Any, tensor: torch.Tensor) -> None:
+    """Fill ``tensor``'s bytes from ``handle`` (plain reads: nothing is memory-mapped)."""
+    import torch
+
+    view = memoryview(tensor.view(-1).view(torch.uint8).numpy())
+    filled = 0
+    while filled < len(view):
+        got = handle.readinto(view[filled:])
+        if not got:
+            raise UserError(f"{handle.name} ends early; download the checkpoint again.")
+        filled += got
