@@ -383,7 +383,7 @@ def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[
     model_class = choose_class(adapter, name, config)
     streamed, why = open_streamed(
         folder, model_class, adapter.folder, num_labels(adapter), _adapter_module_paths(adapter), device,
-        adapter.peft_type,
+        adapter.peft_type, tuple(adapter.config.get("modules_to_save") or ()),
     )  # fmt: skip
     if streamed is None:
         return None, [f"loaded whole: {why}"]
@@ -834,7 +834,7 @@ def _run_sweep(
     progress: ProgressFn,
 ) -> list[SweepRow]:
     """Measure every (rank, factorisation) by applying ``BA`` to the base weights in place."""
-    from converters.deltas import tuner_layers
+    from converters.deltas import tuner_layers, tuner_layers_disabled
     from converters.fidelity import compare
     from converters.models import model_outputs
 
@@ -843,7 +843,7 @@ def _run_sweep(
     plan = sweep_plan(layers, options)
     for step, (rank, method) in enumerate(plan):
         progress("rank sweep", step, len(plan))
-        with applied(modules, layers, rank, method, options), peft_model.disable_adapter():
+        with applied(modules, layers, rank, method, options), tuner_layers_disabled(peft_model):
             approx = model_outputs(peft_model, eval_batches)
         fidelity = compare(approx, original, bare, masks, causal_lm=base.is_causal_lm)
         rows.append(_sweep_row(layers, rank, method, options, fidelity))
@@ -939,10 +939,11 @@ def _streamed_reloaded_fidelity(loaded: _Loaded, folder: Path, samples: _Samples
     labels = num_labels(loaded.adapter)
 
     def reopen(written: Path) -> Any:
-        paths = _adapter_module_paths(open_adapter(str(written)))
+        lora = open_adapter(str(written))
         model, why = open_streamed(
-            first.checkpoint.folder, loaded.base.model_class, written, labels, paths, loaded.device, "LORA"
-        )
+            first.checkpoint.folder, loaded.base.model_class, written, labels, _adapter_module_paths(lora),
+            loaded.device, "LORA", tuple(lora.config.get("modules_to_save") or ()),
+        )  # fmt: skip
         if model is None:
             raise RuntimeError(f"the written LoRA cannot be streamed back ({why})")
         return model

@@ -69,6 +69,28 @@ def tuner_layers(peft_model: Any) -> list[tuple[str, Any]]:
     return layers
 
 
+@contextlib.contextmanager
+def tuner_layers_disabled(peft_model: Any) -> Iterator[None]:
+    """The base model's weights without the adapter's layers, but with a fully trained head kept
+    (``modules_to_save``): what a converted LoRA adds ``BA`` to, since the head is copied into it as is.
+    (``peft_model.disable_adapter()`` would swap the trained head for the base model's too.)"""
+    layers = [module for _, module in tuner_layers(peft_model)]
+    for module in layers:
+        module.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for module in layers:
+            module.enable_adapters(True)
+
+
+def has_trained_heads(peft_model: Any) -> bool:
+    """Whether the adapter trains whole modules (``modules_to_save``), which disabling the adapter swaps back."""
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return any(isinstance(module, AuxiliaryTrainingWrapper) for module in peft_model.modules())
+
+
 def _layer_kind(name: str, base_layer: Any) -> str:
     import torch
     from transformers.pytorch_utils import Conv1D

@@ -75,6 +75,10 @@ def _read_header(path: Path) -> dict[str, TensorEntry]:
     return entries
 
 
+class NoSafetensors(UserError):
+    """The folder has no .safetensors weights (e.g. only pytorch_model.bin)."""
+
+
 class Checkpoint:
     """Every tensor of a model folder's safetensors files, addressable by key, read on demand."""
 
@@ -82,7 +86,7 @@ class Checkpoint:
         self.folder = folder
         files = sorted(folder.glob("*.safetensors"))
         if not files:
-            raise UserError(f"{folder} has no .safetensors weights.")
+            raise NoSafetensors(f"{folder} has no .safetensors weights.")
         self.entries: dict[str, TensorEntry] = {}
         for path in files:
             self.entries.update(_read_header(path))

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.peft_files import PEFT_PREFIX
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from converters.convert import ConvertOptions
     from converters.fidelity import Fidelity
     from converters.streamed_model import BlockCall, StreamedModel
@@ -113,7 +114,7 @@ def pass_one(
     import torch
 
     from converters.convert import applied, factorise_delta
-    from converters.deltas import layer_deltas, record_inputs
+    from converters.deltas import layer_deltas, record_inputs, tuner_layers_disabled
 
     original, bare, start = held_out, held_out.copy(), held_out.copy()
     keys = [(r, m) for r in sorted(options.sweep) for m in methods]
@@ -143,7 +144,7 @@ def pass_one(
                 del fit_recorder, eval_recorder  # this block's moments: factorised, no longer needed
                 modules = {name.removeprefix(PEFT_PREFIX): m.get_base_layer() for name, m in adapted}
                 for key, stream in sweeps.items():
-                    with applied(modules, mine, *key, options), peft_model.disable_adapter():
+                    with applied(modules, mine, *key, options), tuner_layers_disabled(peft_model):
                         _advance(model, block, index, stream)
                 layers += mine
     progress("streaming blocks: calibrate, factorise", total, total)
@@ -167,11 +168,15 @@ def measure_outputs(
     """Fidelity of each candidate stream: the head runs one sample at a time, logits are never kept."""
     import torch
 
+    from converters.deltas import has_trained_heads
     from converters.fidelity import FidelityAccumulator
     from converters.streamed_model import uses_inputs_embeds
 
     sums = {key: FidelityAccumulator(causal_lm=causal_lm) for key in candidates}
     embeds = uses_inputs_embeds(model)
+    # With a fully trained head (modules_to_save) the bare model's outputs need the base model's head: they
+    # are computed in a call of their own with the adapter disabled. Otherwise every stream shares one call.
+    apart = has_trained_heads(model.peft_model)
     samples = sum(int(h.shape[0]) for h in original.hidden)
     keys = list(candidates)
     done = 0
@@ -182,9 +187,9 @@ def measure_outputs(
             # The head runs on several samples and streams at once (a half-precision head is upcast once
             # per call), in groups whose outputs stay under OUTPUT_BYTES.
             per_row = _row_bytes(model, {k: v[:1] for k, v in batch.items()}, original.hidden[b][:1], embeds)
-            streams = [original, bare] + [candidates[key] for key in keys]
-            if len(streams) * per_row <= OUTPUT_BYTES:
-                step = OUTPUT_BYTES // (len(streams) * per_row)
+            streams = 2 + len(keys)
+            if streams * per_row <= OUTPUT_BYTES:
+                step = OUTPUT_BYTES // (streams * per_row)
                 spans = [(s0, keys) for s0 in range(0, size, step)]
             else:  # a long sweep: one sample at a time, its candidates in groups
                 group = max(1, OUTPUT_BYTES // per_row - 2)
@@ -192,17 +197,21 @@ def measure_outputs(
                 step = 1
             for first, chosen in spans:
                 progress("measuring outputs", done + first, samples)
-                picked = range(first, min(size, first + step))
-                rows = [original, bare] + [candidates[key] for key in chosen]
-                hidden = [stream.hidden[b][j : j + 1] for j in picked for stream in rows]
-                index = torch.tensor([j for j in picked for _ in rows])
-                out = _head(model, {k: v[index.to(v.device)] for k, v in batch.items()}, hidden, embeds)
+                picked = list(range(first, min(size, first + step)))
+                rows = [original] + ([] if apart else [bare]) + [candidates[key] for key in chosen]
+                out = _head(model, batch, b, picked, rows, embeds)
+                width = len(rows)
+                if apart:
+                    with model.peft_model.disable_adapter():
+                        bare_out = _head(model, batch, b, picked, [bare], embeds)
                 for n, j in enumerate(picked):
-                    at = n * len(rows)
-                    old, base = out[at : at + 1], out[at + 1 : at + 2]
+                    at = n * width
+                    old = out[at : at + 1]
+                    base = bare_out[n : n + 1] if apart else out[at + 1 : at + 2]
+                    skip = 1 if apart else 2
                     sample_mask = mask[j : j + 1].cpu() if mask is not None else None
                     for i, key in enumerate(chosen):
-                        sums[key].add(out[at + 2 + i : at + 3 + i], old, base, sample_mask)
+                        sums[key].add(out[at + skip + i : at + skip + i + 1], old, base, sample_mask)
             done += size
     progress("measuring outputs", samples, samples)
     return {key: acc.result() for key, acc in sums.items()}
@@ -213,27 +222,44 @@ OUTPUT_BYTES = 128 * 1024 * 1024
 
 
 def _row_bytes(model: StreamedModel, one: dict[str, Any], hidden: Any, embeds: bool) -> int:
-    """Bytes of one sample's head output, from the config (vocabulary / labels) or one trial call."""
+    """Bytes of one sample's head output, from the config (vocabulary) or one trial call."""
     config = model.base.config
     width = getattr(config, "vocab_size", None) if model.output_embedding or model.input_embedding else None
     if width:
         return int(hidden.shape[1]) * int(width) * 4
-    return int(_head(model, one, [hidden], embeds).numel()) * 4
+    return max(1, int(outer_outputs_of(model, one, [hidden], embeds).numel()) * 4)
 
 
-def _head(model: StreamedModel, one: dict[str, Any], rows: list[Any], embeds: bool) -> Any:
-    """The model's outputs for final hidden states ``rows`` (stacked as a batch; ``one`` holds their inputs)."""
+def _head(
+    model: StreamedModel, batch: dict[str, Any], b: int, picked: list[int], rows: list[Stream], embeds: bool
+) -> Any:
+    """The model's outputs for samples ``picked`` of batch ``b`` of every stream in ``rows`` (sample-major)."""
+    import torch
+
+    hidden = [stream.hidden[b][j : j + 1] for j in picked for stream in rows]
+    index = torch.tensor([j for j in picked for _ in rows])
+    inputs = {k: v[index.to(v.device)] for k, v in batch.items()}
+    return outer_outputs_of(model, inputs, hidden, embeds)
+
+
+def outer_outputs_of(model: StreamedModel, inputs: dict[str, Any], hidden: list[Any], embeds: bool) -> Any:
+    """The model's outputs (after the last block) for ``inputs`` whose final hidden states are ``hidden``."""
     import torch
 
     from converters.streamed_model import outer_outputs
 
-    return outer_outputs(model, one, torch.cat(rows), embeds)
+    return outer_outputs(model, inputs, torch.cat(hidden), embeds)
 
 
 def reloaded_fidelity(
-    folder: Path, model: StreamedModel, first: PassOne, reopen: Callable[[Path], StreamedModel], *,
-    causal_lm: bool, progress: ProgressFn,
-) -> Fidelity:  # fmt: skip
+    folder: Path,
+    model: StreamedModel,
+    first: PassOne,
+    reopen: Callable[[Path], StreamedModel],
+    *,
+    causal_lm: bool,
+    progress: ProgressFn,
+) -> Fidelity:
     """Pass 2: PEFT loads the written LoRA onto a fresh meta model; the held-out samples stream through it."""
     import torch
 

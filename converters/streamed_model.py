@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from advisor.errors import UserError
 from advisor.peft_files import PEFT_PREFIX
 from advisor.torch_runtime import quiet_hf
-from converters.shards import Checkpoint
+from converters.shards import Checkpoint, NoSafetensors
 
 if TYPE_CHECKING:
     import torch
@@ -290,6 +290,7 @@ def open_streamed(
     adapter_paths: set[str],
     device: str,
     peft_type: str,
+    modules_to_save: tuple[str, ...] = (),
 ) -> tuple[StreamedModel | None, str]:
     """The streamed model, or ``None`` and why it cannot be streamed (the caller loads it whole)."""
     from peft import PeftModel
@@ -302,17 +303,18 @@ def open_streamed(
     if model_type not in STREAMED_MODEL_TYPES:
         return None, f"layer streaming is verified for {', '.join(sorted(STREAMED_MODEL_TYPES))}, not {model_type!r}"
     try:
-        checkpoint = Checkpoint(folder)
-    except UserError as exc:
+        checkpoint = Checkpoint(folder)  # a corrupt or truncated file is the user's error either way
+    except NoSafetensors as exc:
         return None, str(exc)
     skeleton = build_skeleton(str(folder), model_class, num_labels)
     found = find_blocks(skeleton)
     if found is None:
         return None, "the model has no stack of repeated blocks"
     blocks_path = found[0]
+    trained_whole = set(modules_to_save)  # a fully trained head is copied as it is, not converted
     outside = sorted(
-        p for p in adapter_paths if not p.startswith(blocks_path + ".") and ".modules_to_save." not in p + "."
-    )  # a fully trained head (modules_to_save) is copied as it is; any other tensor outside the blocks is not
+        p for p in adapter_paths if not p.startswith(blocks_path + ".") and not trained_whole & set(p.split("."))
+    )
     if outside:
         return None, f"the adapter changes {outside[0]}, outside the model's blocks ({blocks_path})"
     shared = {t.data_ptr() for t in _placeholders(skeleton, adapter_paths)}
