@@ -327,6 +327,7 @@ def open_streamed(
     for name, param in list(peft_model.named_parameters(remove_duplicate=False)):
         if param.data_ptr() in shared:
             _assign(peft_model, name, None)
+    _move_real_tensors(peft_model, device)
     meta = [n for n, p in peft_model.named_parameters(remove_duplicate=False) if p.device.type == "meta"]
     if not _adapter_tensors_usable(peft_model, set(meta)):
         return None, "the adapter builds some of its tensors from the base weights"
@@ -347,6 +348,22 @@ def open_streamed(
     model = StreamedModel(peft_model, checkpoint, blocks_path, keys, blocks, outer, device=device)
     model.input_embedding, model.output_embedding = _embedding_names(model)
     return model, ""
+
+
+def _move_real_tensors(model: Any, device: str) -> None:
+    """Move everything that is not on ``meta`` (the adapter, computed buffers) to the device the blocks run on;
+    ``model.to()`` would fail on the meta weights."""
+    import torch
+
+    if torch.device(device).type == "cpu":
+        return
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.device.type != "meta":
+                module._parameters[name] = torch.nn.Parameter(param.to(device), requires_grad=False)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.device.type != "meta":
+                module._buffers[name] = buffer.to(device)
 
 
 def _is_adapter_tensor(name: str) -> bool:

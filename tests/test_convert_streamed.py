@@ -353,3 +353,34 @@ def test_streamed_equals_whole_model_for_each_verified_method(peft_type: str, ti
     source = make_adapter(peft_type, "llama", base, tmp_path / "src")
     whole, streamed = _both(source, tmp_path, rank=64)
     _assert_same(whole, streamed)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_hub_base_model_streams_from_its_safetensors(tiny_llama: Path, tmp_path: Path) -> None:
+    """``--base-model user/id``: config and shards come through huggingface_hub (HF_ENDPOINT, HF_TOKEN, the
+    HF cache), only the files streaming reads, and the conversion equals the one from the local folder."""
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub, FakeRepo, HubState
+
+    files = {p.name: p.read_bytes() for p in tiny_llama.iterdir() if p.is_file()}
+    files["pytorch_model.bin"] = b"never read"
+    state = HubState(models=[FakeRepo(id="user/tiny-llama", files=files)])
+    source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
+    local = convert_adapter(str(source), tmp_path / "local", ConvertOptions(rank=8, device="cpu"))
+    with FakeHub(state) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
+               "HF_TOKEN": "hf_test"}  # fmt: skip
+        args = ["convert", str(source), str(tmp_path / "hub"), "--rank", "8", "--base-model", "user/tiny-llama",
+                "--json"]  # fmt: skip
+        run = subprocess.run([sys.executable, "-m", "advisor.cli", *args], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert any("streamed one block at a time" in n for n in result["notes"])
+    assert result["fidelity"]["fidelity"] == pytest.approx(local.fidelity.fidelity, abs=1e-6)
+    assert not any("pytorch_model.bin" in r for r in state.requests)
+    assert state.authorizations == {"Bearer hf_test"}

