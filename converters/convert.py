@@ -468,12 +468,10 @@ def _plan_ranks(adapter: Any, options: ConvertOptions) -> _RankPlan:
     fixed = options.rank or (None if options.energy or options.sweep else DEFAULT_RANK)
     sweep_max = max(options.sweep) if options.sweep else 0
     cap = _rank_cap(options)
-    if options.energy:
-        # --energy keeps factors up to the largest rank it may pick: full rank, or the cap (--max-rank, vLLM's
-        # 512) when there is one, so an all-linear adapter on a large model does not keep full-rank factors.
-        need = None if cap >= 1 << 30 else cap
-    else:
-        need = max(fixed or 0, sweep_max, *own.values(), 1)
+    # --energy keeps factors up to the largest rank it may pick: full rank, or the cap (--max-rank, vLLM's
+    # 512) when there is one, so an all-linear adapter on a large model does not keep full-rank factors.
+    energy_need = None if cap >= 1 << 30 else cap
+    need = energy_need if options.energy else max(fixed or 0, sweep_max, *own.values(), 1)
     return _RankPlan(fixed=fixed, own=own, cap=cap, need=need)
 
 

@@ -138,20 +138,30 @@ def read_base_config(name_or_path: str) -> dict[str, Any]:
 
 def local_model_folder(name_or_path: str) -> Path:
     """A local folder with the model's config and safetensors weights: the path itself, or a Hub snapshot
-    of just those files (the HF cache, HF_ENDPOINT, HF_TOKEN and offline mode apply as for any download)."""
+    of just those files (the HF cache, HF_ENDPOINT, HF_TOKEN and offline mode apply as for any download).
+
+    Only the shards the index names are fetched: repositories that also ship a consolidated copy of the
+    weights (Mistral's ``consolidated.safetensors``) would otherwise be downloaded twice.
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors"]))
+        folder = Path(snapshot_download(name_or_path, allow_patterns=["*.json"]))
+        index = folder / "model.safetensors.index.json"
+        shards = sorted(set(read_json(index).get("weight_map", {}).values())) if index.is_file() else []
+        folder = Path(snapshot_download(name_or_path, allow_patterns=shards or ["model.safetensors"]))
+        if not list(folder.glob("*.safetensors")):  # neither an index nor model.safetensors: whatever there is
+            folder = Path(snapshot_download(name_or_path, allow_patterns=["*.safetensors"]))
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(
             f"cannot download the weights of {name_or_path!r} ({first}); pass --base-model with a local folder, "
             "or go online / fill the HF cache."
         ) from None
+    return folder
 
 
 def load_base_model(adapter: AdapterFiles, base: str | None, *, device: str = "cpu") -> BaseModel:

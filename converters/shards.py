@@ -85,6 +85,10 @@ class Checkpoint:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         files = sorted(folder.glob("*.safetensors"))
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():  # only the shards the index names (not e.g. a consolidated copy beside them)
+            named = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
+            files = [path for path in files if path.name in named]
         if not files:
             raise NoSafetensors(f"{folder} has no .safetensors weights.")
         self.entries: dict[str, TensorEntry] = {}

@@ -62,6 +62,16 @@ def test_shard_reader_matches_safetensors_for_every_dtype(tmp_path: Path, monkey
             assert torch.equal(checkpoint.read(key, torch.float32), reference.float()), key
 
 
+def test_shard_reader_reads_only_the_shards_the_index_names(tmp_path: Path) -> None:
+    import torch
+
+    _save(tmp_path / "model-00001-of-00001.safetensors", {"layers.0.w": torch.ones(2)})
+    _save(tmp_path / "consolidated.safetensors", {"layers.0.attention.wq": torch.zeros(2)})
+    index = {"weight_map": {"layers.0.w": "model-00001-of-00001.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert Checkpoint(tmp_path).keys() == ["layers.0.w"]
+
+
 def test_shard_reader_refuses_corrupt_and_truncated_files(tmp_path: Path) -> None:
     import torch
 
@@ -368,6 +378,7 @@ def test_a_hub_base_model_streams_from_its_safetensors(tiny_llama: Path, tmp_pat
 
     files = {p.name: p.read_bytes() for p in tiny_llama.iterdir() if p.is_file()}
     files["pytorch_model.bin"] = b"never read"
+    files["consolidated.safetensors"] = files["model.safetensors"]  # a second copy some repos ship (Mistral)
     state = HubState(models=[FakeRepo(id="user/tiny-llama", files=files)])
     source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
     local = convert_adapter(str(source), tmp_path / "local", ConvertOptions(rank=8, device="cpu"))
@@ -382,5 +393,5 @@ def test_a_hub_base_model_streams_from_its_safetensors(tiny_llama: Path, tmp_pat
     result = json.loads(run.stdout)
     assert any("streamed one block at a time" in n for n in result["notes"])
     assert result["fidelity"]["fidelity"] == pytest.approx(local.fidelity.fidelity, abs=1e-6)
-    assert not any("pytorch_model.bin" in r for r in state.requests)
+    assert not any("pytorch_model.bin" in r or "consolidated" in r for r in state.requests)
     assert state.authorizations == {"Bearer hf_test"}
