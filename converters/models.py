@@ -129,11 +129,12 @@ def read_base_config(name_or_path: str) -> dict[str, Any]:
     try:
         return read_json(Path(hf_hub_download(name_or_path, "config.json")))
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(
-            f"cannot read the base model {name_or_path!r} ({first}); pass --base-model with a local folder, "
-            "or go online / fill the HF cache."
-        ) from None
+        raise _hub_error(f"cannot read the base model {name_or_path!r}", exc) from None
+
+
+def _hub_error(what: str, exc: Exception) -> UserError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return UserError(f"{what} ({first}); pass --base-model with a local folder, or go online / fill the HF cache.")
 
 
 def local_model_folder(name_or_path: str) -> Path:
@@ -156,11 +157,7 @@ def local_model_folder(name_or_path: str) -> Path:
         if not list(folder.glob("*.safetensors")):  # neither an index nor model.safetensors: whatever there is
             folder = Path(snapshot_download(name_or_path, allow_patterns=["*.safetensors"]))
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(
-            f"cannot download the weights of {name_or_path!r} ({first}); pass --base-model with a local folder, "
-            "or go online / fill the HF cache."
-        ) from None
+        raise _hub_error(f"cannot download the weights of {name_or_path!r}", exc) from None
     return folder
 
 

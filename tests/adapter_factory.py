@@ -71,16 +71,24 @@ def make_adapter(
     else:
         model = AutoModel.from_pretrained(base)
     config = getattr(peft, registry_class)(**kwargs)
-    peft_model = peft.get_peft_model(model, config)
+    return save_trained(peft.get_peft_model(model, config), out, base, noise=noise)
+
+
+def save_trained(peft_model: Any, out: Path, base: Path | str | None, *, noise: float = 0.1) -> Path:
+    """Give every trainable parameter a random update (the global torch seed's), save the adapter, and point
+    its config at ``base`` (the folder it was built on) so the converter finds it."""
+    import torch
+
     with torch.no_grad():
-        for _, param in peft_model.named_parameters():
+        for param in peft_model.parameters():
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * noise)
     peft_model.save_pretrained(out)
-    config_path = out / "adapter_config.json"
-    data = json.loads(config_path.read_text())
-    data["base_model_name_or_path"] = str(base)
-    config_path.write_text(json.dumps(data))
+    if base is not None:
+        config_path = out / "adapter_config.json"
+        data = json.loads(config_path.read_text())
+        data["base_model_name_or_path"] = str(base)
+        config_path.write_text(json.dumps(data))
     return out
 
 

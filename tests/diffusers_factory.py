@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import diffusers
+from adapter_factory import save_trained
 
 TINY_FLUX = {
     "patch_size": 1,
@@ -75,10 +76,27 @@ def make_oft(pipeline: Path, kind: str, folder: Path) -> Path:
     torch.manual_seed(1)
     model = getattr(diffusers, model_class).from_pretrained(pipeline / component)
     config = peft.OFTConfig(r=0, oft_block_size=block, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    adapted = peft.get_peft_model(model, config)
+    return save_trained(peft.get_peft_model(model, config), folder, None)
+
+
+def served_by_diffusers(pipeline: Path, kind: str, adapter: Path, lora: Path) -> tuple[float, float]:
+    """Diffusers' own ``load_lora_adapter(prefix=...)`` on a fresh component, against PEFT's OFT outputs on
+    seeded inputs: (the adapter's effect ‖y_oft − y_bare‖, the served error ‖y_served − y_oft‖)."""
+    import peft
+    import torch
+
+    from converters.diffusion import component_inputs
+
+    _, component, model_class, _, _ = MODELS[kind]
+
+    def load() -> object:
+        return getattr(diffusers, model_class).from_pretrained(pipeline / component).eval()
+
+    inputs = component_inputs(load(), 2, seed=7, batch_size=2, device="cpu")[0]
     with torch.no_grad():
-        for param in adapted.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
-    adapted.save_pretrained(folder)
-    return folder
+        bare = load()(**inputs).sample
+        original = peft.PeftModel.from_pretrained(load(), adapter).eval()(**inputs).sample
+        served = load()
+        served.load_lora_adapter(lora, weight_name="pytorch_lora_weights.safetensors", prefix=component)
+        converted = served(**inputs).sample
+    return float((original - bare).norm()), float((converted - original).norm())

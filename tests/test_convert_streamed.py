@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from adapter_factory import NEEDS_BIASES, make_adapter
+from adapter_factory import NEEDS_BIASES, make_adapter, save_trained
 
 from advisor.errors import UserError
 from converters.convert import ConvertOptions, ConvertResult, convert_adapter
@@ -143,15 +143,8 @@ def _classifier_adapter(base: Path, out: Path) -> Path:
 
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=3)
-    adapted = peft.get_peft_model(model, peft.LoHaConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
-    with torch.no_grad():
-        for param in adapted.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
-    adapted.save_pretrained(out)
-    path = out / "adapter_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": str(base)}))
-    return out
+    config = peft.LoHaConfig(r=4, target_modules=["query", "value"], task_type="SEQ_CLS")
+    return save_trained(peft.get_peft_model(model, config), out, base)
 
 
 def test_streamed_minilm_classifier_equals_the_whole_model_path(minilm: Path, tmp_path: Path) -> None:
@@ -288,16 +281,8 @@ def _oft(base: Path, out: Path, targets: list[str], *, fan_in_fan_out: bool = Fa
         config: Any = peft.LoraConfig(r=4, target_modules=targets, task_type=task, fan_in_fan_out=True)
     else:
         config = peft.OFTConfig(r=0, oft_block_size=8, target_modules=targets, task_type=task)
-    adapted = peft.get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in adapted.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-    adapted.save_pretrained(out)
-    path = out / "adapter_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": str(base)}))
-    return out
+    torch.manual_seed(3)
+    return save_trained(peft.get_peft_model(model, config), out, base)
 
 
 def _architectures() -> dict[str, tuple[Any, list[str], str]]:

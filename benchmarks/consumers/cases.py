@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the adapter factory the tests use
 
 METHODS = ("OFT", "BOFT", "HRA", "IA3")
 LLAMA = {
@@ -82,6 +82,7 @@ def _base(work: Path) -> tuple[Path, Any]:
 def _adapter(method: str, base: Path, folder: Path) -> Path:
     import peft
     import torch
+    from adapter_factory import save_trained
     from transformers import AutoModelForCausalLM
 
     from advisor.methods.behaviour import probe_config
@@ -90,15 +91,7 @@ def _adapter(method: str, base: Path, folder: Path) -> Path:
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = probe_config(method, load_registry().for_peft_type(method).config_class)
-    adapted = peft.get_peft_model(model, config)
-    with torch.no_grad():
-        for param in adapted.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.1)
-    adapted.save_pretrained(folder)
-    path = folder / "adapter_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "base_model_name_or_path": str(base)}))
-    return folder
+    return save_trained(peft.get_peft_model(model, config), folder, base)
 
 
 def _logprobs(model: Any, prefixes: list[list[int]]) -> list[list[float]]:
@@ -175,6 +168,24 @@ def compare(cases: dict[str, Any], method: str, got: list[dict[str, float]]) -> 
         "top1": agree / len(got),
         "ok": diff < 0.05 * max(effect, 1e-6) and math.isfinite(diff),
     }
+
+
+def arguments(doc: str, venv: str) -> Any:
+    """The consumer scripts' options: where the cases live and where the engine's own venv goes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/peft-advisor-consumers"))
+    parser.add_argument("--venv", type=Path, default=Path(venv))
+    return parser.parse_args()
+
+
+def report(cases: dict[str, Any], consumer: str, got: dict[str, Any], table: Path) -> int:
+    """Compare every method's consumer log-probs with PEFT's, print the table, save it; exit code 0 if all match."""
+    rows = [compare(cases, method, got[method]) for method in cases["methods"]]
+    print_table(consumer, rows)
+    table.write_text(json.dumps(rows, indent=1))
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 def print_table(consumer: str, rows: list[dict[str, Any]]) -> None:

@@ -21,35 +21,18 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 
 def check(kind: str, work: Path) -> dict:
-    import diffusers
-    import peft
-    import torch
-    from diffusers_factory import MODELS, make_oft, make_pipeline
+    from diffusers_factory import MODELS, make_oft, make_pipeline, served_by_diffusers
 
     from converters.convert import ConvertOptions, convert_adapter
-    from converters.diffusion import component_inputs
 
-    _, component, model_class, _, _ = MODELS[kind]
     pipeline = make_pipeline(work / kind / "pipeline", kind)
     adapter = make_oft(pipeline, kind, work / kind / "oft")
     out = work / kind / "lora"
     options = ConvertOptions(rank=4096, target="diffusers", base_model=str(pipeline), device="cpu", overwrite=True)
     result = convert_adapter(str(adapter), out, options)
-
-    def load() -> object:
-        return getattr(diffusers, model_class).from_pretrained(pipeline / component).eval()
-
-    inputs = component_inputs(load(), 2, seed=7, batch_size=2, device="cpu")[0]
-    with torch.no_grad():
-        bare = load()(**inputs).sample
-        original = peft.PeftModel.from_pretrained(load(), adapter).eval()(**inputs).sample
-        served = load()
-        served.load_lora_adapter(out, weight_name="pytorch_lora_weights.safetensors", prefix=component)
-        converted = served(**inputs).sample
-    effect = float((original - bare).norm())
-    error = float((converted - original).norm()) / effect
-    return {"kind": kind, "class": model_class, "fidelity": result.fidelity.fidelity, "error": error,
-            "ok": error <= 1e-3}  # fmt: skip
+    effect, error = served_by_diffusers(pipeline, kind, adapter, out)
+    return {"kind": kind, "class": MODELS[kind][2], "fidelity": result.fidelity.fidelity, "error": error / effect,
+            "ok": error <= 1e-3 * effect}  # fmt: skip
 
 
 def main() -> int:

@@ -13,7 +13,6 @@ sentencepiece protobuf`` here for the tokenizer).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -75,10 +74,7 @@ def ensure_venv(venv: Path) -> tuple[Path, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/peft-advisor-consumers"))
-    parser.add_argument("--venv", type=Path, default=Path("/tmp/peft-advisor-llamacpp-venv"))
-    args = parser.parse_args()
+    args = shared.arguments(__doc__, "/tmp/peft-advisor-llamacpp-venv")
     cases = shared.build(args.work)
     python, source = ensure_venv(args.venv)
     env = {**os.environ, "PYTHONPATH": str(source / "gguf-py"), "HF_HUB_OFFLINE": "1"}
@@ -99,10 +95,9 @@ def main() -> int:
     subprocess.run([str(python), str(child), str(args.work / "cases.json"), str(ggufs), str(results)], check=True,
                    env=env)  # fmt: skip
     got = json.loads(results.read_text())
-    rows = [shared.compare(cases, method, got[method]) for method in cases["methods"]]
-    shared.print_table(f"llama.cpp ({LLAMA_CPP}, its convert_lora_to_gguf.py)", rows)
-    (args.work / "llama_cpp_table.json").write_text(json.dumps(rows, indent=1))
-    return 0 if all(r["ok"] for r in rows) else 1
+    return shared.report(
+        cases, f"llama.cpp ({LLAMA_CPP}, its convert_lora_to_gguf.py)", got, args.work / "llama_cpp_table.json"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ installing; needs ``pip install sentencepiece protobuf`` here for the tokenizer)
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -68,10 +67,7 @@ def ensure_venv(venv: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/peft-advisor-consumers"))
-    parser.add_argument("--venv", type=Path, default=Path("/tmp/peft-advisor-vllm-venv"))
-    args = parser.parse_args()
+    args = shared.arguments(__doc__, "/tmp/peft-advisor-vllm-venv")
     cases = shared.build(args.work)
     python = ensure_venv(args.venv)
     child, out = args.work / "vllm_child.py", args.work / "vllm_results.json"
@@ -79,10 +75,7 @@ def main() -> int:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run([str(python), str(child), str(args.work / "cases.json"), str(out)], check=True, env=env)
     got = json.loads(out.read_text())
-    rows = [shared.compare(cases, method, got[method]) for method in cases["methods"]]
-    shared.print_table(f"vLLM CPU engine ({VLLM})", rows)
-    (args.work / "vllm_table.json").write_text(json.dumps(rows, indent=1))
-    return 0 if all(r["ok"] for r in rows) else 1
+    return shared.report(cases, f"vLLM CPU engine ({VLLM})", got, args.work / "vllm_table.json")
 
 
 if __name__ == "__main__":
