@@ -60,12 +60,14 @@ def ensure_venv(venv: Path) -> tuple[Path, Path]:
         subprocess.run([str(python), "-m", "pip", *download], check=True)
         archive = next(sdist.glob("*.tar.gz"))
         with tarfile.open(archive) as tar:
+            # the converters, the per-architecture `conversion` package they import, and gguf-py
             members = [
                 m
                 for m in tar.getmembers()
                 if "/vendor/llama.cpp/" in m.name
-                and (m.name.endswith(("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")) or "/gguf-py/" in m.name)
-            ]
+                and (m.name.endswith(("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")) or
+                     "/gguf-py/" in m.name or "/vendor/llama.cpp/conversion/" in m.name)
+            ]  # fmt: skip
             tar.extractall(venv / "src", members=members, filter="data")  # fmt: skip
         found = next((venv / "src").glob("*/vendor/llama.cpp"))
         found.rename(source)
