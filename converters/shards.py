@@ -3,21 +3,18 @@
 Why not ``safetensors.safe_open``: it memory-maps the file, and every page a read touches stays in the
 process' resident set until the handle closes. Streaming a model block by block through one handle
 would end with the whole checkpoint resident, which is exactly what layer streaming exists to avoid.
-The format is simple (an 8-byte little-endian header length, a JSON header of dtype / shape / byte
-offsets, then raw little-endian data), so tensors are read with plain file reads into their final
-buffer. Rows are converted to the working dtype in slices, so a bf16 tensor read as float32 costs its
-float32 size plus one slice, never both copies whole.
+The headers (:mod:`advisor.safetensors_headers`) give each tensor's byte range, so tensors are read
+with plain file reads into their final buffer. Rows are converted to the working dtype in slices, so a
+bf16 tensor read as float32 costs its float32 size plus one slice, never both copies whole.
 """
 
 from __future__ import annotations
 
-import json
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+from advisor.safetensors_headers import TensorEntry, checkpoint_files, folder_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -37,42 +34,7 @@ _DTYPES = {
     "F8_E4M3": "float8_e4m3fn",
     "F8_E5M2": "float8_e5m2",
 }
-_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
 SLICE_BYTES = 64 * 1024 * 1024  # rows converted per step when the stored dtype differs from the wanted one
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    file: Path
-    dtype: str  # safetensors name, e.g. "BF16"
-    shape: tuple[int, ...]
-    start: int  # absolute byte offset in the file
-    end: int
-
-
-def _read_header(path: Path) -> dict[str, TensorEntry]:
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise UserError(f"{path} is not a safetensors file (too short); download the checkpoint again.")
-        (length,) = struct.unpack("<Q", raw)
-        if length > min(_MAX_HEADER, size - 8):
-            raise UserError(f"{path} has a corrupt safetensors header; download the checkpoint again.")
-        try:
-            header = json.loads(handle.read(length))
-        except ValueError:
-            raise UserError(f"{path} has a corrupt safetensors header; download the checkpoint again.") from None
-    entries = {}
-    base = 8 + length
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        begin, stop = info["data_offsets"]
-        if info["dtype"] not in _DTYPES or not 0 <= begin <= stop <= size - base:
-            raise UserError(f"{path}: tensor {key} has an unknown dtype or lies outside the file; download it again.")
-        entries[key] = TensorEntry(path, info["dtype"], tuple(int(d) for d in info["shape"]), base + begin, base + stop)
-    return entries
 
 
 class NoSafetensors(UserError):
@@ -84,16 +46,9 @@ class Checkpoint:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        files = sorted(folder.glob("*.safetensors"))
-        index = folder / "model.safetensors.index.json"
-        if index.is_file():  # only the shards the index names (not e.g. a consolidated copy beside them)
-            named = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
-            files = [path for path in files if path.name in named]
-        if not files:
+        self.entries: dict[str, TensorEntry] = folder_tensors(folder)
+        if not checkpoint_files(folder):
             raise NoSafetensors(f"{folder} has no .safetensors weights.")
-        self.entries: dict[str, TensorEntry] = {}
-        for path in files:
-            self.entries.update(_read_header(path))
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries

@@ -1,11 +1,15 @@
 """A model's shape for the memory model, read without loading (or downloading) its weights.
 
 What training memory depends on is a handful of numbers: layers, hidden and MLP width, attention
-heads, vocabulary, whether the embeddings are tied, and the exact parameter count. They come from
-``config.json`` (``text_config`` for vision-language models) and from the safetensors headers,
-which hold every tensor's shape in their first few kilobytes: a local folder's files are read
-directly, a Hub repo's through ``huggingface_hub.get_safetensors_metadata`` (range requests, no
-weights). When neither is reachable the count is computed from the config and the result says so.
+heads, vocabulary, whether the embeddings are tied, and the exact parameter count. The safetensors
+headers hold every tensor's name and shape in their first few kilobytes (a local folder's files are
+read directly, a Hub repo's through ``huggingface_hub.get_safetensors_metadata``: range requests, no
+weights), so layers, widths, vocabulary, tying and the count are *read* from the checkpoint
+(:func:`shape_from_tensors`); ``config.json`` only adds what headers cannot say (attention heads).
+Configs are not uniform: ChatGLM names the MLP width ``ffn_hidden_size``, Qwen (v1) states
+``intermediate_size`` as twice the MLP width. Without headers, the known aliases are read, every
+assumption is listed in ``ModelShape.assumptions``, and an architecture whose layout the count does not
+know is refused with the reason instead of being counted as a Llama.
 
 No torch, no transformers: this runs on the recommend path.
 """
@@ -13,7 +17,7 @@ No torch, no transformers: this runs on the recommend path.
 from __future__ import annotations
 
 import json
-import struct
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,20 @@ _KEYS = {
     "hidden": ("hidden_size", "n_embd", "d_model"),
     "layers": ("num_hidden_layers", "n_layer", "num_layers"),
     "heads": ("num_attention_heads", "n_head", "num_heads"),
-    "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff"),
+    "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size"),
+    "vocab": ("vocab_size", "padded_vocab_size"),
+    "kv_heads": ("num_key_value_heads", "multi_query_group_num", "n_head_kv", "num_kv_heads"),
+    "head_dim": ("head_dim", "kv_channels"),
 }
+# Model types whose parameters the config arithmetic (:func:`estimate_params`: attention q/k/v/o, a gated
+# MLP, embeddings) counts right. Anything else needs its checkpoint's headers.
+COUNTED_FROM_CONFIG = frozenset(
+    {
+        "llama", "mistral", "mixtral", "qwen", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "yi",
+        "chatglm", "internlm2", "baichuan", "olmo", "olmo2", "granite", "cohere", "starcoder2", "deepseek",
+        "stablelm", "exaone", "glm", "glm4", "helium", "smollm3",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,7 @@ class ModelShape:
     total_params: int
     params_source: str  # "safetensors headers" | "Hub safetensors metadata" | "estimated from config.json"
     dtype: str | None  # the checkpoint's torch_dtype / dtype
+    assumptions: tuple[str, ...] = ()  # what was not read but assumed (printed; in --json)
 
     @property
     def embedding_params(self) -> int:
@@ -63,36 +80,115 @@ def _first(config: dict[str, Any], key: str) -> int | None:
 
 
 def shape_from_config(
-    config: dict[str, Any], name: str, total_params: int | None = None, params_source: str = ""
+    config: dict[str, Any],
+    name: str,
+    total_params: int | None = None,
+    params_source: str = "",
+    tensors: dict[str, tuple[int, ...]] | None = None,
 ) -> ModelShape:
-    """The shape of a decoder LM from its config; a :class:`UserError` naming the missing key otherwise."""
+    """The shape of a decoder LM: read from the checkpoint's tensor shapes when given, else from its config.
+
+    A :class:`UserError` names what is missing; a config-only model of a layout the count does not know is
+    refused rather than counted as a Llama.
+    """
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else None
     cfg = {**config, **text} if text else config
     values = {key: _first(cfg, key) for key in _KEYS}
-    missing = [f"{'/'.join(_KEYS[k])}" for k in ("hidden", "layers", "heads") if values[k] is None]
-    vocab = cfg.get("vocab_size")
-    if not isinstance(vocab, int) or vocab <= 0:
-        missing.append("vocab_size")
+    model_type = str(cfg.get("model_type") or config.get("model_type") or "") or _type_from_architecture(config)
+    assumptions: list[str] = []
+    read = shape_from_tensors(tensors) if tensors else {}
+    for key in ("hidden", "layers", "intermediate", "vocab"):
+        if read.get(key):
+            values[key] = read[key]
+    if not read.get("intermediate") and model_type == "qwen" and values["intermediate"]:
+        values["intermediate"] //= 2  # Qwen (v1) states intermediate_size as twice the MLP width
+        assumptions.append("Qwen (v1) config: the MLP width is half its intermediate_size")
+    missing = [f"{'/'.join(_KEYS[k])}" for k in ("hidden", "layers", "heads", "vocab") if values[k] is None]
     if missing:
         raise UserError(
             f"--model {name}: its config.json lacks {', '.join(missing)}; the memory model needs a "
             "transformer language model's config (hidden size, layers, heads, vocabulary)"
         )
-    hidden, layers, heads = values["hidden"], values["layers"], values["heads"]
-    assert hidden and layers and heads
-    intermediate = values["intermediate"] or 4 * hidden
-    kv_heads = cfg.get("num_key_value_heads") or heads
-    head_dim = cfg.get("head_dim") or hidden // heads
-    tied = bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", True)))
+    hidden, layers, heads, vocab = values["hidden"], values["layers"], values["heads"], values["vocab"]
+    assert hidden and layers and heads and vocab
+    intermediate = values["intermediate"]
+    if not intermediate:
+        intermediate = 4 * hidden
+        assumptions.append(f"MLP width not stated: assumed 4 × hidden = {intermediate}")
+    kv_heads = values["kv_heads"] or heads
+    head_dim = values["head_dim"] or hidden // heads
+    stated = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
+    tied = bool(stated) if stated is not None else True
+    if "tied" in read:
+        tied = read["tied"]
+    elif stated is None:
+        assumptions.append("tie_word_embeddings not stated: the LM head is assumed to share the embeddings")
     if total_params is None:
+        if model_type not in COUNTED_FROM_CONFIG:
+            raise UserError(
+                f"--model {name}: {model_type or 'this architecture'} is not a layout the memory model can count "
+                "from config.json alone; pass a local folder with its .safetensors files (their headers give "
+                "the exact shapes), or go online so the Hub's safetensors metadata can be read"
+            )
         total_params = estimate_params(hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied)
         params_source = "estimated from config.json"
+        assumptions.append(f"parameters estimated from config.json ({model_type} layout); no safetensors headers read")
     architecture = (config.get("architectures") or [None])[0]
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype")
     return ModelShape(
         name, architecture, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied,
-        total_params, params_source, dtype,
+        total_params, params_source, dtype, tuple(assumptions),
     )  # fmt: skip
+
+
+def _type_from_architecture(config: dict[str, Any]) -> str:
+    """``LlamaForCausalLM`` → ``llama`` for a config without ``model_type`` (hand-written or very old ones)."""
+    architecture = str((config.get("architectures") or [""])[0]).lower()
+    known = sorted((t for t in COUNTED_FROM_CONFIG if architecture.startswith(t.replace("_text", ""))), key=len)
+    return known[-1] if known else ""
+
+
+_BLOCK = re.compile(r"^(.*?)\.(\d+)\.(.+)$")
+_EMBEDDING = re.compile(r"(embed_tokens|wte|word_embeddings|tok_embeddings|embedding\.word|embeddings?)\.weight$")
+_HEAD = re.compile(r"(^|\.)(lm_head|output_layer|embed_out|output)\.weight$")
+_DOWN = re.compile(r"(down_proj|dense_4h_to_h|c_proj|w2|fc2|fc_out|wo|out_proj)\.weight$")
+_MLP = re.compile(r"(mlp|ffn|feed_forward|feedforward)")
+
+
+def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Layers, hidden width, vocabulary, MLP width and tying read from tensor names and shapes.
+
+    The block stack is the repeated ``prefix.N.`` group holding the most parameters (a vision tower or an
+    encoder beside a language model holds fewer); the MLP width is the input width of a block's MLP output
+    projection, which every layout has whatever it calls it (``down_proj``, ``dense_4h_to_h``, ``c_proj``).
+    """
+    stacks: dict[str, dict[int, int]] = {}
+    for name, shape in tensors.items():
+        match = _BLOCK.match(name)
+        if match:
+            count = 1
+            for dim in shape:
+                count *= dim
+            per_layer = stacks.setdefault(match.group(1), {})
+            per_layer[int(match.group(2))] = per_layer.get(int(match.group(2)), 0) + count
+    if not stacks:
+        return {}
+    prefix = max(stacks, key=lambda p: sum(stacks[p].values()))
+    found: dict[str, Any] = {"layers": len(stacks[prefix])}
+    outside = {n: s for n, s in tensors.items() if not n.startswith(prefix + ".") and len(s) == 2}
+    embeddings = [s for n, s in outside.items() if _EMBEDDING.search(n)]
+    if embeddings:
+        vocab, hidden = max(embeddings, key=lambda s: s[0] * s[1])
+        found.update(vocab=vocab, hidden=hidden)
+        found["tied"] = not any(_HEAD.search(n) and s == (vocab, hidden) for n, s in outside.items())
+    first = f"{prefix}.{min(stacks[prefix])}."
+    hidden = found.get("hidden")
+    for name, shape in tensors.items():
+        in_mlp = name.startswith(first) and len(shape) == 2 and _DOWN.search(name) and _MLP.search(name)
+        if in_mlp and (hidden is None or (shape[0] == hidden and shape[1] != hidden)):
+            found["intermediate"] = shape[1]
+            break
+    return found
 
 
 def estimate_params(
@@ -106,27 +202,11 @@ def estimate_params(
 
 
 def safetensors_params(folder: Path) -> int | None:
-    """Parameters counted from the safetensors headers of a local folder (8-byte length + JSON each)."""
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for path in files:
-        try:
-            with open(path, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                if length > 100_000_000:
-                    raise ValueError("header too large")
-                header = json.loads(handle.read(length))
-        except (OSError, ValueError, struct.error) as exc:
-            raise UserError(f"{path} is not a readable safetensors file ({exc})") from None
-        for key, info in header.items():
-            if key != "__metadata__":
-                count = 1
-                for dim in info["shape"]:
-                    count *= dim
-                total += count
-    return total
+    """Parameters counted from the safetensors headers of a local folder (no weights read)."""
+    from advisor.safetensors_headers import folder_tensors
+
+    tensors = folder_tensors(folder)
+    return sum(entry.numel for entry in tensors.values()) if tensors else None
 
 
 def read_shape(model: str, revision: str | None = None) -> ModelShape:
@@ -134,8 +214,14 @@ def read_shape(model: str, revision: str | None = None) -> ModelShape:
     config = read_model_config(model, revision)
     path = Path(model).expanduser()
     if path.is_dir():
-        params = safetensors_params(path)
-        return shape_from_config(config, model, params, "safetensors headers" if params else "")
+        from advisor.safetensors_headers import folder_tensors
+
+        entries = folder_tensors(path)
+        if not entries:
+            return shape_from_config(config, model)
+        tensors = {name: entry.shape for name, entry in entries.items()}
+        params = sum(entry.numel for entry in entries.values())
+        return shape_from_config(config, model, params, "safetensors headers", tensors)
     return _hub_shape(model, config, revision)
 
 
@@ -186,10 +272,13 @@ def _read_config(path: Path, model: str) -> dict[str, Any]:
 def _hub_shape(repo_id: str, config: dict[str, Any], revision: str | None) -> ModelShape:
     from huggingface_hub import HfApi
 
-    params, source = None, ""
+    params, source, tensors = None, "", None
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
         params, source = sum(metadata.parameter_count.values()), "Hub safetensors metadata"
-    except Exception:  # offline, no safetensors, or an old endpoint: fall back to the config's arithmetic
+        tensors = {
+            name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()
+        }
+    except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
         params = None
-    return shape_from_config(config, repo_id, params, source)
+    return shape_from_config(config, repo_id, params, source, tensors)

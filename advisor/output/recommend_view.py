@@ -93,6 +93,8 @@ def header_lines(rec: Recommendation) -> list[str]:
         + (f", {rec.excluded['requirements']} not meeting --require" if rec.excluded["requirements"] else "")
         + (f", {rec.excluded['no_metric']} without {metric.short}" if rec.excluded["no_metric"] else ""),
     ]
+    if rec.memory is not None:
+        lines += [f"Assumed: {text}" for text in rec.memory.shape.assumptions]
     lines += [f"Note: {note}" for note in rec.notes]
     return lines
 

@@ -1,0 +1,155 @@
+"""Model shapes read from checkpoint headers, and configs read without silently assuming a Llama.
+
+Real layouts: Qwen (v1) states ``intermediate_size`` as twice its MLP width, ChatGLM names it
+``ffn_hidden_size`` and its layers ``num_layers``. The headers give the truth; without them the known
+aliases are read and every assumption is listed; an unknown layout is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from advisor.errors import UserError
+from advisor.memory.shapes import read_shape, shape_from_config
+
+QWEN_7B = {
+    "model_type": "qwen",
+    "architectures": ["QWenLMHeadModel"],
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "intermediate_size": 22016,
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+}
+CHATGLM3_6B = {
+    "model_type": "chatglm",
+    "architectures": ["ChatGLMModel"],
+    "hidden_size": 4096,
+    "num_layers": 28,
+    "num_attention_heads": 32,
+    "ffn_hidden_size": 13696,
+    "padded_vocab_size": 65024,
+    "multi_query_group_num": 2,
+    "kv_channels": 128,
+    "tie_word_embeddings": False,
+}
+H = 4096
+
+
+def _qwen_tensors(layers: int = 32, mlp: int = 11008, vocab: int = 151936) -> dict[str, list[int]]:
+    tensors = {"transformer.wte.weight": [vocab, H], "lm_head.weight": [vocab, H], "transformer.ln_f.weight": [H]}
+    for i in range(layers):
+        p = f"transformer.h.{i}."
+        tensors |= {
+            p + "ln_1.weight": [H],
+            p + "attn.c_attn.weight": [3 * H, H],
+            p + "attn.c_attn.bias": [3 * H],
+            p + "attn.c_proj.weight": [H, H],
+            p + "ln_2.weight": [H],
+            p + "mlp.w1.weight": [mlp, H],
+            p + "mlp.w2.weight": [mlp, H],
+            p + "mlp.c_proj.weight": [H, mlp],
+        }
+    return tensors
+
+
+def _chatglm_tensors(layers: int = 28, ffn: int = 13696, vocab: int = 65024) -> dict[str, list[int]]:
+    tensors = {
+        "transformer.embedding.word_embeddings.weight": [vocab, H],
+        "transformer.output_layer.weight": [vocab, H],
+        "transformer.encoder.final_layernorm.weight": [H],
+    }
+    for i in range(layers):
+        p = f"transformer.encoder.layers.{i}."
+        tensors |= {
+            p + "input_layernorm.weight": [H],
+            p + "self_attention.query_key_value.weight": [4608, H],
+            p + "self_attention.query_key_value.bias": [4608],
+            p + "self_attention.dense.weight": [H, H],
+            p + "post_attention_layernorm.weight": [H],
+            p + "mlp.dense_h_to_4h.weight": [2 * ffn, H],
+            p + "mlp.dense_4h_to_h.weight": [H, ffn],
+        }
+    return tensors
+
+
+def _header_only_checkpoint(folder: Path, config: dict, tensors: dict[str, list[int]]) -> Path:
+    """A model folder whose safetensors file has a real header and sparse (unwritten) data: no GBs on disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    header, offset = {}, 0
+    for name, shape in tensors.items():
+        size = 2 * math.prod(shape)
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    with (folder / "model.safetensors").open("wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)) + blob)
+        handle.truncate(8 + len(blob) + offset)  # a sparse file of the right size
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("config", "tensors", "params", "mlp", "layers", "vocab"),
+    [
+        (QWEN_7B, _qwen_tensors(), 7_721_324_544, 11008, 32, 151936),
+        (CHATGLM3_6B, _chatglm_tensors(), 6_243_584_000, 13696, 28, 65024),
+    ],
+    ids=["qwen-v1-7b", "chatglm3-6b"],
+)
+def test_headers_give_the_real_shape_of_configs_that_mislead(
+    config: dict, tensors: dict, params: int, mlp: int, layers: int, vocab: int, tmp_path: Path
+) -> None:
+    shape = read_shape(str(_header_only_checkpoint(tmp_path / "model", config, tensors)))
+    assert shape.total_params == sum(math.prod(s) for s in tensors.values()) == params
+    assert (shape.intermediate, shape.layers, shape.vocab, shape.hidden) == (mlp, layers, vocab, 4096)
+    assert shape.tied_embeddings is False and shape.params_source == "safetensors headers"
+    assert shape.assumptions == ()
+
+
+def test_config_only_reads_the_known_aliases_and_says_what_it_assumed(tmp_path: Path) -> None:
+    qwen = shape_from_config(QWEN_7B, "Qwen/Qwen-7B")
+    assert qwen.intermediate == 11008  # not 22016: Qwen (v1) states twice the MLP width
+    assert qwen.total_params == pytest.approx(7.72e9, rel=0.01)
+    assert any("half its intermediate_size" in a for a in qwen.assumptions)
+    assert any("estimated from config.json" in a for a in qwen.assumptions)
+    glm = shape_from_config(CHATGLM3_6B, "THUDM/chatglm3-6b")
+    assert (glm.layers, glm.intermediate, glm.vocab, glm.kv_heads, glm.head_dim) == (28, 13696, 65024, 2, 128)
+    assert glm.total_params == pytest.approx(6.24e9, rel=0.01)
+    untied = shape_from_config({**CHATGLM3_6B, "tie_word_embeddings": None}, "x")
+    assert any("tie_word_embeddings not stated" in a for a in untied.assumptions)
+
+
+def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:
+    config = {
+        "model_type": "rwkv",
+        "hidden_size": 2048,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "vocab_size": 50277,
+    }
+    with pytest.raises(UserError, match=r"rwkv is not a layout the memory model can count from config\.json alone"):
+        shape_from_config(config, "RWKV/rwkv-4-1b5")
+
+
+def test_the_recommend_view_prints_the_assumptions(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    folder = tmp_path / "qwen"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN_7B))
+    run = CliRunner().invoke(app, ["--vram", "80", "--task", "math", "--model", str(folder)])
+    assert run.exit_code == 0, run.output
+    assert "Assumed: Qwen (v1) config: the MLP width is half its intermediate_size" in run.stdout
+    data = json.loads(
+        CliRunner().invoke(app, ["--vram", "80", "--task", "math", "--model", str(folder), "--json"]).stdout
+    )
+    assert any("estimated from config.json" in a for a in json.dumps(data).split('"') if a)
