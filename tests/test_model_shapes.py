@@ -153,3 +153,114 @@ def test_the_recommend_view_prints_the_assumptions(tmp_path: Path) -> None:
         CliRunner().invoke(app, ["--vram", "80", "--task", "math", "--model", str(folder), "--json"]).stdout
     )
     assert any("estimated from config.json" in a for a in json.dumps(data).split('"') if a)
+
+
+LLAMA2_7B = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 4096,
+}
+
+
+def _llama_tensors(config: dict) -> dict[str, list[int]]:
+    """The tensor names and shapes transformers gives this config (built on meta: no weights)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+    return {name: list(p.shape) for name, p in model.state_dict().items()}
+
+
+def _peft_count(config: dict, lora: dict) -> int:
+    import peft
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+    adapted = peft.get_peft_model(model, peft.LoraConfig(**lora))
+    return adapted.get_nb_trainable_parameters()[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "lora"),
+    [
+        (["--lora-r", "16", "--target-modules", "all-linear"], {"r": 16, "target_modules": "all-linear"}),
+        (["--lora-r", "8", "--target-modules", "q_proj,v_proj", "--use-dora"],
+         {"r": 8, "target_modules": ["q_proj", "v_proj"], "use_dora": True}),
+    ],
+    ids=["r16-all-linear", "dora-r8-qv"],
+)  # fmt: skip
+def test_the_users_lora_is_counted_exactly_as_peft_counts_it(flags: list[str], lora: dict, tmp_path: Path) -> None:
+    from advisor.memory.request import memory_request
+
+    folder = _header_only_checkpoint(tmp_path / "llama-2-7b", LLAMA2_7B, _llama_tensors(LLAMA2_7B))
+    expected = _peft_count(LLAMA2_7B, {**lora, "task_type": "CAUSAL_LM"})
+    r, targets = int(flags[1]), flags[3]
+    request = memory_request(str(folder), lora_r=r, target_modules=targets, use_dora="--use-dora" in flags)
+    assert request is not None and request.adapter is not None
+    assert request.adapter.trainable == expected
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "task_type": "CAUSAL_LM", "lora_alpha": 32, **lora})
+    )
+    from_file = memory_request(str(folder), adapter_config=tmp_path / "adapter_config.json")
+    assert from_file is not None and from_file.adapter is not None
+    assert from_file.adapter.trainable == expected and from_file.adapter.counted_by.startswith("PEFT")
+
+
+def test_the_recommendation_uses_the_users_count_on_lora_rows(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    folder = _header_only_checkpoint(tmp_path / "llama-2-7b", LLAMA2_7B, _llama_tensors(LLAMA2_7B))
+    expected = _peft_count(LLAMA2_7B, {"r": 16, "target_modules": "all-linear", "task_type": "CAUSAL_LM"})
+    args = ["--vram", "80", "--task", "math", "--model", str(folder), "--all-variants", "--json"]
+    run = CliRunner().invoke(app, [*args, "--lora-r", "16", "--target-modules", "all-linear"])
+    assert run.exit_code == 0, run.output
+    rows = json.loads(run.stdout)["rows"]
+    lora_rows = [row for row in rows if row["peft_type"] == "LORA"]
+    assert lora_rows and all(row["trainable_params"] == expected for row in lora_rows)
+    assert any(row["peft_type"] not in ("LORA", None) and row["trainable_params"] != expected for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lora-r", "16", "--target-modules", "query,value"], "matches no linear layer of this model"),
+        (["--lora-r", "16"], "--lora-r needs --target-modules"),
+        (["--target-modules", "q_proj"], "pass --lora-r too"),
+        (["--lora-r", "0", "--target-modules", "q_proj"], "--lora-r must be a positive integer"),
+        (["--adapter-config", "ADAPTER", "--lora-r", "8"], "not both"),
+        (["--adapter-config", "MISSING"], "no such file"),
+        (["--adapter-config", "BERT_NAMES"], "does not fit"),
+    ],
+)
+def test_bad_adapter_flags_are_one_line_and_exit_2(flags: list[str], message: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    folder = tmp_path / "llama"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(LLAMA2_7B))
+    (tmp_path / "adapter.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"]}))
+    (tmp_path / "bert.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["query", "key"]}))
+    names = {
+        "ADAPTER": tmp_path / "adapter.json",
+        "MISSING": tmp_path / "nope.json",
+        "BERT_NAMES": tmp_path / "bert.json",
+    }
+    flags = [str(names.get(f, f)) for f in flags]
+    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder), *flags])
+    assert run.exit_code == 2, run.output
+    assert message in run.output and len(run.output.strip().splitlines()) == 1, run.output

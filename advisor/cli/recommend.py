@@ -51,6 +51,15 @@ def recommend_command(
             "train (a 99th-percentile step; calibrated on the stored p99)."
         ),
     ] = None,
+    adapter_config: Annotated[
+        Path | None,
+        typer.Option(help="Your adapter_config.json (any PEFT method): its exact trainable count (PEFT's own)."),
+    ] = None,
+    lora_r: Annotated[int | None, typer.Option(help="Your LoRA's rank (with --target-modules).")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="Layers your LoRA adapts: names (q_proj,v_proj) or all-linear.")
+    ] = None,
+    use_dora: Annotated[bool, typer.Option("--use-dora", help="Your LoRA is a DoRA (a magnitude vector too).")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Show each row's predicted memory term by term.")] = False,
 ) -> None:
     """Rank PEFT methods that fit --vram for --task (the default command)."""
@@ -88,6 +97,10 @@ def recommend_command(
             optimizer=optimizer,
             mode=memory,
             force=explain,
+            adapter_config=adapter_config,
+            lora_r=lora_r,
+            target_modules=target_modules,
+            use_dora=use_dora,
         ),
     )
     registry = load_registry()

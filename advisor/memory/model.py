@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
 from advisor.memory.shapes import ModelShape
+from advisor.memory.user_adapter import UserAdapter
 from advisor.vocabulary import MEMORY_MODES, QUANTIZATION
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -128,18 +129,25 @@ def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     return linear * bits / 8 + shape.embedding_params * width
 
 
-def trainable_params(run: BenchmarkRun, shape: ModelShape) -> float:
-    """The run's trainable parameters carried to ``shape``: adapters scale with layers × (hidden + MLP width)."""
+def trainable_params(run: BenchmarkRun, shape: ModelShape, adapter: UserAdapter | None = None) -> float:
+    """The run's trainable parameters carried to ``shape``: adapters scale with layers × (hidden + MLP width).
+
+    The user's own adapter (``--adapter-config``, ``--lora-r``) replaces that estimate on the runs of its method.
+    """
     if _is_full(run):
         return float(shape.total_params)
+    if adapter is not None and run.peft_type == adapter.peft_type:
+        return float(adapter.trainable)
     bench = BENCHMARK_SHAPE
     scale = shape.layers * (shape.hidden + shape.intermediate) / (bench.layers * (bench.hidden + bench.intermediate))
     return float(run.trainable_params or 0) * scale
 
 
-def trainable_state_bytes(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup) -> float:
+def trainable_state_bytes(
+    run: BenchmarkRun, shape: ModelShape, setup: MemorySetup, adapter: UserAdapter | None = None
+) -> float:
     """Adapters: fp32 weight + gradient + optimizer states. Full fine-tuning: gradient + states at the model dtype."""
-    params = trainable_params(run, shape)
+    params = trainable_params(run, shape, adapter)
     states = OPTIMIZER_STATE_BYTES[setup.optimizer]
     if _is_full(run):
         width = DTYPE_BYTES[setup.dtype]
@@ -175,11 +183,13 @@ def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> fl
     return checkpoints + factor * unit / shape.layers
 
 
-def fixed_bytes(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup) -> dict[str, float]:
+def fixed_bytes(
+    run: BenchmarkRun, shape: ModelShape, setup: MemorySetup, adapter: UserAdapter | None = None
+) -> dict[str, float]:
     """Every term except the activations, which the calibration solves for."""
     return {
         "base weights": base_weight_bytes(shape, setup),
-        "trainable + grads + optimizer": trainable_state_bytes(run, shape, setup),
+        "trainable + grads + optimizer": trainable_state_bytes(run, shape, setup, adapter),
         "logits": logit_bytes(shape, setup),
         "quantised-layer inputs": quantised_input_bytes(shape, setup),
     }
@@ -195,13 +205,20 @@ def activation_factor(run: BenchmarkRun, mode: str) -> float | None:
     return (figure - rest) / activation_unit(BENCHMARK_SHAPE, setup)
 
 
-def predict(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup, factor: float | None = None) -> Breakdown:
-    """The run's memory on ``shape`` under ``setup``; ``factor`` overrides the run's own (leave-one-out)."""
+def predict(
+    run: BenchmarkRun,
+    shape: ModelShape,
+    setup: MemorySetup,
+    factor: float | None = None,
+    adapter: UserAdapter | None = None,
+) -> Breakdown:
+    """The run's memory on ``shape`` under ``setup``; ``factor`` overrides the run's own (leave-one-out);
+    ``adapter``: the user's own adapter, whose trainable count replaces the run's on runs of its method."""
     if factor is None:
         factor = activation_factor(run, setup.mode)
     if factor is None or not math.isfinite(factor):
         raise UserError(f"{run.id} has no {setup.mode} memory figure to calibrate on; use --memory peak")
-    terms = fixed_bytes(run, shape, setup)
+    terms = fixed_bytes(run, shape, setup, adapter)
     terms["activations"] = activation_bytes(factor, shape, setup)
     ordered = {
         key: terms[key]
@@ -222,9 +239,11 @@ class MemoryRequest:
     shape: ModelShape
     setup: MemorySetup
     model_given: bool  # False: the benchmark's own model, with another batch/seq/precision
+    adapter: UserAdapter | None = None  # the user's own adapter (--adapter-config, --lora-r)
 
     def describe(self) -> str:
-        return f"{self.shape.name} ({self.setup.describe()})"
+        mine = f"; your adapter: {self.adapter.description}" if self.adapter else ""
+        return f"{self.shape.name} ({self.setup.describe()}{mine})"
 
 
 PREDICTED_FIELDS = ("peak_memory_bytes", "trainable_params", "checkpoint_bytes")
@@ -235,9 +254,9 @@ def project(runs: list[BenchmarkRun], request: MemoryRequest) -> tuple[list[Benc
     snapshot). Train time is not predicted: it depends on the GPU and kernels, which the model does not know."""
     projected, breakdowns = [], {}
     for run in runs:
-        breakdown = predict(run, request.shape, request.setup)
+        breakdown = predict(run, request.shape, request.setup, adapter=request.adapter)
         breakdowns[run.id] = breakdown
-        trainable = round(trainable_params(run, request.shape))
+        trainable = round(trainable_params(run, request.shape, request.adapter))
         projected.append(
             replace(
                 run,

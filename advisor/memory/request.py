@@ -6,8 +6,12 @@ shows the measured figures as stored.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from advisor.errors import UserError
 from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest, MemorySetup, validate_setup
-from advisor.memory.shapes import read_shape
+from advisor.memory.shapes import ModelShape, read_shape_and_tensors
+from advisor.memory.user_adapter import UserAdapter, from_adapter_config, linear_layers, lora_count
 
 
 def memory_request(
@@ -21,10 +25,14 @@ def memory_request(
     optimizer: str | None = None,
     mode: str | None = None,
     force: bool = False,
+    adapter_config: Path | None = None,
+    lora_r: int | None = None,
+    target_modules: str | None = None,
+    use_dora: bool = False,
 ) -> MemoryRequest | None:
     """None when nothing differs from the benchmark (unless ``force``); else the validated request."""
     model = (model or "").strip() or None
-    flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, mode)
+    flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, mode, adapter_config, lora_r)
     if all(flag is None for flag in flags) and not force:
         return None
     base = BENCHMARK_SETUP
@@ -38,5 +46,33 @@ def memory_request(
         mode=(mode or base.mode).lower(),
     )
     validate_setup(setup)
-    shape = read_shape(model) if model else BENCHMARK_SHAPE
-    return MemoryRequest(shape, setup, model_given=model is not None)
+    shape, tensors = read_shape_and_tensors(model) if model else (BENCHMARK_SHAPE, None)
+    adapter = user_adapter(model, shape, tensors, adapter_config, lora_r, target_modules, use_dora)
+    return MemoryRequest(shape, setup, model_given=model is not None, adapter=adapter)
+
+
+def user_adapter(
+    model: str | None,
+    shape: ModelShape,
+    tensors: dict[str, tuple[int, ...]] | None,
+    adapter_config: Path | None,
+    lora_r: int | None,
+    target_modules: str | None,
+    use_dora: bool,
+) -> UserAdapter | None:
+    """The user's adapter from ``--adapter-config`` or the LoRA shortcuts (not both), counted on their model."""
+    if adapter_config is not None and (lora_r is not None or target_modules or use_dora):
+        raise UserError("pass either --adapter-config or --lora-r/--target-modules/--use-dora, not both")
+    if adapter_config is not None:
+        return from_adapter_config(adapter_config, model, shape, tensors)
+    if lora_r is None:
+        if target_modules or use_dora:
+            raise UserError("--target-modules and --use-dora describe a LoRA: pass --lora-r too (e.g. --lora-r 16)")
+        return None
+    if not target_modules:
+        raise UserError("--lora-r needs --target-modules: layer names such as q_proj,v_proj, or all-linear")
+    names = target_modules.strip()
+    targets: list[str] | str = (
+        "all-linear" if names == "all-linear" else [t.strip() for t in names.split(",") if t.strip()]
+    )
+    return lora_count(linear_layers(shape, tensors), lora_r, targets, use_dora=use_dora)

@@ -155,13 +155,8 @@ _DOWN = re.compile(r"(down_proj|dense_4h_to_h|c_proj|w2|fc2|fc_out|wo|out_proj)\
 _MLP = re.compile(r"(mlp|ffn|feed_forward|feedforward)")
 
 
-def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
-    """Layers, hidden width, vocabulary, MLP width and tying read from tensor names and shapes.
-
-    The block stack is the repeated ``prefix.N.`` group holding the most parameters (a vision tower or an
-    encoder beside a language model holds fewer); the MLP width is the input width of a block's MLP output
-    projection, which every layout has whatever it calls it (``down_proj``, ``dense_4h_to_h``, ``c_proj``).
-    """
+def _stacks(tensors: dict[str, tuple[int, ...]]) -> dict[str, dict[int, int]]:
+    """Repeated ``prefix.N.`` groups: prefix → {N: parameters}."""
     stacks: dict[str, dict[int, int]] = {}
     for name, shape in tensors.items():
         match = _BLOCK.match(name)
@@ -171,6 +166,23 @@ def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
                 count *= dim
             per_layer = stacks.setdefault(match.group(1), {})
             per_layer[int(match.group(2))] = per_layer.get(int(match.group(2)), 0) + count
+    return stacks
+
+
+def block_stack(tensors: dict[str, tuple[int, ...]]) -> str | None:
+    """The prefix of the model's block stack (``model.layers``), the repeated group holding the most parameters."""
+    stacks = _stacks(tensors)
+    return max(stacks, key=lambda p: sum(stacks[p].values())) if stacks else None
+
+
+def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Layers, hidden width, vocabulary, MLP width and tying read from tensor names and shapes.
+
+    The block stack is the repeated ``prefix.N.`` group holding the most parameters (a vision tower or an
+    encoder beside a language model holds fewer); the MLP width is the input width of a block's MLP output
+    projection, which every layout has whatever it calls it (``down_proj``, ``dense_4h_to_h``, ``c_proj``).
+    """
+    stacks = _stacks(tensors)
     if not stacks:
         return {}
     prefix = max(stacks, key=lambda p: sum(stacks[p].values()))
@@ -211,6 +223,13 @@ def safetensors_params(folder: Path) -> int | None:
 
 def read_shape(model: str, revision: str | None = None) -> ModelShape:
     """A local folder, or a Hub repo id (config.json through the HF cache; weights never downloaded)."""
+    return read_shape_and_tensors(model, revision)[0]
+
+
+def read_shape_and_tensors(
+    model: str, revision: str | None = None
+) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
+    """The shape and, when headers were read, every tensor's shape (for counting a user's adapter on it)."""
     config = read_model_config(model, revision)
     path = Path(model).expanduser()
     if path.is_dir():
@@ -218,10 +237,10 @@ def read_shape(model: str, revision: str | None = None) -> ModelShape:
 
         entries = folder_tensors(path)
         if not entries:
-            return shape_from_config(config, model)
+            return shape_from_config(config, model), None
         tensors = {name: entry.shape for name, entry in entries.items()}
         params = sum(entry.numel for entry in entries.values())
-        return shape_from_config(config, model, params, "safetensors headers", tensors)
+        return shape_from_config(config, model, params, "safetensors headers", tensors), tensors
     return _hub_shape(model, config, revision)
 
 
@@ -269,7 +288,9 @@ def _read_config(path: Path, model: str) -> dict[str, Any]:
     return config
 
 
-def _hub_shape(repo_id: str, config: dict[str, Any], revision: str | None) -> ModelShape:
+def _hub_shape(
+    repo_id: str, config: dict[str, Any], revision: str | None
+) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
     from huggingface_hub import HfApi
 
     params, source, tensors = None, "", None
@@ -280,5 +301,5 @@ def _hub_shape(repo_id: str, config: dict[str, Any], revision: str | None) -> Mo
             name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()
         }
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
-        params = None
-    return shape_from_config(config, repo_id, params, source, tensors)
+        params, tensors = None, None
+    return shape_from_config(config, repo_id, params, source, tensors), tensors

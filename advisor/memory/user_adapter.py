@@ -1,0 +1,159 @@
+"""The user's own adapter: its trainable parameters on the user's model, for the memory prediction.
+
+Two ways in, one count:
+
+- ``--lora-r R --target-modules q_proj,v_proj|all-linear [--use-dora]``: LoRA arithmetic on the
+  model's linear layers as the safetensors headers give them (``r × (in + out)`` per adapted layer, plus
+  ``out`` for DoRA's magnitude). No torch: this stays on the recommend path's budget.
+- ``--adapter-config FILE`` (an ``adapter_config.json``, any PEFT method): PEFT itself builds the adapter
+  on the model built on the ``meta`` device and counts its trainable parameters (needs the ``[peft]``
+  extra; a few seconds, because torch, transformers and peft are imported). A model transformers cannot
+  build from its config (remote code) falls back to the arithmetic for a plain LoRA config, said so.
+
+Names follow PEFT's matching: a target matches a module whose path is that name or ends in ``.name``.
+Targets that match nothing are an error, not a count of zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    from advisor.memory.shapes import ModelShape
+
+
+@dataclass(frozen=True)
+class UserAdapter:
+    peft_type: str  # e.g. "LORA"
+    trainable: int
+    description: str  # "LoRA r=16 on all-linear (224 layers)"
+    counted_by: str  # how the count was made
+
+
+def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, int]]:
+    """Every linear layer of the model's block stack: path → (out, in) (GPT-2's Conv1D: (in, out), which a
+    LoRA count does not mind). From the headers when read, else the Llama layout of ``shape``."""
+    if tensors:
+        from advisor.memory.shapes import block_stack
+
+        prefix = block_stack(tensors)
+        if prefix:
+            return {
+                name.removesuffix(".weight"): (shape_[0], shape_[1])
+                for name, shape_ in tensors.items()
+                if name.startswith(prefix + ".") and name.endswith(".weight") and len(shape_) == 2
+            }
+    heads, kv, dim, hidden, mlp = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden, shape.intermediate
+    per_layer = {
+        "self_attn.q_proj": (heads * dim, hidden),
+        "self_attn.k_proj": (kv * dim, hidden),
+        "self_attn.v_proj": (kv * dim, hidden),
+        "self_attn.o_proj": (hidden, heads * dim),
+        "mlp.gate_proj": (mlp, hidden),
+        "mlp.up_proj": (mlp, hidden),
+        "mlp.down_proj": (hidden, mlp),
+    }
+    return {f"model.layers.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
+
+
+def _matches(path: str, targets: list[str] | str) -> bool:
+    if targets == "all-linear":
+        return True
+    if isinstance(targets, str):
+        import re
+
+        return re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def lora_count(
+    layers: dict[str, tuple[int, int]], rank: int, targets: list[str] | str, *, use_dora: bool = False
+) -> UserAdapter:
+    """LoRA's trainable parameters on ``layers``; a :class:`UserError` when the targets match none."""
+    if rank < 1:
+        raise UserError(f"--lora-r must be a positive integer (got {rank})")
+    chosen = {path: dims for path, dims in layers.items() if _matches(path, targets)}
+    if not chosen:
+        example = ", ".join(sorted({p.rsplit(".", 1)[-1] for p in layers})[:8])
+        raise UserError(
+            f"--target-modules {targets if isinstance(targets, str) else ','.join(targets)} matches no linear "
+            f"layer of this model; its layers are named {example}"
+        )
+    count = sum(rank * (out + inp) + (out if use_dora else 0) for out, inp in chosen.values())
+    shown = targets if isinstance(targets, str) else ",".join(targets)
+    method = "DoRA" if use_dora else "LoRA"
+    return UserAdapter(
+        "LORA", count, f"{method} r={rank} on {shown} ({len(chosen)} layers)", "LoRA arithmetic on the model's shapes"
+    )
+
+
+def read_adapter_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"--adapter-config {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--adapter-config {path}: not a readable JSON file ({exc})") from None
+    if not isinstance(config, dict) or not config.get("peft_type"):
+        raise UserError(f"--adapter-config {path}: not a PEFT adapter config (it has no peft_type)")
+    return config
+
+
+def from_adapter_config(
+    path: Path, model: str | None, shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None
+) -> UserAdapter:
+    """PEFT's own trainable count for the config on the model (built on meta); LoRA arithmetic as a fallback."""
+    config = read_adapter_config(path)
+    peft_type = str(config["peft_type"]).upper()
+    try:
+        count = _peft_count(config, model)
+        return UserAdapter(peft_type, count, f"{peft_type} from {Path(path).name}", "PEFT, on the model built on meta")
+    except _CannotBuild as exc:
+        if peft_type != "LORA" or not isinstance(config.get("r"), int):
+            raise UserError(
+                f"--adapter-config: {exc}; only a plain LoRA config can be counted without building the model"
+            ) from None
+        targets = config.get("target_modules") or ["q_proj", "v_proj"]
+        adapter = lora_count(linear_layers(shape, tensors), config["r"], targets, use_dora=bool(config.get("use_dora")))
+        return UserAdapter("LORA", adapter.trainable, adapter.description, f"{adapter.counted_by} ({exc})")
+
+
+class _CannotBuild(Exception):
+    """transformers or peft cannot build the model here (not installed, remote code, no config)."""
+
+
+def _peft_count(config: dict[str, Any], model: str | None) -> int:
+    try:
+        import torch
+        from accelerate import init_empty_weights
+        from peft import PeftConfig, get_peft_model
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        raise _CannotBuild("counting with PEFT needs the [peft] extra") from None
+    from advisor.torch_runtime import quiet_hf
+
+    if not model:
+        from advisor.memory.model import BENCHMARK_SHAPE
+
+        model = BENCHMARK_SHAPE.name
+    try:
+        with quiet_hf():
+            hf_config = AutoConfig.from_pretrained(model)
+            with init_empty_weights():
+                skeleton = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
+    except Exception as exc:
+        raise _CannotBuild(f"transformers cannot build {model} from its config ({type(exc).__name__})") from None
+    fields = {k: v for k, v in config.items() if k not in ("base_model_name_or_path", "revision", "auto_mapping")}
+    try:
+        peft_config = PeftConfig.from_peft_type(**fields)
+        adapted = get_peft_model(skeleton, peft_config)
+    except (ValueError, TypeError, KeyError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise UserError(f"--adapter-config does not fit {model}: {first}") from None
+    return sum(math.prod(p.shape) for p in adapted.parameters() if p.requires_grad)
