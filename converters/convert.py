@@ -66,7 +66,9 @@ class ConvertOptions:
     revision: str | None = None
     ridge: float = DEFAULT_RIDGE
     dry_run: bool = False
-    stream: bool = True  # read the base model one block at a time where the architecture allows it
+    # Read the base model one block at a time where the architecture allows it: True forces it, False never,
+    # None (auto) for checkpoints of STREAM_MIN_BYTES or more (a small model loads whole faster, in little memory).
+    stream: bool | None = None
 
     def validate(self) -> None:
         from advisor.vocabulary import CONSUMER_TARGETS as TARGETS
@@ -352,13 +354,22 @@ def _load(source: str, options: ConvertOptions, progress: ProgressFn, registry: 
     progress("loading base model", 0, 1)
     device = resolve_device(options.device)
     torch.manual_seed(0)
-    streamed, base = _open_streamed(adapter, options, device) if options.stream else (None, None)
+    streamed, base = _open_streamed(adapter, options, device) if options.stream is not False else (None, None)
     if streamed is not None:
         return _Loaded(adapter, coverage, base, streamed.peft_model, device, registry.peft_version, streamed)
     base_model = load_base_model(adapter, options.base_model, device=device)
     base_model.notes[:0] = base or []
     base = base_model
     return _Loaded(adapter, coverage, base, attach_adapter(base, adapter), device, registry.peft_version)
+
+
+STREAM_MIN_BYTES = 1 << 30  # --stream's auto threshold: checkpoints this large are read block by block
+
+
+def _checkpoint_bytes(folder: Path) -> int:
+    from advisor.safetensors_headers import checkpoint_files
+
+    return sum(path.stat().st_size for path in checkpoint_files(folder))
 
 
 def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[Any, Any]:
@@ -380,6 +391,8 @@ def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[
         return None, []  # the whole-model loader says what is missing / handles Diffusers components
     config = read_base_config(name)
     folder = local_model_folder(name)
+    if options.stream is None and _checkpoint_bytes(folder) < STREAM_MIN_BYTES:
+        return None, []
     model_class = choose_class(adapter, name, config)
     streamed, why = open_streamed(
         folder, model_class, adapter.folder, num_labels(adapter), _adapter_module_paths(adapter), device,

@@ -162,7 +162,7 @@ def test_streamed_minilm_classifier_equals_the_whole_model_path(minilm: Path, tm
 def test_a_head_missing_from_the_base_checkpoint_is_converted_whole(minilm: Path, tmp_path: Path) -> None:
     """MiniLM itself has no classifier: transformers initialises one at random, which only the whole path does."""
     source = _classifier_adapter(minilm, tmp_path / "loha")
-    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu"))
+    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu", stream=True))
     assert result.written
     assert any("loaded whole: the checkpoint has no tensor for classifier.weight" in n for n in result.notes)
 
@@ -197,7 +197,7 @@ def test_the_streamed_path_never_loads_the_whole_model(
     monkeypatch.setattr(Checkpoint, "read", read)
     monkeypatch.setattr(streamed_model, "_assign", assign)
     source = make_adapter("BOFT", "llama", talking_llama, tmp_path / "boft")
-    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu"))
+    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu", stream=True))
     assert result.written
     per_block = [k for k in reads if k.startswith("model.layers.0.")]
     assert len(per_block) == 2 * len({k for k in reads if k.startswith("model.layers.0.")})
@@ -216,7 +216,7 @@ def test_adapters_that_cannot_stream_are_converted_whole_and_say_why(
     peft_type: str, overrides: dict[str, Any], why: str, tiny_llama: Path, tmp_path: Path
 ) -> None:
     source = make_adapter(peft_type, "llama", tiny_llama, tmp_path / "src", **overrides)
-    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=64, device="cpu"))
+    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=64, device="cpu", stream=True))
     assert result.written and result.fidelity.fidelity > 0.99
     assert any(n.startswith("loaded whole:") and why in n for n in result.notes), result.notes
 
@@ -232,8 +232,17 @@ def test_an_unverified_architecture_is_converted_whole(tmp_path: Path) -> None:
     base = tmp_path / "opt"
     AutoModelForCausalLM.from_config(config).save_pretrained(base)
     source = _oft(base, tmp_path / "oft", ["q_proj", "v_proj"])
-    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu"))
+    result = convert_adapter(str(source), tmp_path / "lora", ConvertOptions(rank=8, device="cpu", stream=True))
     assert any("loaded whole: layer streaming is verified for" in n and "'opt'" in n for n in result.notes)
+
+
+def test_small_checkpoints_load_whole_unless_streaming_is_asked_for(tiny_llama: Path, tmp_path: Path) -> None:
+    """Auto: a checkpoint under 1 GiB loads whole (faster, and small); --stream forces block by block."""
+    source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
+    auto = convert_adapter(str(source), tmp_path / "auto", ConvertOptions(rank=8, device="cpu"))
+    assert not any("stream" in n or "loaded whole" in n for n in auto.notes)
+    forced = convert_adapter(str(source), tmp_path / "forced", ConvertOptions(rank=8, device="cpu", stream=True))
+    assert any("streamed one block at a time" in n for n in forced.notes)
 
 
 def test_no_stream_flag_loads_the_model_whole(tiny_llama: Path, tmp_path: Path) -> None:
@@ -263,7 +272,8 @@ def test_a_truncated_shard_is_one_line_and_nothing_written(tiny_llama: Path, tmp
     weights.write_bytes(data[: len(data) - 1000])
     source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
     out = tmp_path / "lora"
-    run = CliRunner().invoke(app, ["convert", str(source), str(out), "--rank", "8", "--base-model", str(base)])
+    args = ["convert", str(source), str(out), "--rank", "8", "--base-model", str(base), "--stream"]
+    run = CliRunner().invoke(app, args)
     assert run.exit_code == 2
     assert "download" in run.output and len(run.output.strip().splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".lora*"))
@@ -366,12 +376,12 @@ def test_a_hub_base_model_streams_from_its_safetensors(tiny_llama: Path, tmp_pat
     files["consolidated.safetensors"] = files["model.safetensors"]  # a second copy some repos ship (Mistral)
     state = HubState(models=[FakeRepo(id="user/tiny-llama", files=files)])
     source = make_adapter("OFT", "llama", tiny_llama, tmp_path / "oft")
-    local = convert_adapter(str(source), tmp_path / "local", ConvertOptions(rank=8, device="cpu"))
+    local = convert_adapter(str(source), tmp_path / "local", ConvertOptions(rank=8, device="cpu", stream=True))
     with FakeHub(state) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf"),
                "HF_TOKEN": "hf_test"}  # fmt: skip
         args = ["convert", str(source), str(tmp_path / "hub"), "--rank", "8", "--base-model", "user/tiny-llama",
-                "--json"]  # fmt: skip
+                "--json", "--stream"]  # fmt: skip
         run = subprocess.run([sys.executable, "-m", "advisor.cli", *args], env=env, capture_output=True, text=True,
                              timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr

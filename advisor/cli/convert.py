@@ -61,13 +61,13 @@ def convert_command(
     ] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     stream: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--stream/--no-stream",
-            help="Read the base model one block at a time (memory: one block, not the model); "
-            "--no-stream loads it whole.",
+            help="Read the base model one block at a time (memory: one block, not the model; default: for "
+            "checkpoints of 1 GiB or more); --no-stream loads it whole.",
         ),
-    ] = True,
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
     allow_pickle: Annotated[
         bool, typer.Option("--allow-pickle", help="Accept adapter_model.bin (only from sources you trust).")
