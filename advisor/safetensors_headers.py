@@ -15,7 +15,21 @@ from pathlib import Path
 
 from advisor.errors import UserError
 
-DTYPES = {"F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"}
+# safetensors dtype names → torch's names for them (the converter's reader makes tensors of these).
+TORCH_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
 MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -62,7 +76,7 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             dtype, shape = info["dtype"], tuple(int(d) for d in info["shape"])
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{path}: tensor {key} has a malformed header entry; download it again.") from None
-        if dtype not in DTYPES or not 0 <= begin <= stop <= size - base:
+        if dtype not in TORCH_DTYPES or not 0 <= begin <= stop <= size - base:
             raise UserError(f"{path}: tensor {key} has an unknown dtype or lies outside the file; download it again.")
         entries[key] = TensorEntry(path, dtype, shape, base + begin, base + stop)
     return entries

@@ -377,7 +377,7 @@ def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[
     from converters.diffusion import find_component
     from converters.models import (
         BaseModel,
-        _adapter_module_paths,
+        adapter_module_paths,
         choose_class,
         load_tokenizer,
         local_model_folder,
@@ -395,7 +395,7 @@ def _open_streamed(adapter: Any, options: ConvertOptions, device: str) -> tuple[
         return None, []
     model_class = choose_class(adapter, name, config)
     streamed, why = open_streamed(
-        folder, model_class, adapter.folder, num_labels(adapter), _adapter_module_paths(adapter), device,
+        folder, model_class, adapter.folder, num_labels(adapter), adapter_module_paths(adapter), device,
         adapter.peft_type, tuple(adapter.config.get("modules_to_save") or ()),
     )  # fmt: skip
     if streamed is None:
@@ -948,7 +948,7 @@ def _reloaded_fidelity(adapter: Any, base: Any, folder: Path, samples: _Samples,
 def _streamed_reloaded_fidelity(loaded: _Loaded, folder: Path, samples: _Samples, progress: ProgressFn) -> Any:
     """Pass 2 of the streamed path: PEFT loads the written folder on a fresh meta model, block by block."""
     from converters.adapter_files import open_adapter
-    from converters.models import _adapter_module_paths, num_labels
+    from converters.models import adapter_module_paths, num_labels
     from converters.streamed import reloaded_fidelity
     from converters.streamed_model import open_streamed
 
@@ -958,7 +958,7 @@ def _streamed_reloaded_fidelity(loaded: _Loaded, folder: Path, samples: _Samples
     def reopen(written: Path) -> Any:
         lora = open_adapter(str(written))
         model, why = open_streamed(
-            first.checkpoint.folder, loaded.base.model_class, written, labels, _adapter_module_paths(lora),
+            first.checkpoint.folder, loaded.base.model_class, written, labels, adapter_module_paths(lora),
             loaded.device, "LORA", tuple(lora.config.get("modules_to_save") or ()),
         )  # fmt: skip
         if model is None:

@@ -74,9 +74,9 @@ def find_component(name: str, adapter: AdapterFiles) -> Component | None:
 
 def _component_for_adapter(name: str, candidates: list[tuple[str, str]], adapter: AdapterFiles) -> Component:
     """The candidate whose modules (built from its config on the meta device) cover the adapter's tensors."""
-    from converters.models import _adapter_module_paths, _matches
+    from converters.models import _matches, adapter_module_paths
 
-    paths = _adapter_module_paths(adapter)
+    paths = adapter_module_paths(adapter)
     best: tuple[int, Component | None] = (0, None)
     absent = []
     for subfolder, class_name in candidates:

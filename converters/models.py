@@ -62,7 +62,7 @@ class BaseModel:
         return archs[0] if archs else None
 
 
-def _adapter_module_paths(adapter: AdapterFiles) -> set[str]:
+def adapter_module_paths(adapter: AdapterFiles) -> set[str]:
     """Module paths the adapter's tensors hang on: ``base_model.model.X.<param>`` → X's prefixes."""
     paths = set()
     for name in adapter.tensor_names():
@@ -240,7 +240,7 @@ def _best_matching_class(classes: list[str], name: str, adapter: AdapterFiles) -
     import torch
     from transformers import AutoConfig
 
-    paths = _adapter_module_paths(adapter)
+    paths = adapter_module_paths(adapter)
     with quiet_hf():
         hf_config = AutoConfig.from_pretrained(name)
     best, best_hits = classes[0], -1
@@ -273,7 +273,7 @@ def attach_adapter(base: BaseModel, adapter: AdapterFiles) -> Any:
     """Wrap ``base.model`` with the adapter; a base that does not fit the adapter is a UserError."""
     from peft import PeftModel
 
-    paths = _adapter_module_paths(adapter)
+    paths = adapter_module_paths(adapter)
     module_names = {n for n, _ in base.model.named_modules()}
     missing = len(paths) - _matches(module_names, paths)
     if missing:

@@ -14,26 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.safetensors_headers import TensorEntry, checkpoint_files, folder_tensors
+from advisor.safetensors_headers import TORCH_DTYPES, TensorEntry, checkpoint_files, folder_tensors
 
 if TYPE_CHECKING:
     import torch
 
-# safetensors dtype names → torch attribute names (only the ones model weights use).
-_DTYPES = {
-    "F64": "float64",
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-    "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}
 SLICE_BYTES = 64 * 1024 * 1024  # rows converted per step when the stored dtype differs from the wanted one
 
 
@@ -56,15 +41,12 @@ class Checkpoint:
     def keys(self) -> list[str]:
         return list(self.entries)
 
-    def stored_bytes(self) -> int:
-        return sum(entry.end - entry.start for entry in self.entries.values())
-
     def read(self, key: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Tensor ``key`` on the CPU, in ``dtype`` (its stored dtype when None)."""
         import torch
 
         entry = self.entries[key]
-        stored = getattr(torch, _DTYPES[entry.dtype])
+        stored = getattr(torch, TORCH_DTYPES[entry.dtype])
         want = dtype or stored
         out = torch.empty(entry.shape, dtype=want)
         if out.numel() == 0:

@@ -181,12 +181,13 @@ def measure_outputs(
     keys = list(candidates)
     done = 0
     with model.materialised(model.outer_for_tail(embeds)), torch.no_grad():
+        row_bytes = _row_bytes(model, original, embeds)
         for b, batch in enumerate(original.batches):
             mask = batch.get("attention_mask")
             size = int(original.hidden[b].shape[0])
             # The head runs on several samples and streams at once (a half-precision head is upcast once
             # per call), in groups whose outputs stay under OUTPUT_BYTES.
-            per_row = _row_bytes(model, {k: v[:1] for k, v in batch.items()}, original.hidden[b][:1], embeds)
+            per_row = row_bytes(b)
             streams = 2 + len(keys)
             if streams * per_row <= OUTPUT_BYTES:
                 step = OUTPUT_BYTES // (streams * per_row)
@@ -221,13 +222,13 @@ def measure_outputs(
 OUTPUT_BYTES = 128 * 1024 * 1024
 
 
-def _row_bytes(model: StreamedModel, one: dict[str, Any], hidden: Any, embeds: bool) -> int:
-    """Bytes of one sample's head output, from the config (vocabulary) or one trial call."""
-    config = model.base.config
-    width = getattr(config, "vocab_size", None) if model.output_embedding or model.input_embedding else None
-    if width:
-        return int(hidden.shape[1]) * int(width) * 4
-    return max(1, int(outer_outputs_of(model, one, [hidden], embeds).numel()) * 4)
+def _row_bytes(model: StreamedModel, stream: Stream, embeds: bool) -> Callable[[int], int]:
+    """Bytes of one sample's head output in batch ``b``, from one trial call on the first sample: logits grow
+    with the batch's sequence length, a classifier's outputs do not."""
+    trial = outer_outputs_of(model, {k: v[:1] for k, v in stream.batches[0].items()}, [stream.hidden[0][:1]], embeds)
+    size, length = max(1, trial.numel() * 4), int(stream.hidden[0].shape[1])
+    per_token = trial.dim() >= 3 and trial.shape[1] == length  # (sample, token, ...) outputs
+    return lambda b: size * int(stream.hidden[b].shape[1]) // length if per_token else size
 
 
 def _head(

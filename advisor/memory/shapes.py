@@ -213,14 +213,6 @@ def estimate_params(
     return layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
 
 
-def safetensors_params(folder: Path) -> int | None:
-    """Parameters counted from the safetensors headers of a local folder (no weights read)."""
-    from advisor.safetensors_headers import folder_tensors
-
-    tensors = folder_tensors(folder)
-    return sum(entry.numel for entry in tensors.values()) if tensors else None
-
-
 def read_shape(model: str, revision: str | None = None) -> ModelShape:
     """A local folder, or a Hub repo id (config.json through the HF cache; weights never downloaded)."""
     return read_shape_and_tensors(model, revision)[0]
