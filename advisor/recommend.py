@@ -19,7 +19,7 @@ from advisor.benchmarks.records import GIB, BenchmarkRun, BenchmarkSetup, Snapsh
 from advisor.errors import UserError
 from advisor.memory.model import Breakdown, MemoryRequest, project
 from advisor.methods.registry import MethodInfo, Registry
-from advisor.vocabulary import CONSUMER_TARGETS, OBJECTIVES, REQUIREMENTS, TaskChoice, resolve_task
+from advisor.vocabulary import CONSUMER_TARGETS, OBJECTIVES, QUANTIZATION, REQUIREMENTS, TaskChoice, resolve_task
 
 Z_95 = 1.96  # two-sided 95% for the difference of two independent scores
 # A row scoring under this share of the best row's score did not really learn the task (TinyLoRA at 1.2%
@@ -350,7 +350,7 @@ def _candidates(
     quant = query.memory.setup.quant if query.memory is not None else "none"
     kept = []
     for run in runs:
-        if quant != "none" and not _trains_on_quantized(methods[run.id]):
+        if quant != "none" and not _trains_on_quantized(methods[run.id], quant):
             excluded["quantization"] += 1
         elif not all(caps[run.id].satisfies(req) for req in query.require):
             excluded["requirements"] += 1
@@ -440,8 +440,9 @@ def _notes(
             )
         if excluded["quantization"]:
             notes.append(
-                f"{excluded['quantization']} run(s) left out: their method cannot train on a {request.setup.quant} "
-                "bitsandbytes base (full fine-tuning, or no PEFT bnb layers)"
+                f"{excluded['quantization']} run(s) left out: their method cannot train on a "
+                f"{QUANTIZATION[request.setup.quant].label.format(dtype=request.setup.compute_dtype)} "
+                "(full fine-tuning, or PEFT has no layers for that quantisation backend)"
             )
     elif metric.key == "test accuracy":
         notes.append(
@@ -451,8 +452,10 @@ def _notes(
     return notes
 
 
-def _trains_on_quantized(method: MethodInfo) -> bool:
-    """Prompt methods leave the layers alone; weight methods need PEFT's bitsandbytes layers; full FT cannot."""
+def _trains_on_quantized(method: MethodInfo, quant: str) -> bool:
+    """Prompt methods leave the layers alone; weight methods need PEFT layers for that quantisation backend
+    (bitsandbytes 4/8-bit, GPTQ, AWQ: the registry reads them from PEFT's source); full FT cannot."""
     if method.kind == "full":
         return False
-    return method.kind == "prompt" or method.quantized_base
+    backend = QUANTIZATION[quant].backend
+    return method.kind == "prompt" or backend in method.quantization

@@ -83,23 +83,53 @@ def resolve_task(name: str) -> TaskChoice:
 
 @dataclass(frozen=True)
 class Quantization:
-    """A --quant choice: bits per quantised weight (None: not quantised) and how a setup line names it."""
+    """A --quant choice: bits per quantised weight (None: not quantised), how a setup line names it, the
+    registry's backend label (which methods can train on it), and whether PEFT's
+    ``prepare_model_for_kbit_training`` upcasts the parameters left unquantised (embeddings, head, norms) to
+    fp32: it does for bitsandbytes and AWQ, and skips GPTQ (peft/utils/other.py)."""
 
     bits: float | None
     label: str  # "{dtype}" is the compute precision
+    backend: str | None = None  # a MethodInfo.quantization label: bnb-4bit, bnb-8bit, gptq, awq
+    upcasts_rest: bool = False
 
 
-# NF4 with double-quantised absmax (blocks of 64) costs 4.127 bits; the memory model keeps embeddings
-# and an untied head at the compute dtype.
+# NF4 with double-quantised absmax (blocks of 64) costs 4.127 bits. GPTQ and AWQ at group size 128 add an
+# fp16 scale and a packed zero point per group: 4 + 16/128 + 4/128 = 4.156 bits (8-bit GPTQ: 8.19).
 QUANTIZATION: dict[str, Quantization] = {
     "none": Quantization(None, "{dtype}"),
-    "8bit": Quantization(8.0, "8-bit base ({dtype} compute)"),
-    "4bit": Quantization(4.127, "4-bit NF4 base ({dtype} compute)"),
+    "8bit": Quantization(8.0, "8-bit bitsandbytes base ({dtype} compute)", "bnb-8bit", True),
+    "4bit": Quantization(4.127, "4-bit NF4 bitsandbytes base ({dtype} compute)", "bnb-4bit", True),
+    "gptq-4bit": Quantization(4.156, "4-bit GPTQ base ({dtype} compute)", "gptq", False),
+    "gptq-8bit": Quantization(8.19, "8-bit GPTQ base ({dtype} compute)", "gptq", False),
+    "awq-4bit": Quantization(4.156, "4-bit AWQ base ({dtype} compute)", "awq", True),
 }
 QUANT_CHOICES: tuple[str, ...] = tuple(QUANTIZATION)
 
 # --memory: which stored figure the prediction is calibrated on.
 MEMORY_MODES: tuple[str, ...] = ("peak", "train")
+
+# --attention: how attention scores are computed. flash and PyTorch's SDPA kernels never hold the
+# [sequence × sequence] scores; eager attention keeps them (fp32 softmax output and its cast) per layer.
+ATTENTION_CHOICES: tuple[str, ...] = ("sdpa", "flash", "eager")
+
+# --optimizer: optimizer-state bytes per trainable parameter, and how the setup line and --explain say it.
+OPTIMIZERS: dict[str, tuple[float, str]] = {
+    "adamw": (8.0, "AdamW: two fp32 moments"),
+    "adamw-8bit": (2.0, "8-bit AdamW (bitsandbytes): two 8-bit moments"),
+    "paged-adamw": (8.0, "paged AdamW: two fp32 moments, counted resident (paging only moves them under pressure)"),
+    "paged-adamw-8bit": (
+        2.0,
+        "paged 8-bit AdamW: two 8-bit moments, counted resident (paging only moves them under pressure)",
+    ),
+    "adafactor": (0.0, "Adafactor: factored second moments (a row and a column per matrix), no first moment"),
+    "sgd": (0.0, "SGD without momentum: no state"),
+}
+
+# --sharding: how several GPUs share the model (per-GPU figures; --batch-size is per GPU).
+SHARDING_CHOICES: tuple[str, ...] = ("ddp", "fsdp", "zero2", "zero3")
+OFFLOAD_CHOICES: tuple[str, ...] = ("none", "cpu")
+AMP_CHOICES: tuple[str, ...] = ("fp16", "bf16")
 
 # --------------------------------------------------------------------------- converter and consumers
 

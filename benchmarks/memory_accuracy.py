@@ -1,13 +1,17 @@
 """How accurate is the memory model? (a) leave-one-out on PEFT's runs, (b) figures measured elsewhere.
 
-(a) Targets: median absolute error ≤ 5%. Each MetaMathQA run is predicted with an activation factor
+(a) Target: median absolute error ≤ 3%. Each MetaMathQA run is predicted with an activation factor
     fitted *without it*: the median of its method's other runs, or of every other PEFT run when its
     method has no other run. Both calibrations: ``peak`` (accelerator_memory_max) and ``train`` (the
     99th percentile).
-(b) Target ≤ 15%. Rows of benchmarks/data/published_memory.json (LitGPT's resource tables, Unsloth's
-    context table, this project's H100 runs at other batch/seq/checkpointing), each predicted from the
-    model's config, the setup and PEFT's LoRA rank-32 run. Units are converted (GB = 1e9, GiB = 2^30);
-    "allocated" figures are compared as they are (the model predicts reserved memory, a few % above).
+(b) Target: median ≤ 10%, p90 ≤ 25%, on figures the model was not fitted to. Rows of
+    benchmarks/data/published_memory.json (LitGPT's resource tables, Unsloth's context table, Qwen's
+    own fine-tuning profile, ms-swift's benchmark tables) and this project's H100 runs at other
+    batch/seq/checkpointing, each predicted from the model's config, the setup the source states
+    (quantisation, attention, dtype, checkpointing) and the LoRA it trained, counted on the model's
+    shapes, over PEFT's LoRA rank-32 run's activation factor. Units are converted (GB = 1e9, GiB = 2^30);
+    "allocated" figures are compared as they are (the model predicts reserved memory, a few % above),
+    and so are figures that include the CUDA context or allocator fragmentation (not modelled).
 
 Run: ``python benchmarks/memory_accuracy.py [--json]``.
 """
@@ -35,6 +39,7 @@ from advisor.memory.model import (  # noqa: E402
     predict,
 )
 from advisor.memory.shapes import shape_from_config  # noqa: E402
+from advisor.memory.user_adapter import linear_layers, lora_count  # noqa: E402
 
 UNITS = {"GB": 1e9, "GiB": GIB}
 
@@ -67,11 +72,19 @@ def published() -> list[dict]:
     runs = {r.id: r for r in load_snapshot().runs}
     rows = []
     for row in data["rows"]:
-        shape = shape_from_config(data["models"][row["model"]], row["model"], row["params"], "published")
+        shape = shape_from_config(data["models"][row["model"]], row["model"], row.get("params"), "published")
         setup = MemorySetup(
-            batch_size=row["batch"], seq_len=row["seq"], quant=row["quant"], grad_checkpointing=row["gc"]
+            batch_size=row["batch"],
+            seq_len=row["seq"],
+            quant=row["quant"],
+            grad_checkpointing=row["gc"],
+            attention=row.get("attention", "sdpa"),
+            dtype=row.get("dtype", "bf16"),
         )
-        predicted = predict(runs[row["run"]], shape, setup).total
+        adapter = None
+        if "lora" in row:  # the row's own LoRA, counted on the model's linear layers (fused qkv = q, k, v)
+            adapter = lora_count(linear_layers(shape, None), row["lora"]["r"], row["lora"]["targets"])
+        predicted = predict(runs[row["run"]], shape, setup, adapter=adapter).total
         truth = row["value"] * UNITS[row["unit"]]
         rows.append({**row, "predicted_gib": round(predicted / GIB, 3), "measured_gib": round(truth / GIB, 3),
                      "error": round(predicted / truth - 1, 4)})  # fmt: skip
@@ -117,8 +130,8 @@ def main() -> None:
     loo = {mode: leave_one_out(mode) for mode in ("peak", "train")}
     outside = published()
     report = {
-        "leave_one_out": {mode: {**summary(rows), "target": "median ≤ 5%"} for mode, rows in loo.items()},
-        "published": {**summary(outside), "target": "median ≤ 15%"},
+        "leave_one_out": {mode: {**summary(rows), "target": "median ≤ 3%"} for mode, rows in loo.items()},
+        "published": {**summary(outside), "target": "median ≤ 10%, p90 ≤ 25%"},
         "published_by_source": {
             source: summary([r for r in outside if r["source"] == source])
             for source in sorted({r["source"] for r in outside})
@@ -131,7 +144,7 @@ def main() -> None:
     for mode, s in report["leave_one_out"].items():
         print(
             f"(a) leave-one-out, {mode:5s}: n={s['n']}, median |error| {s['median_abs_error']:.1%}, "
-            f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 5%)"
+            f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 3%)"
         )
     worst = sorted(loo["peak"], key=lambda r: -abs(r["error"]))[:5]
     for r in worst:
@@ -142,12 +155,16 @@ def main() -> None:
     s = report["published"]
     print(
         f"(b) outside figures: n={s['n']}, median |error| {s['median_abs_error']:.1%}, "
-        f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 15%)"
+        f"p90 {s['p90_abs_error']:.1%}, max {s['max_abs_error']:.1%}  (target median ≤ 10%, p90 ≤ 25%)"
     )
     for source, t in report["published_by_source"].items():
-        print(f"      {source:8s} n={t['n']}, median |error| {t['median_abs_error']:.1%}, max {t['max_abs_error']:.1%}")
+        print(
+            f"      {source:8s} n={t['n']}, median |error| {t['median_abs_error']:.1%}, p90 {t['p90_abs_error']:.1%}, "
+            f"max {t['max_abs_error']:.1%}"
+        )
     for r in outside:
-        what = f"{r['model']} {r['quant']} b{r['batch']} s{r['seq']}{' gc' if r['gc'] else ''}"
+        attention = f" {r['attention']}" if r.get("attention", "sdpa") != "sdpa" else ""
+        what = f"{r['model']} {r['quant']} b{r['batch']} s{r['seq']}{' gc' if r['gc'] else ''}{attention}"
         print(
             f"      {r['source']:8s} {what:48s} {r['measured_gib']:6.2f} GiB ({r['figure']}), "
             f"predicted {r['predicted_gib']:6.2f} ({r['error']:+.1%})"

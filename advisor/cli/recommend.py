@@ -9,7 +9,15 @@ import typer
 
 from advisor.cli.common import choices, split_csv, user_errors
 from advisor.errors import UserError
-from advisor.vocabulary import OBJECTIVES, QUANT_CHOICES, REQUIREMENTS
+from advisor.vocabulary import (
+    AMP_CHOICES,
+    ATTENTION_CHOICES,
+    OBJECTIVES,
+    OPTIMIZERS,
+    QUANT_CHOICES,
+    REQUIREMENTS,
+    SHARDING_CHOICES,
+)
 
 
 @user_errors
@@ -34,16 +42,32 @@ def recommend_command(
     model: Annotated[
         str | None, typer.Option("--model", help="Predict memory for this model (Hub id or folder; config only).")
     ] = None,
-    quant: Annotated[str | None, typer.Option(help=f"{choices(QUANT_CHOICES)} (bitsandbytes base).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32 (compute precision).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Sequences per step (benchmark: 4).")] = None,
+    quant: Annotated[
+        str | None,
+        typer.Option(help=f"{choices(QUANT_CHOICES)} (4bit/8bit: bitsandbytes; gptq/awq: a pre-quantised base)."),
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32: the weights' (and compute) precision.")] = None,
+    amp: Annotated[
+        str | None, typer.Option(help=f"{choices(AMP_CHOICES)}: autocast over fp32 weights (mixed precision).")
+    ] = None,
+    attention: Annotated[
+        str | None, typer.Option(help=f"{choices(ATTENTION_CHOICES)} (benchmark: sdpa; eager keeps seq² scores).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per step on each GPU (benchmark: 4).")] = None,
     seq_len: Annotated[
         int | None, typer.Option(help="Tokens per sequence, the longest you train on (benchmark: 768).")
     ] = None,
     grad_checkpointing: Annotated[
         bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Benchmark: off.")
     ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw | adamw-8bit.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help=f"{choices(tuple(OPTIMIZERS))} (benchmark: adamw).")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs training together (figures are per GPU).")] = None,
+    sharding: Annotated[
+        str | None, typer.Option(help=f"{choices(SHARDING_CHOICES)} with --gpus 2+ (default ddp).")
+    ] = None,
+    offload: Annotated[
+        str | None, typer.Option(help="cpu: optimizer states (fsdp/zero3: weights too) in CPU memory.")
+    ] = None,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -60,7 +84,9 @@ def recommend_command(
         str | None, typer.Option(help="Layers your LoRA adapts: names (q_proj,v_proj) or all-linear.")
     ] = None,
     use_dora: Annotated[bool, typer.Option("--use-dora", help="Your LoRA is a DoRA (a magnitude vector too).")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="Show each row's predicted memory term by term.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each row's predicted memory term by term, and every assumption.")
+    ] = False,
 ) -> None:
     """Rank PEFT methods that fit --vram for --task (the default command)."""
     if ctx.invoked_subcommand is not None:
@@ -101,6 +127,11 @@ def recommend_command(
             lora_r=lora_r,
             target_modules=target_modules,
             use_dora=use_dora,
+            attention=attention,
+            amp=amp,
+            gpus=gpus,
+            sharding=sharding,
+            offload=offload,
         ),
     )
     registry = load_registry()
@@ -131,6 +162,7 @@ def _render_recommendation(rec: Any, as_json: bool, plot: Path | None, explain: 
         print_table(view.table_spec(rec))
     if explain and rec.breakdowns:
         print_table(view.explain_table(rec))
+        print_lines(view.explain_lines(rec))
     print_lines(view.footer_lines(rec) + view.usage_lines(rec, usage))
     if plot is not None:
         print_lines([f"Plot written to {plot}"])

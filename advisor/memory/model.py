@@ -1,15 +1,19 @@
-"""Predicted peak training memory of a PEFT run on the user's model and setup.
+"""Predicted peak training memory of a PEFT run on the user's model and setup, per GPU.
 
-Small and explainable on purpose: five terms, each a product of the model's shape and the setup,
+Small and explainable on purpose: a handful of terms, each a product of the model's shape and the setup,
 with one number per benchmark run fitted from its measured peak.
 
-    memory = base weights                       params × bytes (bf16 2, 8-bit 1, NF4 4.127 bits)
-           + trainable state                    trainable params × (weight + gradient + AdamW states)
-           + activations                        tokens × layers × (hidden + MLP width) × bytes × a_run
-           + logits                             tokens × vocabulary × (dtype + 12) bytes
-           + inputs a quantised base keeps      tokens × layers × (3·hidden + MLP width) × bytes
+    memory = base weights                       params × bytes (bf16 2; quantised linear layers at their bits,
+                                                the rest fp32 when PEFT's kbit preparation upcasts it)
+           + trainable state                    trainable params × (weight + gradient + optimizer states)
+           + activations                        tokens × layers × (hidden + active MLP width) × bytes × a_run
+           + logits                             tokens × vocabulary × (head dtype + 12) bytes
+           + inputs a quantised base keeps      tokens × layers × (3·hidden + active MLP width) × bytes
+           + attention scores (eager only)      batch × heads × seq² × 6 bytes per layer kept
+           + autocast weight copies (--amp)     the half-precision copies autocast makes and backward keeps
+           + gathered layers (fsdp / zero3)     two layers' full parameters, all-gathered around their use
 
-``tokens`` is batch × sequence length: every sequence at full length, the worst step. ``a_run``
+``tokens`` is batch × sequence length on one GPU: every sequence at full length, the worst step. ``a_run``
 (how many hidden+MLP-wide vectors per token and layer the run keeps for its backward pass) is the
 only fitted number: on the benchmark's own setup it makes the prediction equal the measured peak
 of that run, and elsewhere it carries the method's activation footprint to the user's shape.
@@ -20,6 +24,11 @@ model (b1×2048, b4×768, b8×512 lie on one line, with no seq² term: PyTorch's
 and the intercept is the weights plus trainable state. Gradient checkpointing keeps each layer's
 input plus one layer's activations; with 14 bytes per logit (bf16 logits, their fp32 copy for the
 loss, log-softmax, its gradient) the model predicts the checkpointed LoRA run within 0.1 GiB.
+The other terms are physics of the code that runs, not fitted: eager attention saves the fp32 softmax
+output and its bf16 cast for backward (6 bytes per score); bitsandbytes/GPTQ/AWQ layers keep their input;
+PEFT's ``prepare_model_for_kbit_training`` upcasts a bitsandbytes or AWQ model's unquantised parameters to
+fp32 (so the residual stream, and the checkpoints of it, become fp32 too); autocast saves the half copy
+of each weight a matmul used; ZeRO/FSDP divide what they shard by the number of GPUs.
 
 No torch: this runs on the recommend path.
 """
@@ -31,14 +40,16 @@ from dataclasses import dataclass, field, replace
 
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
+from advisor.memory.setup import DTYPE_BYTES, MemorySetup
 from advisor.memory.shapes import ModelShape
 from advisor.memory.user_adapter import UserAdapter
-from advisor.vocabulary import MEMORY_MODES, QUANTIZATION
+from advisor.vocabulary import OPTIMIZERS, QUANTIZATION
 
-DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
-OPTIMIZER_STATE_BYTES = {"adamw": 8, "adamw-8bit": 2}  # two moments per trainable parameter
 ADAPTER_BYTES = 4  # PEFT keeps adapter weights (and so their gradients) in fp32 (autocast_adapter_dtype)
 LOGIT_EXTRA_BYTES = 12  # fp32 copy for the loss, log-softmax output, its gradient: 4 bytes each
+EAGER_SCORE_BYTES = 6  # eager attention saves the fp32 softmax output and its bf16/fp16 cast for backward
+EAGER_RECOMPUTE_BYTES = 10  # a recomputed layer's scores: those 6 bytes plus the fp32 gradient of the softmax
+GATHERED_LAYERS = 2  # FSDP/ZeRO-3 hold the layer in use and the one prefetched
 
 # The shape PEFT's MetaMathQA runs were measured on (meta-llama/Llama-3.2-3B's config.json;
 # total parameters as the full fine-tuning run reports them).
@@ -57,31 +68,19 @@ BENCHMARK_SHAPE = ModelShape(
     params_source="PEFT benchmark (num_total_params of the full fine-tuning run)",
     dtype="bfloat16",
 )
-
-
-@dataclass(frozen=True)
-class MemorySetup:
-    """How the user will train: what the memory depends on besides the model and the method."""
-
-    batch_size: int = 4
-    seq_len: int = 768
-    dtype: str = "bf16"
-    quant: str = "none"
-    grad_checkpointing: bool = False
-    optimizer: str = "adamw"
-    mode: str = "peak"  # peak: calibrated on accelerator_memory_max; train: on the 99th percentile
-
-    @property
-    def tokens(self) -> int:
-        return self.batch_size * self.seq_len
-
-    def describe(self) -> str:
-        quant = QUANTIZATION[self.quant].label.format(dtype=self.dtype)
-        checkpointing = "gradient checkpointing" if self.grad_checkpointing else "no gradient checkpointing"
-        return f"{quant}, batch {self.batch_size}, seq {self.seq_len}, {checkpointing}, {self.optimizer}"
-
-
 BENCHMARK_SETUP = MemorySetup()
+
+# Every term, in the order tables show them, and what it counts (--explain; --json "terms").
+TERMS: dict[str, str] = {
+    "base weights": "the frozen model: parameters × bytes (quantised linear layers at their bits)",
+    "trainable + grads + optimizer": "trainable parameters × (weight + gradient + optimizer-state bytes)",
+    "activations": "what backward needs, per token and layer: a_run hidden+MLP-wide vectors (fitted per run)",
+    "logits": "batch × seq × vocabulary: the head's output, its fp32 copy, log-softmax and its gradient",
+    "quantised-layer inputs": "bitsandbytes/GPTQ/AWQ layers keep their input for backward (no checkpointing)",
+    "attention scores": "eager attention: batch × heads × seq² scores saved per layer (fp32 softmax + cast)",
+    "autocast weight copies": "--amp: the half-precision copy of each weight a matmul used, kept for backward",
+    "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use",
+}
 
 
 @dataclass(frozen=True)
@@ -97,19 +96,6 @@ class Breakdown:
         return sum(self.terms.values())
 
 
-def validate_setup(setup: MemorySetup) -> None:
-    if setup.batch_size < 1 or setup.seq_len < 1:
-        raise UserError(f"--batch-size and --seq-len must be at least 1 (got {setup.batch_size}, {setup.seq_len})")
-    if setup.dtype not in DTYPE_BYTES:
-        raise UserError(f"--dtype must be one of {', '.join(DTYPE_BYTES)} (got {setup.dtype!r})")
-    if setup.quant not in QUANTIZATION:
-        raise UserError(f"--quant must be one of {', '.join(QUANTIZATION)} (got {setup.quant!r})")
-    if setup.optimizer not in OPTIMIZER_STATE_BYTES:
-        raise UserError(f"--optimizer must be one of {', '.join(OPTIMIZER_STATE_BYTES)} (got {setup.optimizer!r})")
-    if setup.mode not in MEMORY_MODES:
-        raise UserError(f"--memory must be one of {', '.join(MEMORY_MODES)} (got {setup.mode!r})")
-
-
 def _is_full(run: BenchmarkRun) -> bool:
     return run.peft_type is None
 
@@ -119,14 +105,40 @@ def measured(run: BenchmarkRun, mode: str) -> int | None:
     return run.peak_memory_bytes if mode == "peak" else run.p99_memory_bytes
 
 
-def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
-    """Weights at the compute dtype, or the linear layers quantised and embeddings/head left as they are."""
-    width = DTYPE_BYTES[setup.dtype]
+def linear_params(shape: ModelShape) -> int:
+    """Parameters outside the embeddings and head: what a quantiser quantises and autocast casts."""
+    return max(0, shape.total_params - shape.embedding_params)
+
+
+def unsharded_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
+    """The whole frozen model on one device: weights at their dtype, or the linear layers quantised and the
+    rest at the dtype (fp32 where PEFT's kbit preparation upcasts it)."""
     bits = QUANTIZATION[setup.quant].bits
     if bits is None:
-        return shape.total_params * width
-    linear = max(0, shape.total_params - shape.embedding_params)
-    return linear * bits / 8 + shape.embedding_params * width
+        return shape.total_params * setup.weight_bytes
+    rest = 4 if setup.upcasts_rest else setup.weight_bytes
+    return linear_params(shape) * bits / 8 + shape.embedding_params * rest
+
+
+def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
+    """Per GPU: the whole model, or its 1/N shard under fsdp/zero3 (nothing when those offload to CPU)."""
+    whole = unsharded_weight_bytes(shape, setup)
+    if not setup.shards_params:
+        return whole
+    return 0.0 if setup.offload == "cpu" else whole / setup.gpus
+
+
+def gathered_layer_bytes(shape: ModelShape, setup: MemorySetup) -> float:
+    """fsdp/zero3 all-gather each layer's full parameters around its forward and backward (plus a prefetch)."""
+    if not setup.shards_params:
+        return 0.0
+    per_layer = (unsharded_weight_bytes(shape, setup) - _rest_bytes(shape, setup)) / shape.layers
+    return GATHERED_LAYERS * per_layer
+
+
+def _rest_bytes(shape: ModelShape, setup: MemorySetup) -> float:
+    rest = 4 if (setup.quant != "none" and setup.upcasts_rest) else setup.weight_bytes
+    return shape.embedding_params * rest
 
 
 def trainable_params(run: BenchmarkRun, shape: ModelShape, adapter: UserAdapter | None = None) -> float:
@@ -146,32 +158,60 @@ def trainable_params(run: BenchmarkRun, shape: ModelShape, adapter: UserAdapter 
 def trainable_state_bytes(
     run: BenchmarkRun, shape: ModelShape, setup: MemorySetup, adapter: UserAdapter | None = None
 ) -> float:
-    """Adapters: fp32 weight + gradient + optimizer states. Full fine-tuning: gradient + states at the model dtype."""
+    """Adapters: fp32 weight + gradient + optimizer states. Full fine-tuning: gradient + states at the weights'
+    dtype (the weights are the base term), plus autocast's half copy under --amp.
+
+    Several GPUs: ddp keeps a second copy of the gradients in its all-reduce buckets; zero2 shards gradients
+    and states, fsdp/zero3 the weights too; --offload cpu moves the states (and, sharding parameters, the
+    weights and gradients) to CPU memory.
+    """
     params = trainable_params(run, shape, adapter)
-    states = OPTIMIZER_STATE_BYTES[setup.optimizer]
+    states_per_param = OPTIMIZERS[setup.optimizer][0]
     if _is_full(run):
-        width = DTYPE_BYTES[setup.dtype]
-        return params * (width + states * width / 4)  # weights already counted; torch keeps states in param dtype
-    return params * (ADAPTER_BYTES * 2 + states)
+        weight, grad = 0.0, float(setup.weight_bytes)
+        states = states_per_param * setup.weight_bytes / 4  # torch keeps states in the parameters' dtype
+        if setup.amp:
+            weight = float(DTYPE_BYTES[setup.amp])  # autocast caches a half copy of each trainable weight
+    else:
+        weight, grad, states = float(ADAPTER_BYTES), float(ADAPTER_BYTES), states_per_param
+    gpus = setup.gpus
+    if setup.sharding == "ddp":
+        grad *= 2  # the gradients and DDP's bucket copy of them
+    if setup.shards_optimizer:
+        states = 0.0 if setup.offload == "cpu" else states / gpus
+        grad = grad / gpus
+    if setup.shards_params:
+        if setup.offload == "cpu":
+            grad = 0.0
+        if not _is_full(run):
+            weight = 0.0 if setup.offload == "cpu" else weight / gpus
+    return params * (weight + grad + states)
 
 
 def activation_unit(shape: ModelShape, setup: MemorySetup) -> float:
     """Bytes of one hidden+MLP-wide vector per token in every layer: what ``a_run`` counts."""
-    return setup.tokens * shape.layers * (shape.hidden + shape.intermediate) * DTYPE_BYTES[setup.dtype]
+    return setup.tokens * shape.layers * (shape.hidden + shape.active_mlp) * setup.activation_bytes
 
 
 def logit_bytes(shape: ModelShape, setup: MemorySetup) -> float:
-    head = 4 if setup.quant != "none" else DTYPE_BYTES[setup.dtype]  # kbit training computes the head in fp32
+    head = 4 if setup.quant != "none" and setup.upcasts_rest else setup.activation_bytes  # an upcast head is fp32
     return setup.tokens * shape.vocab * (head + LOGIT_EXTRA_BYTES)
 
 
 def quantised_input_bytes(shape: ModelShape, setup: MemorySetup) -> float:
-    """bitsandbytes' 4/8-bit matmul keeps its input for backward whenever the input needs a gradient
-    (always under an adapter), where a frozen bf16 linear keeps nothing: the norm outputs, the
-    attention output and the MLP product, per layer and token."""
+    """A quantised linear layer (bitsandbytes' matmul, GPTQ/AWQ kernels) keeps its input for backward whenever
+    the input needs a gradient (always under an adapter), where a frozen bf16 linear keeps nothing: the norm
+    outputs, the attention output and the MLP product, per layer and token."""
     if setup.quant == "none" or setup.grad_checkpointing:
         return 0.0
-    return setup.tokens * shape.layers * (3 * shape.hidden + shape.intermediate) * DTYPE_BYTES[setup.dtype]
+    return setup.tokens * shape.layers * (3 * shape.hidden + shape.active_mlp) * setup.activation_bytes
+
+
+def checkpoint_bytes_per_token_layer(shape: ModelShape, setup: MemorySetup) -> float:
+    """Gradient checkpointing keeps every layer's input: the residual stream, fp32 once kbit preparation
+    upcast the embeddings (their fp32 output makes the whole residual stream fp32)."""
+    width = 4 if setup.quant != "none" and setup.upcasts_rest else setup.activation_bytes
+    return shape.hidden * width
 
 
 def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> float:
@@ -179,8 +219,30 @@ def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> fl
     if not setup.grad_checkpointing:
         return factor * unit
     # Checkpointing keeps every layer's input, and recomputes one layer's activations at a time.
-    checkpoints = setup.tokens * shape.layers * shape.hidden * DTYPE_BYTES[setup.dtype]
+    checkpoints = setup.tokens * shape.layers * checkpoint_bytes_per_token_layer(shape, setup)
     return checkpoints + factor * unit / shape.layers
+
+
+def attention_score_bytes(shape: ModelShape, setup: MemorySetup) -> float:
+    """Eager attention's [batch, heads, seq, seq] scores: every layer's kept without checkpointing. With it,
+    only the recomputed layer's exist, during backward, after the logits are freed: they add only what they
+    exceed the logits by."""
+    if setup.attention != "eager":
+        return 0.0
+    per_layer = setup.batch_size * shape.heads * setup.seq_len**2
+    if not setup.grad_checkpointing:
+        return per_layer * shape.layers * EAGER_SCORE_BYTES
+    return max(0.0, per_layer * EAGER_RECOMPUTE_BYTES - logit_bytes(shape, setup))
+
+
+def autocast_copy_bytes(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup) -> float:
+    """--amp over frozen fp32 weights: each linear's half copy is saved by its matmul for the input's gradient
+    (every layer's without checkpointing, one layer's with it). Full fine-tuning's copies are cached by
+    autocast instead and counted with the trainable state."""
+    if not setup.amp or setup.quant != "none" or _is_full(run):
+        return 0.0
+    copies = linear_params(shape) * DTYPE_BYTES[setup.amp]
+    return copies / shape.layers if setup.grad_checkpointing else copies
 
 
 def fixed_bytes(
@@ -192,6 +254,9 @@ def fixed_bytes(
         "trainable + grads + optimizer": trainable_state_bytes(run, shape, setup, adapter),
         "logits": logit_bytes(shape, setup),
         "quantised-layer inputs": quantised_input_bytes(shape, setup),
+        "attention scores": attention_score_bytes(shape, setup),
+        "autocast weight copies": autocast_copy_bytes(run, shape, setup),
+        "gathered layers": gathered_layer_bytes(shape, setup),
     }
 
 
@@ -220,11 +285,8 @@ def predict(
         raise UserError(f"{run.id} has no {setup.mode} memory figure to calibrate on; use --memory peak")
     terms = fixed_bytes(run, shape, setup, adapter)
     terms["activations"] = activation_bytes(factor, shape, setup)
-    ordered = {
-        key: terms[key]
-        for key in ("base weights", "trainable + grads + optimizer", "activations", "logits", "quantised-layer inputs")
-        if terms[key] > 0 or key != "quantised-layer inputs"
-    }
+    always = ("base weights", "trainable + grads + optimizer", "activations", "logits")
+    ordered = {key: terms[key] for key in TERMS if terms[key] > 0 or key in always}
     return Breakdown(ordered, factor)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest, MemorySetup, validate_setup
+from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest
+from advisor.memory.setup import MemorySetup, validate_setup
 from advisor.memory.shapes import ModelShape, read_shape_and_tensors
 from advisor.memory.user_adapter import UserAdapter, from_adapter_config, linear_layers, lora_count
 
@@ -29,21 +30,39 @@ def memory_request(
     lora_r: int | None = None,
     target_modules: str | None = None,
     use_dora: bool = False,
+    attention: str | None = None,
+    amp: str | None = None,
+    gpus: int | None = None,
+    sharding: str | None = None,
+    offload: str | None = None,
 ) -> MemoryRequest | None:
-    """None when nothing differs from the benchmark (unless ``force``); else the validated request."""
+    """None when nothing differs from the benchmark (unless ``force``); else the validated request.
+
+    ``gpus`` above 1 without a ``sharding`` means plain data parallelism (ddp); ``amp`` holds the weights in
+    fp32 unless ``dtype`` says otherwise (which :func:`validate_setup` refuses).
+    """
     model = (model or "").strip() or None
     flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, mode, adapter_config, lora_r)
-    if all(flag is None for flag in flags) and not force:
+    setup_flags = (attention, amp, gpus, sharding, offload)
+    if all(flag is None for flag in flags + setup_flags) and not force:
         return None
     base = BENCHMARK_SETUP
+    gpus = base.gpus if gpus is None else gpus
+    sharding = (sharding or "").strip().lower() or ("ddp" if gpus > 1 else "none")
+    amp = (amp or "").strip().lower() or None
     setup = MemorySetup(
         batch_size=base.batch_size if batch_size is None else batch_size,
         seq_len=base.seq_len if seq_len is None else seq_len,
-        dtype=(dtype or base.dtype).lower(),
+        dtype=(dtype or ("fp32" if amp else base.dtype)).lower(),
         quant=(quant or base.quant).lower(),
         grad_checkpointing=base.grad_checkpointing if grad_checkpointing is None else grad_checkpointing,
         optimizer=(optimizer or base.optimizer).lower(),
         mode=(mode or base.mode).lower(),
+        attention=(attention or base.attention).strip().lower(),
+        amp=amp,
+        gpus=gpus,
+        sharding=sharding,
+        offload=(offload or base.offload).strip().lower(),
     )
     validate_setup(setup)
     shape, tensors = read_shape_and_tensors(model) if model else (BENCHMARK_SHAPE, None)

@@ -33,6 +33,10 @@ _KEYS = {
     "vocab": ("vocab_size", "padded_vocab_size"),
     "kv_heads": ("num_key_value_heads", "multi_query_group_num", "n_head_kv", "num_kv_heads"),
     "head_dim": ("head_dim", "kv_channels"),
+    "experts": ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"),
+    "active_experts": ("num_experts_per_tok", "moe_topk", "num_experts_per_token"),
+    "expert_intermediate": ("moe_intermediate_size", "expert_intermediate_size"),
+    "shared_intermediate": ("shared_expert_intermediate_size",),
 }
 # Model types whose parameters the config arithmetic (:func:`estimate_params`: attention q/k/v/o, a gated
 # MLP, embeddings) counts right. Anything else needs its checkpoint's headers.
@@ -40,7 +44,7 @@ COUNTED_FROM_CONFIG = frozenset(
     {
         "llama", "mistral", "mixtral", "qwen", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "yi",
         "chatglm", "internlm2", "baichuan", "olmo", "olmo2", "granite", "cohere", "starcoder2", "deepseek",
-        "stablelm", "exaone", "glm", "glm4", "helium", "smollm3",
+        "stablelm", "exaone", "glm", "glm4", "helium", "smollm3", "qwen2_moe", "qwen3_moe", "olmoe",
     }
 )  # fmt: skip
 
@@ -61,6 +65,17 @@ class ModelShape:
     params_source: str  # "safetensors headers" | "Hub safetensors metadata" | "estimated from config.json"
     dtype: str | None  # the checkpoint's torch_dtype / dtype
     assumptions: tuple[str, ...] = ()  # what was not read but assumed (printed; in --json)
+    experts: int = 0  # mixture of experts: experts per MoE layer (0: a dense MLP); every one is held in memory
+    active_experts: int = 0  # experts each token is routed to (top-k): only their activations are kept
+    shared_intermediate: int = 0  # always-on shared experts' MLP width (Qwen2-MoE, DeepSeek)
+
+    @property
+    def active_mlp(self) -> int:
+        """The MLP width one token's activations span: ``intermediate`` (one expert's width for an MoE) times
+        the experts it is routed to, plus the shared experts."""
+        if self.experts <= 1:
+            return self.intermediate
+        return self.intermediate * max(1, self.active_experts) + self.shared_intermediate
 
     @property
     def embedding_params(self) -> int:
@@ -123,6 +138,9 @@ def shape_from_config(
         tied = read["tied"]
     elif stated is None:
         assumptions.append("tie_word_embeddings not stated: the LM head is assumed to share the embeddings")
+    experts, active, shared = _experts(cfg, values, read, assumptions)
+    if experts > 1:
+        intermediate = read.get("expert_intermediate") or values["expert_intermediate"] or intermediate
     if total_params is None:
         if model_type not in COUNTED_FROM_CONFIG:
             raise UserError(
@@ -130,15 +148,38 @@ def shape_from_config(
                 "from config.json alone; pass a local folder with its .safetensors files (their headers give "
                 "the exact shapes), or go online so the Hub's safetensors metadata can be read"
             )
-        total_params = estimate_params(hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied)
+        total_params = estimate_params(
+            hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied, experts=experts, shared=shared
+        )
         params_source = "estimated from config.json"
         assumptions.append(f"parameters estimated from config.json ({model_type} layout); no safetensors headers read")
     architecture = (config.get("architectures") or [None])[0]
     dtype = cfg.get("torch_dtype") or cfg.get("dtype") or config.get("torch_dtype")
     return ModelShape(
         name, architecture, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied,
-        total_params, params_source, dtype, tuple(assumptions),
+        total_params, params_source, dtype, tuple(assumptions), experts, active, shared,
     )  # fmt: skip
+
+
+def _experts(
+    cfg: dict[str, Any], values: dict[str, int | None], read: dict[str, Any], assumptions: list[str]
+) -> tuple[int, int, int]:
+    """A mixture of experts' (experts, experts per token, shared-expert MLP width); (0, 0, 0) for a dense MLP.
+
+    Every expert's weights are held, but a token's activations span only the experts it is routed to.
+    """
+    experts = read.get("experts") or values["experts"] or 0
+    if experts <= 1:
+        return 0, 0, 0
+    active = values["active_experts"]
+    if not active:
+        active = 2
+        assumptions.append(f"{experts} experts, experts per token not stated: assumed top-2 routing")
+    shared = read.get("shared_intermediate") or values["shared_intermediate"] or 0
+    n_shared = cfg.get("n_shared_experts")
+    if not shared and isinstance(n_shared, int) and n_shared > 0 and values["expert_intermediate"]:
+        shared = n_shared * values["expert_intermediate"]  # DeepSeek: shared experts of the routed width
+    return experts, active, shared
 
 
 def _type_from_architecture(config: dict[str, Any]) -> str:
@@ -152,7 +193,8 @@ _BLOCK = re.compile(r"^(.*?)\.(\d+)\.(.+)$")
 _EMBEDDING = re.compile(r"(embed_tokens|wte|word_embeddings|tok_embeddings|embedding\.word|embeddings?)\.weight$")
 _HEAD = re.compile(r"(^|\.)(lm_head|output_layer|embed_out|output)\.weight$")
 _DOWN = re.compile(r"(down_proj|dense_4h_to_h|c_proj|w2|fc2|fc_out|wo|out_proj)\.weight$")
-_MLP = re.compile(r"(mlp|ffn|feed_forward|feedforward)")
+_MLP = re.compile(r"(mlp|ffn|feed_forward|feedforward|moe)")
+_EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 
 def _stacks(tensors: dict[str, tuple[int, ...]]) -> dict[str, dict[int, int]]:
@@ -195,20 +237,44 @@ def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
         found["tied"] = not any(_HEAD.search(n) and s == (vocab, hidden) for n, s in outside.items())
     first = f"{prefix}.{min(stacks[prefix])}."
     hidden = found.get("hidden")
-    for name, shape in tensors.items():
-        in_mlp = name.startswith(first) and len(shape) == 2 and _DOWN.search(name) and _MLP.search(name)
-        if in_mlp and (hidden is None or (shape[0] == hidden and shape[1] != hidden)):
-            found["intermediate"] = shape[1]
-            break
+    expert_ids = {int(m.group(1)) for n in tensors if n.startswith(prefix + ".") for m in [_EXPERT.search(n)] if m}
+    if len(expert_ids) > 1:
+        found["experts"] = max(expert_ids) + 1
+    for name in sorted(tensors):
+        shape = tensors[name]
+        is_down = name.startswith(prefix + ".") and len(shape) == 2 and _DOWN.search(name) and _MLP.search(name)
+        if not is_down or (hidden is not None and not (shape[0] == hidden and shape[1] != hidden)):
+            continue
+        if "shared_expert" in name:
+            found.setdefault("shared_intermediate", shape[1])
+        elif _EXPERT.search(name):
+            found.setdefault("expert_intermediate", shape[1])
+        elif name.startswith(first):
+            found.setdefault("intermediate", shape[1])
+    if "expert_intermediate" in found and "intermediate" not in found:
+        found["intermediate"] = found["expert_intermediate"]
     return found
 
 
 def estimate_params(
-    hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, head_dim: int, vocab: int, tied: bool
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    vocab: int,
+    tied: bool,
+    *,
+    experts: int = 0,
+    shared: int = 0,
 ) -> int:
-    """Llama-style count: attention q/k/v/o, a gated MLP, two norms per layer, embeddings (+ untied head)."""
+    """Llama-style count: attention q/k/v/o, a gated MLP (every expert's, plus the router and shared experts
+    for a mixture of experts), two norms per layer, embeddings (+ untied head)."""
     attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
     mlp = 3 * hidden * intermediate
+    if experts > 1:
+        mlp = experts * mlp + hidden * experts + 3 * hidden * shared
     per_layer = attention + mlp + 2 * hidden
     return layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
 

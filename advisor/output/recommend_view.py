@@ -245,10 +245,24 @@ def nothing_fits_lines(rec: Recommendation) -> list[str]:
             "checkpointing or a quantised base need less memory than shown; predict yours with --model, "
             "--batch-size, --seq-len, --grad-checkpointing, --quant."
             if rec.memory is None
-            else "These are predictions for your setup: --grad-checkpointing, a smaller --batch-size or --seq-len, "
-            "or --quant 4bit lower them; --explain shows where the memory goes."
+            else f"These are predictions for your setup: {', '.join(_memory_levers(rec.memory.setup))} lower them; "
+            "--explain shows where the memory goes."
         ),
     ]
+
+
+def _memory_levers(setup: Any) -> list[str]:
+    """What the user has not used yet that lowers the prediction, most effective first."""
+    levers = []
+    if setup.attention == "eager":
+        levers.append("--attention sdpa")
+    if not setup.grad_checkpointing:
+        levers.append("--grad-checkpointing")
+    if setup.quant == "none":
+        levers.append("--quant 4bit")
+    if setup.gpus > 1 and not setup.shards_params:
+        levers.append("--sharding fsdp")
+    return [*levers, "a smaller --batch-size or --seq-len"]
 
 
 def _row_json(row: Row) -> dict[str, Any]:
@@ -302,12 +316,11 @@ def _mark_json(mark: LoraMark | None) -> dict[str, Any] | None:
     }
 
 
-MEMORY_TERMS = ("base weights", "trainable + grads + optimizer", "activations", "logits", "quantised-layer inputs")
-
-
 def explain_table(rec: Recommendation) -> TableSpec:
     """--explain: each shown row's predicted memory, term by term (GiB)."""
-    present = [t for t in MEMORY_TERMS if any(t in b.terms for b in rec.breakdowns.values())]
+    from advisor.memory.model import TERMS
+
+    present = [t for t in TERMS if any(t in b.terms for b in rec.breakdowns.values())]
     columns = (
         Column("#", "right"),
         Column("method"),
@@ -339,11 +352,25 @@ def explain_table(rec: Recommendation) -> TableSpec:
     return TableSpec(columns, tuple(rows), title=title)
 
 
+def explain_lines(rec: Recommendation) -> list[str]:
+    """--explain, below the table: what each shown term counts, then every assumption of the prediction."""
+    if rec.memory is None:
+        return []
+    from advisor.memory.explain import setup_assumptions
+    from advisor.memory.model import TERMS
+
+    present = [t for t in TERMS if any(t in b.terms for b in rec.breakdowns.values())]
+    return [f"Term {term}: {TERMS[term]}" for term in present] + [
+        f"Assumed: {text}" for text in setup_assumptions(rec.memory)
+    ]
+
+
 def memory_json(rec: Recommendation) -> dict[str, Any] | None:
     if rec.memory is None:
         return None
     request = rec.memory
-    from advisor.memory.model import PREDICTED_FIELDS
+    from advisor.memory.explain import setup_assumptions
+    from advisor.memory.model import PREDICTED_FIELDS, TERMS
 
     predicted = PREDICTED_FIELDS if request.model_given else PREDICTED_FIELDS[:1]
     return {
@@ -360,7 +387,15 @@ def memory_json(rec: Recommendation) -> dict[str, Any] | None:
             "gradient_checkpointing": request.setup.grad_checkpointing,
             "optimizer": request.setup.optimizer,
             "memory": request.setup.mode,
+            "attention": request.setup.attention,
+            "amp": request.setup.amp,
+            "gpus": request.setup.gpus,
+            "sharding": request.setup.sharding,
+            "offload": request.setup.offload,
+            "per_gpu": True,
         },
+        "terms": dict(TERMS),
+        "assumptions": setup_assumptions(request),
         "breakdown_gib": {
             row.run.id: {
                 **{k: round(v / GIB, 3) for k, v in rec.breakdowns[row.run.id].terms.items()},

@@ -1,0 +1,88 @@
+"""What a memory prediction assumed, in words: printed by ``--explain`` and listed in ``--json``.
+
+A prediction is only as good as its assumptions, and the ones that matter differ by setup (a 4-bit base,
+eager attention, several GPUs), so they are derived from the request rather than written once in the docs.
+"""
+
+from __future__ import annotations
+
+from advisor.benchmarks.records import GIB
+from advisor.memory.model import MemoryRequest, unsharded_weight_bytes
+from advisor.memory.setup import MemorySetup
+from advisor.vocabulary import OPTIMIZERS, QUANTIZATION
+
+
+def setup_assumptions(request: MemoryRequest) -> list[str]:
+    """Every assumption behind the prediction for this model and setup, the model's own first."""
+    shape, setup = request.shape, request.setup
+    lines = list(shape.assumptions)
+    lines.append(
+        "every sequence is --seq-len tokens long (the worst step)"
+        if setup.mode == "peak"
+        else "a 99th-percentile step (calibrated on the stored p99 figures)"
+    )
+    lines.append(
+        "the loss holds the whole batch × seq × vocabulary logits (frameworks that chunk the loss, such as Liger "
+        "kernels or Unsloth, need less: not modelled)"
+    )
+    lines += _quantisation(request)
+    lines.append(_attention(setup))
+    if setup.amp:
+        lines.append(
+            f"--amp {setup.amp}: fp32 weights; autocast computes in {setup.amp} and keeps the half copy of each "
+            "weight a matmul used until backward"
+        )
+    lines.append(f"optimizer: {OPTIMIZERS[setup.optimizer][1]}")
+    if shape.experts > 1:
+        lines.append(
+            f"mixture of experts: all {shape.experts} experts per layer are held; each token's activations span "
+            f"its top-{shape.active_experts} experts (MLP width {shape.active_mlp} per token)"
+        )
+    lines += _parallel(setup)
+    if request.adapter is not None:
+        lines.append(f"your adapter: {request.adapter.description} ({request.adapter.counted_by})")
+    return lines
+
+
+def _quantisation(request: MemoryRequest) -> list[str]:
+    setup = request.setup
+    quant = QUANTIZATION[setup.quant]
+    if quant.bits is None:
+        return []
+    lines = [f"{quant.label.format(dtype=setup.compute_dtype)}: {quant.bits:g} bits per linear weight"]
+    if quant.upcasts_rest:
+        rest = request.shape.embedding_params
+        lines.append(
+            "PEFT's prepare_model_for_kbit_training casts the unquantised parameters (embeddings, head, norms) "
+            f"to fp32 ({rest * 4 / GIB:.2f} GiB for {rest:,} embedding/head parameters), so the head's logits and "
+            "the checkpointed residual stream are fp32 too"
+        )
+    else:
+        lines.append("GPTQ: prepare_model_for_kbit_training leaves the unquantised parameters at their dtype")
+    whole = unsharded_weight_bytes(request.shape, setup)
+    lines.append(f"quantised base: {whole / GIB:.2f} GiB in all on one device")
+    return lines
+
+
+def _attention(setup: MemorySetup) -> str:
+    if setup.attention == "eager":
+        scope = "one recomputed layer's (gradient checkpointing)" if setup.grad_checkpointing else "every layer's"
+        return f"eager attention: {scope} batch × heads × seq² scores are kept (fp32 softmax output and its cast)"
+    return f"{setup.attention} attention: fused kernels, no seq² scores kept"
+
+
+def _parallel(setup: MemorySetup) -> list[str]:
+    if setup.gpus == 1:
+        return ["one GPU"]
+    what = {
+        "ddp": "every GPU holds the whole model and a second copy of the gradients (DDP's all-reduce buckets)",
+        "zero2": "ZeRO-2: gradients and optimizer states split across the GPUs, weights whole on each",
+        "zero3": "ZeRO-3: weights, gradients and optimizer states split; two layers gathered in full at a time",
+        "fsdp": "FSDP full sharding: weights, gradients and optimizer states split; two layers gathered at a time",
+    }[setup.sharding]
+    lines = [f"{setup.gpus} GPUs, figures per GPU, --batch-size per GPU; {what}"]
+    if setup.offload == "cpu":
+        moved = "weights, gradients and optimizer states" if setup.shards_params else "optimizer states"
+        lines.append(f"--offload cpu: {moved} live in CPU memory")
+    lines.append("communication buckets and NCCL buffers are not counted (a few hundred MiB per GPU)")
+    return lines

@@ -1,0 +1,219 @@
+"""The setup knobs of the memory model: attention, GPTQ/AWQ, autocast, optimizers, several GPUs, experts.
+
+Each term is checked against the arithmetic of what the code it models keeps in memory, on the benchmark's
+own Llama-3.2-3B shape, so a changed constant or a term applied to the wrong setup fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from test_memory_model import run
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.errors import UserError
+from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, logit_bytes, predict
+from advisor.memory.request import memory_request
+from advisor.memory.shapes import estimate_params, read_shape
+
+runner = CliRunner()
+SHAPE = BENCHMARK_SHAPE
+LINEAR = SHAPE.total_params - SHAPE.embedding_params
+LORA = ("lora", "rank32")
+
+
+def terms(setup, method=LORA) -> dict[str, float]:
+    return predict(run(*method), SHAPE, setup).terms
+
+
+def test_eager_attention_keeps_every_layers_scores_without_checkpointing() -> None:
+    setup = replace(BENCHMARK_SETUP, batch_size=1, seq_len=2048)
+    assert "attention scores" not in terms(setup)  # SDPA: fused, nothing seq²
+    assert "attention scores" not in terms(replace(setup, attention="flash"))
+    eager = terms(replace(setup, attention="eager"))
+    assert eager["attention scores"] == 28 * 1 * 24 * 2048**2 * 6  # layers × batch × heads × seq² × (fp32 + bf16)
+    # Checkpointed: one recomputed layer's scores (and their gradient), after the logits are freed
+    checkpointed = replace(setup, attention="eager", grad_checkpointing=True, seq_len=8192)
+    one_layer = 24 * 8192**2 * 10
+    assert terms(checkpointed)["attention scores"] == one_layer - logit_bytes(SHAPE, checkpointed)
+    short = replace(checkpointed, seq_len=512)  # a small layer's scores fit in the freed logits
+    assert "attention scores" not in terms(short)
+
+
+def test_gptq_and_awq_bases() -> None:
+    setup = replace(BENCHMARK_SETUP, grad_checkpointing=True)
+    gptq, awq, nf4 = (terms(replace(setup, quant=q)) for q in ("gptq-4bit", "awq-4bit", "4bit"))
+    embed = SHAPE.embedding_params
+    assert gptq["base weights"] == pytest.approx(LINEAR * 4.156 / 8 + embed * 2)  # peft skips GPTQ's upcast
+    assert awq["base weights"] == pytest.approx(LINEAR * 4.156 / 8 + embed * 4)  # ... but not AWQ's
+    assert nf4["base weights"] == pytest.approx(LINEAR * 4.127 / 8 + embed * 4)
+    # the upcast embeddings make the residual stream fp32: every layer's checkpoint doubles
+    checkpoints = setup.tokens * SHAPE.layers * SHAPE.hidden
+    assert nf4["activations"] - gptq["activations"] == pytest.approx(checkpoints * 2)
+    assert nf4["logits"] - gptq["logits"] == setup.tokens * SHAPE.vocab * 2  # an fp32 head
+    plain = replace(setup, grad_checkpointing=False)
+    assert terms(replace(plain, quant="gptq-4bit"))["quantised-layer inputs"] > 0  # kernels keep their input
+
+
+def test_amp_over_fp32_weights() -> None:
+    setup = replace(BENCHMARK_SETUP, dtype="fp32", amp="bf16")
+    lora = terms(setup)
+    assert lora["base weights"] == SHAPE.total_params * 4
+    assert lora["autocast weight copies"] == LINEAR * 2  # every linear's bf16 copy, saved for backward
+    assert terms(replace(setup, grad_checkpointing=True))["autocast weight copies"] == LINEAR * 2 / SHAPE.layers
+    fp32 = terms(replace(BENCHMARK_SETUP, dtype="fp32"))
+    assert lora["activations"] == pytest.approx(fp32["activations"] / 2)  # activations at the autocast dtype
+    full = predict(run("full", "lr_0.00001"), SHAPE, setup).terms
+    # full fine-tuning: fp32 gradient, two fp32 moments, and autocast's cached bf16 copy of each weight
+    assert full["trainable + grads + optimizer"] == SHAPE.total_params * (4 + 8 + 2)
+    assert "autocast weight copies" not in full  # counted once, with the trainable state
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "per_param"), [("adamw", 16), ("adamw-8bit", 10), ("paged-adamw-8bit", 10), ("sgd", 8)]
+)
+def test_optimizer_states(optimizer: str, per_param: int) -> None:
+    trainable = run(*LORA).trainable_params
+    assert terms(replace(BENCHMARK_SETUP, optimizer=optimizer))["trainable + grads + optimizer"] == pytest.approx(
+        trainable * per_param
+    )
+
+
+def test_several_gpus_per_gpu_figures() -> None:
+    one = terms(BENCHMARK_SETUP)
+    trainable = run(*LORA).trainable_params
+    ddp = terms(replace(BENCHMARK_SETUP, gpus=2, sharding="ddp"))
+    assert ddp["base weights"] == one["base weights"]
+    assert ddp["trainable + grads + optimizer"] == pytest.approx(trainable * (4 + 4 * 2 + 8))  # bucket copy
+    zero2 = terms(replace(BENCHMARK_SETUP, gpus=4, sharding="zero2"))
+    assert zero2["base weights"] == one["base weights"]
+    assert zero2["trainable + grads + optimizer"] == pytest.approx(trainable * (4 + 4 / 4 + 8 / 4))
+    zero3 = terms(replace(BENCHMARK_SETUP, gpus=4, sharding="zero3"))
+    assert zero3["base weights"] == pytest.approx(one["base weights"] / 4)
+    assert zero3["gathered layers"] == pytest.approx(2 * LINEAR * 2 / SHAPE.layers)
+    assert zero3["activations"] == one["activations"]  # batch is per GPU
+    offloaded = terms(replace(BENCHMARK_SETUP, gpus=4, sharding="fsdp", offload="cpu"))
+    assert offloaded["base weights"] == 0 and offloaded["trainable + grads + optimizer"] == 0
+    assert offloaded["gathered layers"] == zero3["gathered layers"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--gpus", "0"], "--gpus must be at least 1"),
+        (["--sharding", "fsdp"], "--sharding fsdp splits work across several GPUs; pass --gpus 2 or more"),
+        (["--gpus", "1", "--sharding", "zero3"], "pass --gpus 2 or more"),
+        (["--offload", "cpu"], "--offload cpu needs a sharded optimizer"),
+        (["--gpus", "2", "--offload", "cpu"], "--offload cpu needs a sharded optimizer"),
+        (["--amp", "fp16", "--dtype", "bf16"], "--amp fp16 trains fp32 weights under autocast"),
+        (["--attention", "xformers"], "--attention must be one of sdpa, flash, eager"),
+        (["--optimizer", "lion"], "--optimizer must be one of"),
+        (["--quant", "gptq-3bit"], "--quant must be one of"),
+    ],
+)
+def test_bad_setup_flags_are_one_line_exit_2(flags: list[str], message: str) -> None:
+    result = runner.invoke(app, ["--vram", "24", "--task", "math", *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_gpus_without_a_sharding_is_ddp_and_said_so() -> None:
+    request = memory_request(gpus=2)
+    assert request is not None and request.setup.sharding == "ddp"
+    with pytest.raises(UserError, match="--gpus must be at least 1"):
+        memory_request(gpus=0)
+
+
+def test_gptq_base_keeps_methods_with_peft_gptq_layers_only() -> None:
+    args = ["--vram", "80", "--task", "math", "--json", "--all-variants"]
+    gptq = json.loads(runner.invoke(app, [*args, "--quant", "gptq-4bit", "--grad-checkpointing"]).output)
+    methods = {row["method"] for row in gptq["rows"]}
+    assert "lora" in methods and "oft" not in methods and "full" not in methods  # PEFT has no GPTQ OFT layer
+    bnb = json.loads(runner.invoke(app, [*args, "--quant", "4bit", "--grad-checkpointing"]).output)
+    assert "oft" in {row["method"] for row in bnb["rows"]}
+
+
+def test_explain_and_json_list_every_term_and_assumption() -> None:
+    args = ["--vram", "80", "--task", "math", "--attention", "eager", "--gpus", "4", "--sharding", "zero3"]
+    result = runner.invoke(app, [*args, "--explain", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Term attention scores:" in text and "Term gathered layers:" in text
+    assert "Assumed: 4 GPUs, figures per GPU, --batch-size per GPU; ZeRO-3" in text
+    assert "Assumed: the loss holds the whole batch × seq × vocabulary logits" in text  # chunking: out of scope
+    data = json.loads(runner.invoke(app, [*args, "--json"]).output)["memory_model"]
+    assert data["setup"]["sharding"] == "zero3" and data["setup"]["gpus"] == 4 and data["setup"]["per_gpu"]
+    assert "attention scores" in data["terms"] and any("eager attention" in a for a in data["assumptions"])
+    assert all("gathered layers" in row for row in data["breakdown_gib"].values())
+
+
+def _header_only(path: Path, shapes: dict[str, list[int]]) -> None:
+    """A safetensors file whose header is real and whose data is a hole (sparse): shapes without weights."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 2
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header).encode()
+    with path.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(blob)) + blob)
+        handle.truncate(8 + len(blob) + offset)
+
+
+MIXTRAL_SMALL = {
+    "architectures": ["MixtralForCausalLM"],
+    "model_type": "mixtral",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "vocab_size": 1000,
+    "tie_word_embeddings": False,
+}
+
+
+def test_mixture_of_experts_holds_every_expert_and_activates_top_k(tmp_path: Path) -> None:
+    cfg = MIXTRAL_SMALL
+    hidden, inter, kv = cfg["hidden_size"], cfg["intermediate_size"], 2 * 32
+    tensors: dict[str, list[int]] = {"model.embed_tokens.weight": [1000, hidden], "lm_head.weight": [1000, hidden]}
+    tensors["model.norm.weight"] = [hidden]
+    for layer in range(2):
+        p = f"model.layers.{layer}."
+        tensors |= {
+            p + "self_attn.q_proj.weight": [hidden, hidden],
+            p + "self_attn.k_proj.weight": [kv, hidden],
+            p + "self_attn.v_proj.weight": [kv, hidden],
+            p + "self_attn.o_proj.weight": [hidden, hidden],
+            p + "block_sparse_moe.gate.weight": [8, hidden],
+            p + "input_layernorm.weight": [hidden],
+            p + "post_attention_layernorm.weight": [hidden],
+        }
+        for e in range(8):
+            q = f"{p}block_sparse_moe.experts.{e}."
+            tensors |= {q + "w1.weight": [inter, hidden], q + "w3.weight": [inter, hidden]}
+            tensors[q + "w2.weight"] = [hidden, inter]
+    folder = tmp_path / "moe"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _header_only(folder / "model.safetensors", tensors)
+    shape = read_shape(str(folder))
+    counted = sum(math.prod(s) for s in tensors.values())
+    assert shape.total_params == counted and (shape.experts, shape.active_experts) == (8, 2)
+    assert shape.intermediate == inter and shape.active_mlp == 2 * inter  # two experts' activations per token
+    # config only: every expert and the router counted, the same total
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    (config_only / "config.json").write_text(json.dumps(cfg))
+    estimated = read_shape(str(config_only))
+    assert estimated.total_params == counted == estimate_params(hidden, inter, 2, 8, 2, 32, 1000, False, experts=8)
