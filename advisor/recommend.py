@@ -342,8 +342,15 @@ def _candidates(
     methods = {r.id: registry.resolve(r.method) for r in runs}
     breakdowns: dict[str, Breakdown] = {}
     if query.memory is not None:
-        if bench.domain != "llm":
-            raise UserError("the memory model covers language models (MetaMathQA); drop --model and the setup flags")
+        image_model = query.memory.shape.kind == "dit"
+        if image_model != (bench.domain == "image"):
+            model = query.memory.shape.name
+            raise UserError(
+                f"{model} is an image model; pass --task image"
+                if image_model
+                else f"--task {query.task} ranks {bench.domain} runs, which the memory model predicts for "
+                f"{'diffusion transformers' if bench.domain == 'image' else 'language models'}; {model} is not one"
+            )
         runs, breakdowns = project(runs, query.memory)
     caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}
     excluded = {"requirements": 0, "no_metric": 0, "over_budget": 0, "quantization": 0}
@@ -436,7 +443,7 @@ def _notes(
         if request.model_given:
             notes.append(
                 f"trainable parameters and checkpoint size are scaled to {request.shape.name} (layers × widths); "
-                "train minutes stay the benchmark's own (Llama-3.2-3B on its GPU), for comparing methods only"
+                "train minutes stay the benchmark's own (its model on its GPU), for comparing methods only"
             )
         if excluded["quantization"]:
             notes.append(

@@ -20,10 +20,13 @@ from advisor import vocabulary
 from space import callbacks
 
 
-def _recommend(vram: float | None, task: str, model: str, quant: str, objective: str, require: list[str]) -> tuple:
+def _recommend(
+    vram: float | None, task: str, model: str, quant: str, objective: str, require: list[str], *setup: Any
+) -> tuple:
     import gradio as gr
 
-    result = callbacks.recommend(vram, task, model, quant, objective, require)
+    names = ("batch_size", "seq_len", "resolution", "checkpointing", "attention", "gpus", "sharding")
+    result = callbacks.recommend(vram, task, model, quant, objective, require, **dict(zip(names, setup, strict=False)))
     if result.message:
         return (
             gr.update(value=None, visible=False),  # no empty grid with placeholder headers
@@ -143,6 +146,16 @@ def _recommend_tab() -> None:
         model = gr.Textbox(label="Your model (Hub id or folder, optional)", placeholder="meta-llama/Llama-3.1-8B")
         quant = gr.Radio(list(vocabulary.QUANT_CHOICES), value="none", label="Base precision")
         require = gr.CheckboxGroup(list(vocabulary.REQUIREMENTS), label="Required capabilities")
+    with gr.Accordion("Your training setup (predicts memory; empty = the benchmark's)", open=False):
+        with gr.Row():
+            batch = gr.Number(label="Batch size per GPU", value=None, minimum=1, precision=0)
+            seq = gr.Number(label="Sequence length (image: prompt tokens)", value=None, minimum=1, precision=0)
+            resolution = gr.Number(label="Image resolution (px, image task)", value=None, minimum=16, precision=0)
+        with gr.Row():
+            checkpointing = gr.Radio(["benchmark", "on", "off"], value="benchmark", label="Gradient checkpointing")
+            attention = gr.Radio(list(vocabulary.ATTENTION_CHOICES), value="sdpa", label="Attention")
+            gpus = gr.Number(label="GPUs", value=None, minimum=1, precision=0)
+            sharding = gr.Dropdown(["", *vocabulary.SHARDING_CHOICES], value="", label="Sharding (several GPUs)")
     submit = gr.Button("Rank methods", variant="primary", elem_id="rank")
     callout = gr.Markdown(visible=False, elem_id="nothing-fits", elem_classes=["callout"])
     table = gr.Dataframe(label="Ranking", interactive=False, wrap=True, visible=False, elem_id="ranking")
@@ -151,7 +164,10 @@ def _recommend_tab() -> None:
     with gr.Row():
         method = gr.Dropdown([], label="Config snippet of", elem_id="snippet-method")
     snippet = gr.Code(language="python", label="PEFT config (copy and run)")
-    submit.click(_recommend, [vram, task, model, quant, objective, require], [table, plot, method, notes, callout])
+    setup = [batch, seq, resolution, checkpointing, attention, gpus, sharding]
+    submit.click(
+        _recommend, [vram, task, model, quant, objective, require, *setup], [table, plot, method, notes, callout]
+    )
     method.change(callbacks.config_snippet, [vram, task, method], [snippet])
 
 

@@ -35,8 +35,18 @@ def recommend(
     objective: str = "score",
     require: list[str] | None = None,
     top: int | None = None,
+    *,
+    batch_size: float | None = None,
+    seq_len: float | None = None,
+    resolution: float | None = None,
+    checkpointing: str = "benchmark",
+    attention: str = "sdpa",
+    gpus: float | None = None,
+    sharding: str = "",
 ) -> RecommendResult:
-    """The Recommend tab: ``peft-advise --vram V --task T [--model M --quant Q] --objective O --require R``."""
+    """The Recommend tab: ``peft-advise --vram V --task T [--model M --quant Q] --objective O --require R``,
+    with the setup widgets as ``--batch-size --seq-len --resolution --grad-checkpointing --attention --gpus
+    --sharding`` (empty: the benchmark's own value, as an unset flag)."""
     from advisor.benchmarks.store import load_snapshot
     from advisor.memory.request import memory_request
     from advisor.methods.registry import load_registry
@@ -48,7 +58,20 @@ def recommend(
     try:
         if vram is None:
             raise UserError("enter your GPU memory budget in GiB (a '24 GB' card: 24)")
-        memory = memory_request(model, quant=None if (quant or "none") == "none" else quant)
+        from advisor.memory.request import task_domain
+
+        memory = memory_request(
+            model,
+            quant=None if (quant or "none") == "none" else quant,
+            batch_size=_whole(batch_size, "batch size"),
+            seq_len=_whole(seq_len, "sequence length"),
+            resolution=_whole(resolution, "resolution"),
+            grad_checkpointing={"on": True, "off": False}.get(checkpointing or "benchmark"),
+            attention=None if (attention or "sdpa") == "sdpa" else attention,
+            gpus=_whole(gpus, "GPUs"),
+            sharding=sharding or None,
+            domain=task_domain(task),
+        )
         query = Query(
             vram_gib=float(vram),
             task=task,
@@ -73,6 +96,15 @@ def recommend(
         lines=lines + view.footer_lines(rec),
         data=view.recommendation_json(rec),
     )
+
+
+def _whole(value: float | None, what: str) -> int | None:
+    """A number widget's value as the whole number a flag takes; empty is unset."""
+    if value is None or value == "":
+        return None
+    if float(value) != int(float(value)):
+        raise UserError(f"{what} must be a whole number (got {value})")
+    return int(float(value))
 
 
 def nothing_fits_callout(rec: Any, *, model_given: bool, quant: str) -> str:

@@ -28,6 +28,12 @@ FIELD_NAMES: dict[str, str] = {
     "--require": "Required capabilities",
     "--objective": "Objective",
     "--quant": "Base precision",
+    "--batch-size": "Batch size per GPU",
+    "--seq-len": "Sequence length",
+    "--resolution": "Image resolution",
+    "--attention": "Attention",
+    "--gpus": "GPUs",
+    "--sharding": "Sharding",
 }
 
 # Sentences (or their tails) that only make sense at a terminal, and what the page says instead.

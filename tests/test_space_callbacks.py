@@ -39,6 +39,21 @@ def test_recommend_tab_predicts_for_a_model(tmp_path: Path) -> None:
     assert any("PREDICTIONS" in line for line in result.lines)
 
 
+def test_recommend_tab_setup_widgets_are_the_cli_flags() -> None:
+    page = callbacks.recommend(
+        24, "math", batch_size=1, seq_len=2048, checkpointing="on", attention="eager", gpus=2, sharding="zero2"
+    )
+    flags = ["--batch-size", "1", "--seq-len", "2048", "--grad-checkpointing", "--attention", "eager", "--gpus", "2"]
+    cli = CliRunner().invoke(app, ["--vram", "24", "--task", "math", *flags, "--sharding", "zero2", "--json"])
+    assert not page.message and page.data["rows"] == json.loads(cli.output)["rows"]
+    assert page.data["memory_model"]["setup"]["sharding"] == "zero2"
+    image = callbacks.recommend(24, "image", resolution=1024)
+    assert not image.message and image.data["memory_model"]["setup"]["sequence_length"] == 64 * 64 + 512
+    # a mistake names the field on the page, not the flag
+    assert '"Sharding" fsdp splits work across several GPUs' in callbacks.recommend(24, "math", sharding="fsdp").message
+    assert "batch size must be a whole number" in callbacks.recommend(24, "math", batch_size=1.5).message
+
+
 def test_config_snippet_is_runnable_python() -> None:
     code = callbacks.config_snippet(24, "math", "oft")
     compile(code, "<snippet>", "exec")

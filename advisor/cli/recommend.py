@@ -40,7 +40,12 @@ def recommend_command(
         Path | None, typer.Option(help="Also write a score-vs-memory plot (.png/.svg/.pdf, or .html: interactive).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Predict memory for this model (Hub id or folder; config only).")
+        str | None,
+        typer.Option(
+            "--model",
+            help="Predict memory for this model: Hub id or folder (shapes from safetensors headers, no weights); "
+            "--task image: a diffusers pipeline with a FLUX/SD3 transformer.",
+        ),
     ] = None,
     quant: Annotated[
         str | None,
@@ -55,7 +60,11 @@ def recommend_command(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Sequences per step on each GPU (benchmark: 4).")] = None,
     seq_len: Annotated[
-        int | None, typer.Option(help="Tokens per sequence, the longest you train on (benchmark: 768).")
+        int | None,
+        typer.Option(help="Tokens per sequence, the longest you train on (benchmark: 768); image: prompt tokens."),
+    ] = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="Image models: training resolution in pixels a side (benchmark: 512).")
     ] = None,
     grad_checkpointing: Annotated[
         bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing", help="Benchmark: off.")
@@ -96,7 +105,7 @@ def recommend_command(
         raise UserError(f"{missing} missing; e.g. `peft-advise --vram 24 --task math` (see --help)")
 
     from advisor.benchmarks.store import load_snapshot
-    from advisor.memory.request import memory_request
+    from advisor.memory.request import memory_request, task_domain
     from advisor.methods.registry import load_registry
     from advisor.recommend import Query, recommend
 
@@ -132,6 +141,8 @@ def recommend_command(
             gpus=gpus,
             sharding=sharding,
             offload=offload,
+            domain=task_domain(task),
+            resolution=resolution,
         ),
     )
     registry = load_registry()

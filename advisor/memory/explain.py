@@ -21,10 +21,23 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
         if setup.mode == "peak"
         else "a 99th-percentile step (calibrated on the stored p99 figures)"
     )
-    lines.append(
-        "the loss holds the whole batch × seq × vocabulary logits (frameworks that chunk the loss, such as Liger "
-        "kernels or Unsloth, need less: not modelled)"
-    )
+    if shape.kind == "dit":
+        from advisor.memory.denoiser import image_tokens
+
+        image = image_tokens(shape, setup.resolution or 512)
+        lines.append(
+            f"a step's tokens per image: {image} latent patches ({setup.resolution} px / {shape.pixels_per_token} px "
+            f"per token, squared) + the prompt's tokens, {setup.seq_len} in all"
+        )
+        lines.append(
+            "only the denoiser is resident: prompts are encoded beforehand and the text encoder is off the GPU, as "
+            "in PEFT's image benchmark; the VAE (a few hundred MiB) is not counted"
+        )
+    else:
+        lines.append(
+            "the loss holds the whole batch × seq × vocabulary logits (frameworks that chunk the loss, such as "
+            "Liger kernels or Unsloth, need less: not modelled)"
+        )
     lines += _quantisation(request)
     lines.append(_attention(setup))
     if setup.amp:
@@ -50,14 +63,14 @@ def _quantisation(request: MemoryRequest) -> list[str]:
     if quant.bits is None:
         return []
     lines = [f"{quant.label.format(dtype=setup.compute_dtype)}: {quant.bits:g} bits per linear weight"]
-    if quant.upcasts_rest:
+    if quant.upcasts_rest and request.shape.kind == "lm":
         rest = request.shape.embedding_params
         lines.append(
             "PEFT's prepare_model_for_kbit_training casts the unquantised parameters (embeddings, head, norms) "
             f"to fp32 ({rest * 4 / GIB:.2f} GiB for {rest:,} embedding/head parameters), so the head's logits and "
             "the checkpointed residual stream are fp32 too"
         )
-    else:
+    elif not quant.upcasts_rest:
         lines.append("GPTQ: prepare_model_for_kbit_training leaves the unquantised parameters at their dtype")
     whole = unsharded_weight_bytes(request.shape, setup)
     lines.append(f"quantised base: {whole / GIB:.2f} GiB in all on one device")

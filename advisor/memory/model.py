@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from advisor.benchmarks.definitions import BENCHMARKS
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
 from advisor.memory.setup import DTYPE_BYTES, MemorySetup
@@ -69,6 +70,25 @@ BENCHMARK_SHAPE = ModelShape(
     dtype="bfloat16",
 )
 BENCHMARK_SETUP = MemorySetup()
+
+
+def benchmark_of(run: BenchmarkRun) -> tuple[ModelShape, MemorySetup]:
+    """The shape and setup a stored run was measured on: Llama-3.2-3B for MetaMathQA, FLUX.2-klein's
+    transformer (checkpointed, image + prompt tokens) for the image benchmark."""
+    if BENCHMARKS[run.benchmark].domain == "image":
+        from advisor.memory.denoiser import IMAGE_BENCHMARK_SHAPE, image_tokens
+
+        shape, resolution = IMAGE_BENCHMARK_SHAPE, run.seq_len or 512
+        tokens = image_tokens(shape, resolution) + shape.text_tokens
+        setup = MemorySetup(
+            batch_size=run.batch_size or 2,
+            seq_len=tokens,
+            grad_checkpointing=bool(run.grad_checkpointing),
+            resolution=resolution,
+        )
+        return shape, setup
+    return BENCHMARK_SHAPE, replace(BENCHMARK_SETUP, batch_size=run.batch_size or 4, seq_len=run.seq_len or 768)
+
 
 # Every term, in the order tables show them, and what it counts (--explain; --json "terms").
 TERMS: dict[str, str] = {
@@ -150,7 +170,7 @@ def trainable_params(run: BenchmarkRun, shape: ModelShape, adapter: UserAdapter 
         return float(shape.total_params)
     if adapter is not None and run.peft_type == adapter.peft_type:
         return float(adapter.trainable)
-    bench = BENCHMARK_SHAPE
+    bench = benchmark_of(run)[0]
     scale = shape.layers * (shape.hidden + shape.intermediate) / (bench.layers * (bench.hidden + bench.intermediate))
     return float(run.trainable_params or 0) * scale
 
@@ -210,8 +230,8 @@ def quantised_input_bytes(shape: ModelShape, setup: MemorySetup) -> float:
 def checkpoint_bytes_per_token_layer(shape: ModelShape, setup: MemorySetup) -> float:
     """Gradient checkpointing keeps every layer's input: the residual stream, fp32 once kbit preparation
     upcast the embeddings (their fp32 output makes the whole residual stream fp32)."""
-    width = 4 if setup.quant != "none" and setup.upcasts_rest else setup.activation_bytes
-    return shape.hidden * width
+    upcast_stream = setup.quant != "none" and setup.upcasts_rest and shape.kind == "lm"  # a DiT embeds by a Linear
+    return shape.hidden * (4 if upcast_stream else setup.activation_bytes)
 
 
 def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> float:
@@ -265,9 +285,13 @@ def activation_factor(run: BenchmarkRun, mode: str) -> float | None:
     figure = measured(run, mode)
     if figure is None:
         return None
-    setup = replace(BENCHMARK_SETUP, mode=mode, batch_size=run.batch_size or 4, seq_len=run.seq_len or 768)
-    rest = sum(fixed_bytes(run, BENCHMARK_SHAPE, setup).values())
-    return (figure - rest) / activation_unit(BENCHMARK_SHAPE, setup)
+    shape, setup = benchmark_of(run)
+    setup = replace(setup, mode=mode)
+    rest = sum(fixed_bytes(run, shape, setup).values())
+    if setup.grad_checkpointing:  # solve activation_bytes(a) = figure - rest for a
+        checkpoints = setup.tokens * shape.layers * checkpoint_bytes_per_token_layer(shape, setup)
+        return (figure - rest - checkpoints) * shape.layers / activation_unit(shape, setup)
+    return (figure - rest) / activation_unit(shape, setup)
 
 
 def predict(
@@ -285,7 +309,7 @@ def predict(
         raise UserError(f"{run.id} has no {setup.mode} memory figure to calibrate on; use --memory peak")
     terms = fixed_bytes(run, shape, setup, adapter)
     terms["activations"] = activation_bytes(factor, shape, setup)
-    always = ("base weights", "trainable + grads + optimizer", "activations", "logits")
+    always = ("base weights", "trainable + grads + optimizer", "activations", "logits" if shape.vocab else "")
     ordered = {key: terms[key] for key in TERMS if terms[key] > 0 or key in always}
     return Breakdown(ordered, factor)
 

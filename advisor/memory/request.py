@@ -35,18 +35,26 @@ def memory_request(
     gpus: int | None = None,
     sharding: str | None = None,
     offload: str | None = None,
+    domain: str = "llm",
+    resolution: int | None = None,
 ) -> MemoryRequest | None:
     """None when nothing differs from the benchmark (unless ``force``); else the validated request.
 
     ``gpus`` above 1 without a ``sharding`` means plain data parallelism (ddp); ``amp`` holds the weights in
-    fp32 unless ``dtype`` says otherwise (which :func:`validate_setup` refuses).
+    fp32 unless ``dtype`` says otherwise (which :func:`validate_setup` refuses). ``domain`` is the task's:
+    for ``image`` the model is a diffusion transformer, ``resolution`` sets the image tokens and ``seq_len``
+    the prompt tokens, and unset flags keep the image benchmark's setup (batch 2, 512 px, checkpointing).
     """
     model = (model or "").strip() or None
     flags = (model, quant, dtype, batch_size, seq_len, grad_checkpointing, optimizer, mode, adapter_config, lora_r)
-    setup_flags = (attention, amp, gpus, sharding, offload)
+    setup_flags = (attention, amp, gpus, sharding, offload, resolution)
     if all(flag is None for flag in flags + setup_flags) and not force:
         return None
-    base = BENCHMARK_SETUP
+    if resolution is not None and domain != "image":
+        raise UserError("--resolution is for image models (--task image); a language model's length is --seq-len")
+    shape, tensors = _read_model(model, domain)
+    base = _benchmark_setup(shape, domain, resolution, seq_len)
+    seq_len = None if domain == "image" else seq_len
     gpus = base.gpus if gpus is None else gpus
     sharding = (sharding or "").strip().lower() or ("ddp" if gpus > 1 else "none")
     amp = (amp or "").strip().lower() or None
@@ -63,11 +71,44 @@ def memory_request(
         gpus=gpus,
         sharding=sharding,
         offload=(offload or base.offload).strip().lower(),
+        resolution=base.resolution,
     )
     validate_setup(setup)
-    shape, tensors = read_shape_and_tensors(model) if model else (BENCHMARK_SHAPE, None)
     adapter = user_adapter(model, shape, tensors, adapter_config, lora_r, target_modules, use_dora)
     return MemoryRequest(shape, setup, model_given=model is not None, adapter=adapter)
+
+
+def task_domain(task: str) -> str:
+    """ "llm" or "image": the domain of the benchmark that answers for ``task`` (what kind of model it trains)."""
+    from advisor.benchmarks.definitions import BENCHMARKS
+    from advisor.vocabulary import resolve_task
+
+    return BENCHMARKS[resolve_task(task).benchmark].domain
+
+
+def _read_model(model: str | None, domain: str) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
+    """The user's model for the task's domain; a language model for an image task (or back) is refused."""
+    if domain == "image":
+        from advisor.memory.denoiser import IMAGE_BENCHMARK_SHAPE, read_denoiser_shape
+
+        return read_denoiser_shape(model) if model else (IMAGE_BENCHMARK_SHAPE, None)
+    if model and (Path(model).expanduser() / "model_index.json").is_file():
+        raise UserError(f"--model {model} is a diffusers pipeline: pass --task image for an image model")
+    return read_shape_and_tensors(model) if model else (BENCHMARK_SHAPE, None)
+
+
+def _benchmark_setup(shape: ModelShape, domain: str, resolution: int | None, prompt_tokens: int | None) -> MemorySetup:
+    """The benchmark's own setup, which unset flags keep; for images, the tokens of the user's resolution."""
+    if domain != "image":
+        return BENCHMARK_SETUP
+    from advisor.memory.denoiser import image_tokens
+
+    resolution = 512 if resolution is None else resolution
+    if resolution < 16:
+        raise UserError(f"--resolution must be at least 16 pixels (got {resolution})")
+    text = shape.text_tokens if prompt_tokens is None else prompt_tokens
+    tokens = image_tokens(shape, resolution) + text
+    return MemorySetup(batch_size=2, seq_len=tokens, grad_checkpointing=True, resolution=resolution)
 
 
 def user_adapter(

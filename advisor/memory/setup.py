@@ -43,6 +43,7 @@ class MemorySetup:
     gpus: int = 1
     sharding: str = "none"  # none (one GPU) | ddp | fsdp | zero2 | zero3
     offload: str = "none"  # cpu: optimizer states (and, for fsdp/zero3, parameters and gradients) in CPU memory
+    resolution: int | None = None  # image models: pixels a side; seq_len is then image + prompt tokens
 
     @property
     def tokens(self) -> int:
@@ -79,7 +80,8 @@ class MemorySetup:
         if self.amp:
             quant = f"fp32 weights, {self.amp} autocast" if self.quant == "none" else quant
         checkpointing = "gradient checkpointing" if self.grad_checkpointing else "no gradient checkpointing"
-        parts = [quant, f"batch {self.batch_size}", f"seq {self.seq_len}", checkpointing, self.optimizer]
+        length = f"{self.resolution} px ({self.seq_len} tokens)" if self.resolution else f"seq {self.seq_len}"
+        parts = [quant, f"batch {self.batch_size}", length, checkpointing, self.optimizer]
         if self.attention != "sdpa":
             parts.append(f"{self.attention} attention")
         if self.gpus > 1:
@@ -90,6 +92,8 @@ class MemorySetup:
 
 def validate_setup(setup: MemorySetup) -> None:
     """One line per mistake, naming the flag and what to pass instead."""
+    if setup.resolution is not None and setup.resolution < 16:
+        raise UserError(f"--resolution must be at least 16 pixels (got {setup.resolution})")
     if setup.batch_size < 1 or setup.seq_len < 1:
         raise UserError(f"--batch-size and --seq-len must be at least 1 (got {setup.batch_size}, {setup.seq_len})")
     _choice("--dtype", setup.dtype, tuple(DTYPE_BYTES))

@@ -68,6 +68,9 @@ class ModelShape:
     experts: int = 0  # mixture of experts: experts per MoE layer (0: a dense MLP); every one is held in memory
     active_experts: int = 0  # experts each token is routed to (top-k): only their activations are kept
     shared_intermediate: int = 0  # always-on shared experts' MLP width (Qwen2-MoE, DeepSeek)
+    kind: str = "lm"  # "lm": a language model; "dit": a diffusion transformer (advisor.memory.denoiser)
+    pixels_per_token: int = 0  # dit: image pixels per latent-patch token, per side
+    text_tokens: int = 0  # dit: the prompt tokens its pipeline pads to
 
     @property
     def active_mlp(self) -> int:

@@ -1,0 +1,179 @@
+"""An image model's denoiser as a shape the memory model can carry PEFT's image runs to.
+
+PEFT's image benchmark trains FLUX.2-klein's transformer, a diffusion transformer (DiT): a stack of blocks
+over a sequence of latent-patch tokens joined by the prompt's tokens. Its training memory has the same
+terms as a language model's (weights, trainable state, per-token per-block activations) minus the logits,
+so a DiT maps onto :class:`ModelShape` with ``kind="dit"``: layers = double + single blocks, hidden =
+heads × head dim, MLP width = hidden × mlp_ratio, and a step's tokens are the image's latent patches
+(``resolution / pixels_per_token`` per side) plus the prompt's tokens.
+
+Read from a diffusers layout: a pipeline folder (``model_index.json`` and ``transformer/``), the
+component folder itself, or a Hub repo (configs through the HF cache; the parameter count from the
+safetensors headers by range requests, no weights). UNets (SD 1.5, SDXL) are refused with the reason:
+their activations span several resolutions, which PEFT's FLUX runs cannot calibrate.
+
+No torch: this runs on the recommend path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.memory.shapes import ModelShape
+
+# Prompt tokens the pipelines pad to (their max_sequence_length): FLUX.1/FLUX.2 512; SD3's CLIP 77 + T5 256.
+TEXT_TOKENS = {"Flux": 512, "Flux2": 512, "SD3": 333}
+DEFAULT_MLP_RATIO = 4.0  # FLUX.1 and SD3 hard-code 4; FLUX.2's config states its own (3.0)
+
+# PEFT's image benchmark model: black-forest-labs/FLUX.2-klein-base-4B's transformer (5 double + 20 single
+# blocks, 24 heads × 128, mlp_ratio 3, 128-channel latents at 1/16 of the image side); parameters as the
+# full fine-tuning run reports them.
+IMAGE_BENCHMARK_SHAPE = ModelShape(
+    name="black-forest-labs/FLUX.2-klein-base-4B",
+    architecture="Flux2Transformer2DModel",
+    hidden=3072,
+    intermediate=9216,
+    layers=25,
+    heads=24,
+    kv_heads=24,
+    head_dim=128,
+    vocab=0,
+    tied_embeddings=True,
+    total_params=3_875_544_576,
+    params_source="PEFT benchmark (num_trainable_params of the full fine-tuning run)",
+    dtype="bfloat16",
+    kind="dit",
+    pixels_per_token=16,
+    text_tokens=512,
+)
+
+
+def image_tokens(shape: ModelShape, resolution: int) -> int:
+    """Latent-patch tokens of one square image at ``resolution`` pixels a side."""
+    side = max(1, resolution // shape.pixels_per_token)
+    return side * side
+
+
+def read_denoiser_shape(model: str, revision: str | None = None) -> tuple[ModelShape, dict[str, tuple[int, ...]]]:
+    """The denoiser of a local diffusers folder or a Hub repo, with its tensors' shapes (from the headers)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        folder = _component_folder(path, model)
+        config = _read_json(folder / "config.json", model)
+        from advisor.safetensors_headers import folder_tensors
+
+        entries = folder_tensors(folder)
+        tensors = {name: entry.shape for name, entry in entries.items()}
+        params = sum(entry.numel for entry in entries.values()) if entries else None
+        return denoiser_shape(config, model, params, "safetensors headers", tensors), tensors
+    if path.exists():
+        raise UserError(f"--model {model} is a file; pass the pipeline's folder (with model_index.json) or a Hub id")
+    return _hub_denoiser(model, revision)
+
+
+def denoiser_shape(
+    config: dict[str, Any], name: str, params: int | None, params_source: str, tensors: dict | None = None
+) -> ModelShape:
+    """A DiT's shape from its diffusers config; UNets and configs without headers are refused with the reason."""
+    cls = str(config.get("_class_name") or "")
+    if "UNet" in cls:
+        raise UserError(
+            f"--model {name}: {cls} is a UNet, whose activations span several resolutions; the memory model "
+            "is calibrated on PEFT's FLUX transformer runs and predicts diffusion transformers (FLUX.1, FLUX.2, "
+            "SD3) only. Drop --model to see the stored FLUX.2 figures"
+        )
+    layers = int(config.get("num_layers") or 0) + int(config.get("num_single_layers") or 0)
+    heads, head_dim = config.get("num_attention_heads"), config.get("attention_head_dim")
+    if not layers or not isinstance(heads, int) or not isinstance(head_dim, int):
+        raise UserError(
+            f"--model {name}: {cls or 'its denoiser'} is not a diffusion transformer the memory model reads "
+            "(its config lacks num_layers, num_attention_heads or attention_head_dim)"
+        )
+    if not params:
+        raise UserError(
+            f"--model {name}: no safetensors files for its transformer; the memory model counts a diffusion "
+            "model's parameters from their headers (pass the pipeline folder with its weights, or go online)"
+        )
+    assumptions = []
+    ratio = config.get("mlp_ratio")
+    if not isinstance(ratio, (int, float)):
+        ratio = DEFAULT_MLP_RATIO
+        assumptions.append(f"mlp_ratio not in the config: {DEFAULT_MLP_RATIO:g} as diffusers' {cls or 'DiT'} uses")
+    patch = int(config.get("patch_size") or 1)
+    packed = patch == 1 and int(config.get("in_channels") or 0) >= 64  # FLUX packs 2×2 latent patches itself
+    pixels = 16 if packed else 8 * patch
+    family = "Flux2" if cls.startswith("Flux2") else "Flux" if cls.startswith("Flux") else "SD3" if "SD3" in cls else ""
+    text = TEXT_TOKENS.get(family, 256)
+    if not family:
+        assumptions.append("prompt length not known for this pipeline: 256 text tokens assumed (--seq-len sets it)")
+    hidden = heads * head_dim
+    return ModelShape(
+        name, cls or None, hidden, int(hidden * ratio), layers, heads, heads, head_dim, 0, True, params,
+        params_source, None, tuple(assumptions), kind="dit", pixels_per_token=pixels, text_tokens=text,
+    )  # fmt: skip
+
+
+def _component_folder(path: Path, model: str) -> Path:
+    """``transformer/`` of a pipeline folder, or the folder itself when it is the component."""
+    if (path / "model_index.json").is_file():
+        index = _read_json(path / "model_index.json", model)
+        for component in ("transformer", "unet", "prior"):
+            if component in index and (path / component / "config.json").is_file():
+                return path / component
+        raise UserError(f"--model {model}: its model_index.json names no transformer or unet folder with a config")
+    if (path / "config.json").is_file():
+        return path
+    raise UserError(f"--model {model}: neither a diffusers pipeline (model_index.json) nor a component folder")
+
+
+def _read_json(path: Path, model: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--model {model}: cannot read {path.name} ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--model {model}: {path.name} is not a JSON object")
+    return data
+
+
+def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[str, tuple[int, ...]]]:
+    try:
+        from huggingface_hub import HfApi, hf_hub_download
+    except ImportError:
+        raise UserError(
+            f"--model {repo_id}: reading a Hub model needs huggingface_hub (pip install 'peft-advisor[scan]')"
+        ) from None
+    from advisor.hub_access import hub_errors
+
+    with hub_errors(f"{repo_id}'s model_index.json (no local folder of that name either)"):
+        index = _read_json(Path(hf_hub_download(repo_id, "model_index.json", revision=revision)), repo_id)
+    component = next((c for c in ("transformer", "unet") if c in index), None)
+    if component is None:
+        raise UserError(f"--model {repo_id}: its model_index.json names no transformer or unet")
+    with hub_errors(f"{repo_id}'s {component}/config.json"):
+        config = _read_json(Path(hf_hub_download(repo_id, f"{component}/config.json", revision=revision)), repo_id)
+    tensors: dict[str, tuple[int, ...]] = {}
+    try:
+        api = HfApi()
+        files = [
+            f
+            for f in api.list_repo_files(repo_id, revision=revision)
+            if f.startswith(component + "/") and f.endswith(".safetensors")
+        ]
+        for filename in files:
+            metadata = api.parse_safetensors_file_metadata(repo_id, filename, revision=revision)
+            tensors.update({name: tuple(info.shape) for name, info in metadata.tensors.items()})
+    except Exception:  # offline or an old endpoint: refused below, with the reason
+        tensors = {}
+    params = sum(_numel(shape) for shape in tensors.values()) or None
+    return denoiser_shape(config, repo_id, params, "Hub safetensors metadata", tensors), tensors
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count

@@ -1,0 +1,100 @@
+"""The memory model's setup terms against the code they model: what a real transformers + PEFT model keeps.
+
+Counting the tensors autograd saves for backward (``saved_tensors_hooks``, unique storages that are not
+parameters) on a tiny Llama on the CPU measures the same thing the GPU pays for. The constants of
+``advisor.memory.model`` must match those counts, and PEFT's kbit preparation must upcast what the model
+says it upcasts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+from advisor.memory.model import EAGER_SCORE_BYTES  # noqa: E402
+
+BATCH, SEQ, LAYERS, HEADS, HIDDEN, VOCAB = 2, 256, 2, 4, 64, 320
+
+
+def tiny_lora(attention: str, dtype: torch.dtype):
+    config = transformers.LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=HEADS,
+        vocab_size=VOCAB,
+        attn_implementation=attention,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).to(dtype)
+    model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    return model
+
+
+def saved_for_backward(model, autocast: torch.dtype | None = None, keep=lambda t: True) -> tuple[int, int]:
+    """Bytes and count of the unique non-parameter storages autograd saves in one forward pass."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params and keep(tensor):
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if autocast is None:
+            model(input_ids=ids, labels=ids)
+        else:
+            with torch.autocast("cpu", dtype=autocast):
+                model(input_ids=ids, labels=ids)
+    return sum(seen.values()), len(seen)
+
+
+def test_eager_attention_saves_six_bytes_per_score_per_layer() -> None:
+    eager, _ = saved_for_backward(tiny_lora("eager", torch.bfloat16))
+    sdpa, _ = saved_for_backward(tiny_lora("sdpa", torch.bfloat16))
+    scores = LAYERS * BATCH * HEADS * SEQ**2
+    measured = (eager - sdpa) / scores
+    # SDPA itself saves a [batch, 1, seq, seq] mask that eager does not: a fraction of a byte per score
+    assert EAGER_SCORE_BYTES * 0.85 <= measured <= EAGER_SCORE_BYTES, measured
+
+
+def test_autocast_saves_a_half_copy_of_each_frozen_linear_weight() -> None:
+    model = tiny_lora("sdpa", torch.float32)
+    shapes = {tuple(p.shape) for n, p in model.named_parameters() if p.ndim == 2 and "lora_" not in n}
+
+    def weight_copy(tensor) -> bool:
+        return tensor.dtype == torch.bfloat16 and tuple(tensor.shape) in shapes
+
+    copied, count = saved_for_backward(model, torch.bfloat16, weight_copy)
+    blocks = sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and ".layers." in n and "lora_" not in n)
+    # the model's term: every block linear's bf16 copy (2 bytes per parameter); the head's copy comes on top
+    assert count >= LAYERS * 5 and blocks * 2 * 0.8 <= copied <= (blocks + VOCAB * HIDDEN) * 2, (copied, count)
+
+
+def test_kbit_preparation_upcasts_what_the_model_says(tmp_path) -> None:
+    pytest.importorskip("bitsandbytes")
+    config = transformers.LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        vocab_size=VOCAB,
+        tie_word_embeddings=False,
+    )
+    transformers.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        tmp_path, quantization_config=quant, device_map="cpu", dtype=torch.bfloat16
+    )
+    model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    upcast = {n for n, p in model.named_parameters() if p.dtype == torch.float32}
+    assert "model.embed_tokens.weight" in upcast and "lm_head.weight" in upcast  # the model's 4-byte embeddings
+    assert not any("proj" in n for n in upcast)  # the quantised linear layers stay 4-bit
