@@ -445,6 +445,17 @@ def _notes(
                 f"trainable parameters and checkpoint size are scaled to {request.shape.name} (layers × widths); "
                 "train minutes stay the benchmark's own (its model on its GPU), for comparing methods only"
             )
+        if request.adapter is not None:
+            adapter = request.adapter
+            slower = (
+                " (PEFT built it on the meta device: torch, transformers and peft were imported, a few seconds)"
+                if adapter.counted_by.startswith("PEFT")
+                else ""
+            )
+            notes.append(
+                f"your adapter ({adapter.description}, {adapter.trainable:,} trainable) replaces the stored runs' "
+                f"count on its method's rows{slower}"
+            )
         if excluded["quantization"]:
             notes.append(
                 f"{excluded['quantization']} run(s) left out: their method cannot train on a "
