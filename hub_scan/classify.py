@@ -61,6 +61,7 @@ _TRAINING_CODE = re.compile(
     r"prepare_model_for_kbit_training|Trainer\(|\.train\(|get_peft_model|SFTConfig|TrainingArguments"
 )
 _FOUR_BIT_BASE = re.compile(r"(?i)(?:bnb[\-_]?4bit|[\-_]4bit|[\-_]nf4)")
+_LOAD_IN_4BIT = re.compile(r"(?i)load_in_4bit\W{0,3}[:=]\s*(true|false)")
 
 # Signs of an adapter repo in the card body (lower-cased), besides the word "peft" itself.
 _ADAPTER_SIGNS = (
@@ -98,12 +99,16 @@ _NOT_FINE_TUNED = re.compile(
 class Evidence:
     technique: str
     text: str  # the matched words in their context, trimmed to one line
-    where: str  # "tags", "title", "text", "code", "citation", "inferred"
+    where: str  # "tags", "title", "text", "code", "citation", "inferred", "config", "files"
     line: int  # 1-based line in the card; 0 for front-matter metadata
     usage: bool  # False: a mention only (example list, comparison, citation, negation)
+    rule: str = ""  # for inferred evidence: the rule that fired, in words
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "where": self.where, "line": self.line, "usage": self.usage}
+        data = {"text": self.text, "where": self.where, "line": self.line, "usage": self.usage}
+        if self.rule:
+            data["rule"] = self.rule
+        return data
 
 
 @dataclass(frozen=True)
@@ -314,11 +319,14 @@ def _four_bit_training(
     """Evidence that training ran on a 4-bit base: base model name, or a 4-bit remark outside inference text."""
     for base in base_models:
         if _FOUR_BIT_BASE.search(base):
-            return Evidence("qlora", f"base_model: {base}", "inferred", 0, True)
+            return Evidence("qlora", f"base_model: {base}", "inferred", 0, True, "LoRA on a 4-bit base model is QLoRA")
     if not any(
         k in lowered for k in ("4bit", "4-bit", "4 bit", "4_bit", "nf4", "int4", "q4", "4비트", "4ビット", "4位")
     ):
         return None
+    block = {value.lower() for value in _LOAD_IN_4BIT.findall(body)}
+    if block == {"false"}:
+        return None  # a bitsandbytes block that says load_in_4bit: False (its bnb_4bit_* defaults say nothing)
     for match in _FOUR_BIT.finditer(body):
         lstart, lend = _line_bounds(body, match.start())
         line = body[lstart:lend]
@@ -330,8 +338,18 @@ def _four_bit_training(
             continue
         line_no = first_line + body.count("\n", 0, match.start())
         text = _snippet(line, match.start() - lstart, match.end() - lstart)
-        return Evidence("qlora", text, "inferred", line_no, True)
+        return Evidence("qlora", text, "inferred", line_no, True, "LoRA trained with a 4-bit base is QLoRA")
     return None
+
+
+def four_bit_training(text: str | None, base_models: list[str]) -> Evidence | None:
+    """Evidence that this repo's training ran on a 4-bit base, from its card and base-model names (the card's
+    front matter, the Hub's metadata, the adapter config's base_model_name_or_path): the repo-level QLoRA rule."""
+    card = split_card(text or "")
+    body = _COMMENT.sub(_blank, card.body) if "<!--" in card.body else card.body
+    lowered = _lower_same_length(body)
+    bases = [*_as_list(card.metadata.get("base_model")), *(b for b in base_models if b)]
+    return _four_bit_training(body, lowered, card.body_first_line, bases, _regions(body, lowered)[0])
 
 
 def _lower_same_length(text: str) -> str:

@@ -47,7 +47,8 @@ class ClassScore:
 
 
 def prediction(card: ScannedCard) -> set[str]:
-    return set(card.techniques) or {card.status}
+    """What the card text alone says (reading labels describe the text): its techniques, or its status."""
+    return set(card.card_only) or {card.card_status or card.status}
 
 
 def score(pairs: Iterable[tuple[set[str], set[str]]]) -> list[ClassScore]:
@@ -68,7 +69,8 @@ def reading_scores(cards: Iterable[ScannedCard], labels: dict[str, list[str]]) -
 
 
 def config_scores(cards: Iterable[ScannedCard]) -> list[ClassScore]:
-    """Against adapter_config.json, family level: a card that says DoRA or QLoRA for a LORA config is right."""
+    """The card text against adapter_config.json, family level: a card that says DoRA or QLoRA for a LORA config
+    is right. (The repo's verdict reads the config itself, so it is not scored against it.)"""
     pairs = []
     for card in cards:
         truth = config_label(card.config_peft_type, card.config_flags)
@@ -76,7 +78,7 @@ def config_scores(cards: Iterable[ScannedCard]) -> list[ClassScore]:
             continue
         truth_family = family_of(truth)
         # A card that names nothing is a miss here (recall), not a wrong class: there is no "unknown" config.
-        pairs.append((peft_families(card.techniques), {truth_family}))
+        pairs.append((peft_families(card.card_only), {truth_family}))
     return score(pairs)
 
 

@@ -16,10 +16,13 @@ Progress = Callable[[int, int], None]
 
 
 def scan_record(record: CardRecord) -> ScannedCard:
-    verdict = classify_card(
+    """The repo's verdict (card, config, base model, files together), with the card-only verdict beside it."""
+    from hub_scan.repo_verdict import repo_verdict
+
+    card = classify_card(
         record.card, tags=record.tags, library_name=record.library_name, pipeline_tag=record.pipeline_tag
     )
-    return ScannedCard.from_verdict(record, verdict)
+    return ScannedCard.from_verdict(record, repo_verdict(record, card), card)
 
 
 def scan_batch_stats(records: list[CardRecord]) -> UsageStats:

@@ -70,7 +70,8 @@ class UsageStats:
     cards: int = 0
     status: Counter = field(default_factory=Counter)
     techniques: Counter = field(default_factory=Counter)  # cards reporting each technique (any count per card)
-    exactly_one: Counter = field(default_factory=Counter)  # family, among cards reporting exactly one PEFT family
+    exactly_one: Counter = field(default_factory=Counter)  # family, among repos whose verdict is one PEFT family
+    exactly_one_card: Counter = field(default_factory=Counter)  # the same from the card text alone (blog's method)
     with_config: Counter = field(default_factory=Counter)  # config truth label
     agreement: Counter = field(default_factory=Counter)  # (card label, config label)
     by_month: Counter = field(default_factory=Counter)  # (YYYY-MM, family) for exactly-one cards
@@ -82,6 +83,9 @@ class UsageStats:
         self.status[card.status] += 1
         self.techniques.update(set(card.techniques))
         families = peft_families(card.techniques)
+        card_families = peft_families(card.card_only)
+        if len(card_families) == 1:
+            self.exactly_one_card[next(iter(card_families))] += 1
         truth = config_label(card.config_peft_type, card.config_flags)
         if truth != NO_CONFIG:
             self.with_config[truth] += 1
@@ -100,6 +104,7 @@ class UsageStats:
             "status",
             "techniques",
             "exactly_one",
+            "exactly_one_card",
             "with_config",
             "agreement",
             "by_month",
@@ -121,6 +126,14 @@ class UsageStats:
             for name, count in self.exactly_one.most_common()
         ]
 
+    def card_only_shares(self) -> list[dict[str, Any]]:
+        """The blog's statistic exactly as it is computed: the card text alone, config and files unread."""
+        total = sum(self.exactly_one_card.values())
+        return [
+            {"technique": name, "cards": count, "share": count / total if total else 0.0}
+            for name, count in self.exactly_one_card.most_common()
+        ]
+
     def config_shares(self) -> list[dict[str, Any]]:
         total = sum(self.with_config.values())
         return [
@@ -136,7 +149,16 @@ class UsageStats:
             "cards": self.cards,
             "status": dict(self.status.most_common()),
             "techniques": dict(self.techniques.most_common()),
-            "exactly_one": {"cards": self.exactly_one_total, "shares": self.shares()},
+            "exactly_one": {
+                "cards": self.exactly_one_total,
+                "shares": self.shares(),
+                "population": "repos whose verdict (card, adapter config, base model, files) is one PEFT family",
+            },
+            "exactly_one_card_only": {
+                "cards": sum(self.exactly_one_card.values()),
+                "shares": self.card_only_shares(),
+                "population": "cards whose text alone names one PEFT family (the blog's method)",
+            },
             "config_truth": {"adapters": sum(self.with_config.values()), "shares": self.config_shares()},
             "agreement": pairs(self.agreement, "card", "config"),
             "by_month": pairs(self.by_month, "month", "technique"),
@@ -150,6 +172,8 @@ class UsageStats:
         stats.status.update(data["status"])
         stats.techniques.update(data["techniques"])
         stats.exactly_one.update({r["technique"]: r["cards"] for r in data["exactly_one"]["shares"]})
+        card_only = data.get("exactly_one_card_only", {}).get("shares", [])
+        stats.exactly_one_card.update({r["technique"]: r["cards"] for r in card_only})
         stats.with_config.update({r["peft_type"]: r["adapters"] for r in data["config_truth"]["shares"]})
         for key, a, b, target in (
             ("agreement", "card", "config", stats.agreement),

@@ -204,7 +204,7 @@ def refresh_hub_statistics(limit: int = REFRESH_LIMIT, progress: Any = None) -> 
     try:
         if not 1 <= int(limit) <= 5000:
             raise UserError("scan between 1 and 5,000 repos from the Space; use the CLI for more")
-        result = scan_hub(HubQuery(filter="peft", limit=int(limit)), progress=progress)
+        result = scan_hub(HubQuery(filters=("peft",), limit=int(limit)), progress=progress)
         if result.stats.exactly_one_total:
             save_usage(result)
     except UserError as exc:

@@ -121,6 +121,7 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
 
         def _list_models(self, query: dict[str, list[str]]) -> None:
             wanted = set(query.get("filter", []))
+            expand = set(query.get("expand", []))
             repos = [m for m in state.models if not wanted or wanted <= {*m.tags, m.library_name or ""}]
             offset = int(query.get("offset", ["0"])[0])
             limit = int(query["limit"][0]) if "limit" in query else None
@@ -137,6 +138,7 @@ def _handler(state: HubState) -> type[BaseHTTPRequestHandler]:
                     "createdAt": m.created_at,
                     "downloads": 1,
                     "private": False,
+                    **({"siblings": [{"rfilename": n} for n in sorted(m.files)]} if "siblings" in expand else {}),
                 }
                 for m in page
             ]

@@ -48,7 +48,9 @@ def test_config_truth_never_contradicted(shared_scan) -> None:
     assert scores["lora"].precision == 1.0  # every card we call LoRA-family has a LORA config
     assert scores["lora"].recall >= 0.6  # the rest name no method (PEFT's template): "unknown", not a guess
     adalora_card = next(c for c in result.cards if c.config_peft_type == "ADALORA")
-    assert adalora_card.techniques == () and adalora_card.status == "unknown"
+    assert adalora_card.card_only == () and adalora_card.card_status == "unknown"  # the text names nothing
+    assert adalora_card.techniques == ("adalora",)  # the repo's verdict reads its config
+    assert adalora_card.evidence["adalora"][0]["where"] == "config"
 
 
 @needs_shared_cards
@@ -68,7 +70,7 @@ def test_config_truth_never_contradicted(shared_scan) -> None:
 def test_known_traps(shared_scan, card_id: str, expected: list[str]) -> None:
     result, _ = shared_scan
     card = next(c for c in result.cards if c.id == card_id)
-    assert list(card.techniques) == expected
+    assert list(card.card_only) == expected
 
 
 @pytest.mark.parametrize("card_id", sorted(CARDS))

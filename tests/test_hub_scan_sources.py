@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,8 @@ def dir_scan() -> dict:
 def test_scan_dir_json_shape(dir_scan: dict) -> None:
     cards = {c["id"]: c for c in dir_scan["cards"]}
     assert len(cards) == 87 and "002" in cards
-    assert cards["002"]["config_peft_type"] == "ADALORA" and cards["002"]["techniques"] == []
+    assert cards["002"]["config_peft_type"] == "ADALORA" and cards["002"]["card_only"] == []  # the text: nothing
+    assert cards["002"]["techniques"] == ["adalora"]  # the repo: its config
     assert cards["005"]["techniques"] == ["dora"] and cards["005"]["config_peft_type"] == "LORA"
     assert cards["047"]["config_peft_type"] is None
     assert cards["024"]["evidence"]["qlora"][0]["text"]
@@ -122,8 +125,9 @@ def test_scan_dataset_parquet_matches_dir(tmp_path: Path, dir_scan: dict) -> Non
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)["stats"]
     assert stats["cards"] == 87
-    # Same cards, same classifier: the same technique counts as the folder scan (metadata aside).
-    assert stats["techniques"] == dir_scan["stats"]["techniques"]
+    # Same cards, same classifier: the dump has cards only, so its counts are the folder scan's card-only ones.
+    card_only = Counter(t for c in dir_scan["cards"] for t in set(c["card_only"]))
+    assert stats["techniques"] == dict(card_only)
     assert sum(r["cards"] for r in stats["by_month"]) == stats["exactly_one"]["cards"]
     limited = run_cli(["scan", "dataset", str(path), "--json", "--no-save", "--limit", "10", "--workers", "1"])
     assert json.loads(limited.stdout)["stats"]["cards"] == 10
@@ -200,6 +204,55 @@ def test_scan_hub_with_injected_errors_and_slow_responses(tmp_path: Path) -> Non
     assert data["stats"]["by_base_family"] and data["stats"]["by_pipeline_tag"]
     assert state.authorizations == {"Bearer hf_test"}  # HF_TOKEN sent with every request
     assert any("1 gated or private repos left out" in note for note in data["notes"])
+
+
+def _safetensors_bytes(names: list[str]) -> bytes:
+    header = {n: {"dtype": "F16", "shape": [2], "data_offsets": [4 * i, 4 * i + 4]} for i, n in enumerate(names)}
+    blob = json.dumps(header).encode()
+    return struct.pack("<Q", len(blob)) + blob + b"\0" * (4 * len(names))
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_scan_hub_union_of_filters_counts_each_repo_once(tmp_path: Path) -> None:
+    lora_config = json.dumps({"peft_type": "LORA", "r": 8}).encode()
+    models = [
+        FakeRepo(
+            id="u/peft-and-lora",
+            files={"README.md": b"---\nlibrary_name: peft\n---\nAn adapter.", "adapter_config.json": lora_config},
+            tags=["peft", "lora"],
+        ),
+        FakeRepo(
+            id="u/peft-only",
+            files={"README.md": b"# x", "adapter_config.json": json.dumps({"peft_type": "IA3"}).encode()},
+            tags=["peft"],
+        ),
+        FakeRepo(
+            id="u/diffusers-lora",
+            files={"README.md": b"A style.", "pytorch_lora_weights.safetensors": _safetensors_bytes(["a"])},
+            tags=["lora", "diffusers"],
+            library_name="diffusers",
+        ),
+        FakeRepo(
+            id="u/kohya",
+            files={"README.md": b"A style.", "style.safetensors": _safetensors_bytes(["lora_unet_a.lora_down.weight"])},
+            tags=["lora"],
+            library_name=None,
+        ),
+        FakeRepo(id="u/other", files={"README.md": b"# x"}, tags=["transformers"], library_name=None),
+    ]
+    with FakeHub(HubState(models=models, page_size=2)) as hub:
+        args = ["scan", "hub", "--filter", "peft", "--filter", "lora", "--json", "--no-save", "--cards"]
+        result = run_cli([*args, "--state-dir", str(tmp_path / "s")], env=hub_env(hub, tmp_path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    by_id = {c["id"]: c for c in data["cards"]}
+    assert sorted(by_id) == ["u/diffusers-lora", "u/kohya", "u/peft-and-lora", "u/peft-only"]  # each once
+    assert data["stats"]["cards"] == 4
+    assert by_id["u/diffusers-lora"]["techniques"] == ["lora"] and by_id["u/kohya"]["techniques"] == ["lora"]
+    assert by_id["u/peft-only"]["techniques"] == ["ia3"] and by_id["u/peft-and-lora"]["techniques"] == ["lora"]
+    population = next(n for n in data["notes"] if n.startswith("population"))
+    assert "4 repos matching any of the filters ('peft' 2, 'lora' 3); 1 matched more than one" in population
 
 
 @pytest.mark.slow

@@ -149,7 +149,14 @@ def scan_dataset_command(
 @scan_app.command("hub")
 @user_errors
 def scan_hub_command(
-    filter: Annotated[str, typer.Option("--filter", help="Hub tag to list (library_name peft sets 'peft').")] = "peft",
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="Hub tag to list; repeat for a union, each repo counted once (peft: library_name peft; lora, "
+            "lycoris: LoRA tags, Diffusers and kohya repos included). Default: peft.",
+        ),
+    ] = None,
     author: Annotated[str | None, typer.Option(help="Only this user's or organisation's repos.")] = None,
     search: Annotated[str | None, typer.Option(help="Only repos whose id contains this.")] = None,
     limit: Annotated[int | None, typer.Option(help="Scan at most this many repos.")] = None,
@@ -173,7 +180,10 @@ def scan_hub_command(
     if workers < 1:
         raise UserError("--workers must be at least 1")
     _check_scan_outputs(csv_path, plot)
-    query = HubQuery(filter=filter, author=author, search=search, limit=limit)
+    chosen = tuple(f.strip() for f in (filters or ["peft"]) if f.strip())
+    if not chosen:
+        raise UserError("--filter needs a tag, e.g. --filter peft --filter lora")
+    query = HubQuery(filters=chosen, author=author, search=search, limit=limit)
     with phase_reporter(enabled=not as_json) as progress:
         result = scan_hub(query, state_dir=state_dir, workers=workers, fresh=fresh, keep_cards=True, progress=progress)
     _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=cards)

@@ -43,12 +43,38 @@ def header_lines(result: ScanResult) -> list[str]:
 
 
 def shares_table(stats: UsageStats) -> TableSpec:
-    rows = tuple((_display(r["technique"]), f"{r['cards']:,}", _pct(r["share"])) for r in stats.shares())
-    title = f"Cards reporting exactly one PEFT technique: {stats.exactly_one_total:,} (QLoRA/DoRA count as LoRA)"
-    lora = next((i for i, r in enumerate(stats.shares()) if r["technique"] == "lora"), None)
+    """Ours (every piece of a repo's evidence) beside the blog's (the card text alone), one row per family."""
+    card_only = {r["technique"]: r for r in stats.card_only_shares()}
+    ours = stats.shares()
+    names = [r["technique"] for r in ours] + [n for n in card_only if n not in {r["technique"] for r in ours}]
+    by_name = {r["technique"]: r for r in ours}
+    rows = []
+    for name in names:
+        mine, blog = by_name.get(name), card_only.get(name)
+        rows.append(
+            (
+                _display(name),
+                f"{mine['cards']:,}" if mine else "0",
+                _pct(mine["share"]) if mine else "–",
+                f"{blog['cards']:,}" if blog else "0",
+                _pct(blog["share"]) if blog else "–",
+            )
+        )
+    title = (
+        f"Repos reporting exactly one PEFT technique: {stats.exactly_one_total:,} from card + config + base model + "
+        f"files, {sum(stats.exactly_one_card.values()):,} from the card text alone (the blog's method); "
+        "QLoRA/DoRA count as LoRA"
+    )
+    lora = names.index("lora") if "lora" in names else None
     return TableSpec(
-        (Column("technique"), Column("cards", "right"), Column("share", "right")),
-        rows,
+        (
+            Column("technique"),
+            Column("repos", "right"),
+            Column("share", "right"),
+            Column("card only", "right", drop=1),
+            Column("share (card only)", "right", drop=1),
+        ),
+        tuple(rows),
         title=title,
         highlight_rows=frozenset({lora} if lora is not None else ()),
     )
@@ -151,17 +177,25 @@ def report_tables(result: ScanResult) -> list[TableSpec]:
 def cards_table(cards: list[ScannedCard]) -> TableSpec:
     rows = []
     for card in cards:
-        first = next(iter(card.evidence.values()), [{}])[0] if card.evidence else {}
+        chosen = next((card.evidence[t] for t in card.techniques if card.evidence.get(t)), None)
+        first = (chosen or next(iter(card.evidence.values()), [{}]))[-1 if chosen else 0] if card.evidence else {}
         rows.append(
             (
                 card.id,
                 ", ".join(card.techniques) or card.status,
+                ", ".join(card.card_only) or "–",
                 card.config_peft_type or "–",
-                (first.get("text") or "")[:70],
+                ((first.get("text") or "") + (f" [{first['rule']}]" if first.get("rule") else ""))[:90],
             )
         )
     return TableSpec(
-        (Column("card"), Column("techniques"), Column("config", drop=1), Column("evidence", drop=2)),
+        (
+            Column("card"),
+            Column("techniques"),
+            Column("card only", drop=2),
+            Column("config", drop=1),
+            Column("evidence", drop=3),
+        ),
         tuple(rows),
         title="Per card",
     )

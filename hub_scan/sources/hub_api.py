@@ -21,32 +21,41 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from advisor.hub_access import NoAccess, NotOnHub, hub_errors, require_hub, with_backoff
 from advisor.paths import user_data_dir, write_text_atomic
 from advisor.peft_files import CONFIG_NAME
-from hub_scan.records import CardRecord, ScannedCard, config_facts
+from hub_scan.records import CardRecord, ScannedCard, config_base_model, config_facts
 from hub_scan.scan import ScanResult, scan_record
 from hub_scan.stats import UsageStats
 
 Progress = Callable[[str, int, int], None]
-EXPAND = ["tags", "library_name", "pipeline_tag", "createdAt", "downloads", "sha"]
+EXPAND = ["tags", "library_name", "pipeline_tag", "createdAt", "downloads", "sha", "siblings"]
 
 
 @dataclass(frozen=True)
 class HubQuery:
-    filter: str = "peft"
+    """What to list: every repo matching *any* of ``filters`` (a union, each repo once), narrowed by author
+    and search; ``limit`` caps each filter's listing."""
+
+    filters: tuple[str, ...] = ("peft",)
     author: str | None = None
     search: str | None = None
     limit: int | None = None
 
     def key(self) -> str:
-        """A stable name for this query's state folder."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        slug = re.sub(r"[^\w.-]+", "-", f"{self.filter}-{self.author or ''}-{self.search or ''}").strip("-")
+        """A stable name for this query's state folder (the filters' order does not matter)."""
+        data = {**asdict(self), "filters": sorted(set(self.filters))}
+        text = json.dumps(data, sort_keys=True)
+        name = "+".join(sorted(set(self.filters)))
+        slug = re.sub(r"[^\w.-]+", "-", f"{name}-{self.author or ''}-{self.search or ''}").strip("-")
         return f"{slug}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+    def describe(self) -> str:
+        union = " or ".join(repr(f) for f in self.filters)
+        return f"filter {union}" + (f" author={self.author}" if self.author else "")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class ListedRepo:
     pipeline_tag: str | None
     created_at: str | None
     downloads: int | None
+    files: tuple[str, ...] = ()
+    matched: tuple[str, ...] = ()  # the query's filters this repo matched (the population it belongs to)
 
     @property
     def base_model(self) -> str | None:
@@ -73,26 +84,30 @@ def default_state_dir(query: HubQuery) -> Path:
 
 
 def list_repos(query: HubQuery) -> list[ListedRepo]:
+    """Every repo matching any filter, once, in first-listed order, with the filters each matched."""
     from huggingface_hub import HfApi
 
     api = HfApi()
-    with hub_errors(f"the model list (filter {query.filter!r})"):
-        infos = with_backoff(
-            lambda: list(
-                api.list_models(
-                    filter=query.filter or None,
-                    author=query.author,
-                    search=query.search,
-                    limit=query.limit,
-                    expand=EXPAND,
+    found: dict[str, ListedRepo] = {}
+    for name in dict.fromkeys(query.filters):  # each filter once, in the order given
+        with hub_errors(f"the model list (filter {name!r})"):
+            infos = with_backoff(
+                lambda name=name: list(
+                    api.list_models(
+                        filter=name or None,
+                        author=query.author,
+                        search=query.search,
+                        limit=query.limit,
+                        expand=EXPAND,
+                    )
                 )
             )
-        )
-    repos = []
-    for info in infos:
-        created = getattr(info, "created_at", None)
-        repos.append(
-            ListedRepo(
+        for info in infos:
+            if info.id in found:
+                found[info.id] = replace(found[info.id], matched=(*found[info.id].matched, name))
+                continue
+            created = getattr(info, "created_at", None)
+            found[info.id] = ListedRepo(
                 id=info.id,
                 sha=getattr(info, "sha", None),
                 tags=tuple(getattr(info, "tags", None) or ()),
@@ -100,9 +115,22 @@ def list_repos(query: HubQuery) -> list[ListedRepo]:
                 pipeline_tag=getattr(info, "pipeline_tag", None),
                 created_at=created.isoformat() if hasattr(created, "isoformat") else created,
                 downloads=getattr(info, "downloads", None),
+                files=tuple(s.rfilename for s in (getattr(info, "siblings", None) or ())),
+                matched=(name,),
             )
-        )
-    return repos
+    return list(found.values())
+
+
+def population_note(query: HubQuery, repos: list[ListedRepo]) -> str:
+    """Which repos the figures describe: the union of the filters, each repo counted once."""
+    if len(query.filters) == 1:
+        return f"population: {len(repos)} repos matching filter {query.filters[0]!r}"
+    each = ", ".join(f"{name!r} {sum(name in r.matched for r in repos)}" for name in dict.fromkeys(query.filters))
+    several = sum(len(r.matched) > 1 for r in repos)
+    return (
+        f"population: {len(repos)} repos matching any of the filters ({each}); {several} matched more than one "
+        "and are counted once"
+    )
 
 
 def _download_text(repo: ListedRepo, filename: str) -> str | None:
@@ -117,12 +145,21 @@ def _download_text(repo: ListedRepo, filename: str) -> str | None:
 
 
 def fetch_record(repo: ListedRepo) -> CardRecord:
-    """adapter_config.json first (the truth), then the card; either may be missing."""
-    peft_type, flags = None, ()
-    config_text = _download_text(repo, CONFIG_NAME)
+    """adapter_config.json first (the truth), then the card; either may be missing. A repo without a PEFT
+    config that holds a .safetensors file gets that file's tensor names (its header, by range request):
+    kohya and LyCORIS LoRA repos say what they are there."""
+    peft_type, flags, base = None, (), None
+    config_text = _download_text(repo, CONFIG_NAME) if not repo.files or CONFIG_NAME in repo.files else None
     if config_text is not None:
         with contextlib.suppress(ValueError):
-            peft_type, flags = config_facts(json.loads(config_text))
+            config = json.loads(config_text)
+            peft_type, flags = config_facts(config)
+            base = config_base_model(config)
+    keys: tuple[str, ...] = ()
+    if peft_type is None and not any(f.endswith("pytorch_lora_weights.safetensors") for f in repo.files):
+        weights = next((f for f in repo.files if f.endswith(".safetensors") and "/" not in f), None)
+        if weights is not None:
+            keys = _header_keys(repo, weights)
     return CardRecord(
         id=repo.id,
         card=_download_text(repo, "README.md"),
@@ -134,7 +171,23 @@ def fetch_record(repo: ListedRepo) -> CardRecord:
         downloads=repo.downloads,
         config_peft_type=peft_type,
         config_flags=flags,
+        config_base_model=base,
+        files=repo.files,
+        weight_keys=keys,
     )
+
+
+def _header_keys(repo: ListedRepo, filename: str, limit: int = 64) -> tuple[str, ...]:
+    """Tensor names from a weights file's header (range requests: no weights downloaded); () on failure."""
+    from huggingface_hub import HfApi
+
+    try:
+        metadata = with_backoff(
+            lambda: HfApi().parse_safetensors_file_metadata(repo.id, filename, revision=repo.sha or None)
+        )
+    except Exception:  # an unreadable header says nothing about the method; the card and files still do
+        return ()
+    return tuple(sorted(metadata.tensors)[:limit])
 
 
 class Journal:
@@ -150,12 +203,26 @@ class Journal:
             return None
         try:
             data = json.loads(self.listing.read_text(encoding="utf-8"))
-            return [ListedRepo(**{**r, "tags": tuple(r["tags"])}) for r in data["repos"]]
+            return [
+                ListedRepo(
+                    **{
+                        **r,
+                        "tags": tuple(r["tags"]),
+                        "files": tuple(r.get("files", ())),
+                        "matched": tuple(r.get("matched", ())),
+                    }
+                )
+                for r in data["repos"]
+            ]
         except (ValueError, KeyError, TypeError):
             return None
 
     def save_listing(self, repos: list[ListedRepo]) -> None:
-        data = {"repos": [{**asdict(r), "tags": list(r.tags)} for r in repos]}
+        data = {
+            "repos": [
+                {**asdict(r), "tags": list(r.tags), "files": list(r.files), "matched": list(r.matched)} for r in repos
+            ]
+        }
         write_text_atomic(self.listing, json.dumps(data))
 
     def load_done(self) -> dict[str, ScannedCard]:
@@ -203,7 +270,7 @@ def scan_hub(
         journal.clear()
     repos = journal.load_listing()
     resumed = repos is not None
-    what = f"scanning the Hub (filter {query.filter!r})"
+    what = f"scanning the Hub ({query.describe()})"
     if repos is None:
         if progress:
             progress("listing repos", 0, 0)
@@ -239,7 +306,7 @@ def scan_hub(
     ordered = [done[r.id] for r in repos if r.id in done]
     for card in ordered:
         stats.add(card)
-    notes = [f"state folder {journal.folder}" + (" (resumed)" if resumed else "")]
+    notes = [f"state folder {journal.folder}" + (" (resumed)" if resumed else ""), population_note(query, repos)]
     if failures:
         notes.append(
             f"{len(failures)} repos failed after retries and are not counted (run again to retry): "
@@ -247,7 +314,7 @@ def scan_hub(
         )
     if no_access:
         notes.append(f"{len(no_access)} gated or private repos left out (set HF_TOKEN with access to include them)")
-    source = f"Hub models filter={query.filter!r}" + (f" author={query.author}" if query.author else "")
+    source = f"Hub models {query.describe()}"
     return ScanResult(
         source, "hub", stats, ordered if keep_cards else [], elapsed_s=time.perf_counter() - start, notes=notes
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from advisor.errors import UserError
 from advisor.peft_files import CONFIG_NAME
-from hub_scan.records import CardRecord, config_facts
+from hub_scan.records import CardRecord, config_base_model, config_facts
 
 CARD_NAMES = ("README.md", "readme.md", "model_card.md")
 
@@ -24,14 +24,37 @@ def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def _config(folder: Path) -> tuple[str | None, tuple[str, ...]]:
+def _config(folder: Path) -> tuple[str | None, tuple[str, ...], str | None]:
+    """``(peft_type, flags, base_model_name_or_path)`` of the folder's adapter_config.json."""
     path = folder / CONFIG_NAME
     if not path.is_file():
-        return None, ()
+        return None, (), None
     try:
-        return config_facts(json.loads(_read_text(path)))
+        config = json.loads(_read_text(path))
     except ValueError:  # an adapter_config.json that is not JSON says nothing about the method
-        return None, ()
+        return None, (), None
+    return (*config_facts(config), config_base_model(config))
+
+
+def _files(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The folder's own file names, and tensor names from its weight files' headers (cheap: the first
+    kilobytes of each file), which say kohya/LyCORIS LoRA where no PEFT config does."""
+    names = tuple(sorted(p.name for p in folder.iterdir() if p.is_file()))
+    keys: list[str] = []
+    for name in names:
+        if name.endswith(".safetensors") and not (folder / CONFIG_NAME).is_file():
+            keys += _header_keys(folder / name)
+    return names, tuple(keys)
+
+
+def _header_keys(path: Path, limit: int = 64) -> list[str]:
+    from advisor.errors import UserError as HeaderError
+    from advisor.safetensors_headers import read_header
+
+    try:
+        return sorted(read_header(path))[:limit]
+    except (HeaderError, OSError, ValueError):  # not a readable safetensors file: it says nothing
+        return []
 
 
 def repo_folders(root: Path) -> list[Path]:
@@ -57,12 +80,16 @@ def read_local_dir(root: Path) -> Iterator[CardRecord]:
         )
     for folder in folders:
         card_path = next((folder / n for n in CARD_NAMES if (folder / n).is_file()), None)
-        peft_type, flags = _config(folder)
+        peft_type, flags, base = _config(folder)
+        files, keys = _files(folder)
         yield CardRecord(
             id=folder.relative_to(root).as_posix(),
             card=_read_text(card_path) if card_path else None,
             config_peft_type=peft_type,
             config_flags=flags,
+            config_base_model=base,
+            files=files,
+            weight_keys=keys,
         )
     for path in loose:
         yield CardRecord(id=path.stem, card=_read_text(path))
