@@ -22,7 +22,7 @@ piece of :class:`Evidence` with where it stands and whether it reports *use*:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -440,6 +440,15 @@ def classify_card(
             evidence.append(four_bit)
             used = {"qlora"}
 
+    if not used and adapter_card:
+        # A PEFT adapter card naming no method, trained on a 4-bit base (an unsloth bnb-4bit base model, PEFT's
+        # old template block with load_in_4bit: True): the adapter people train on a 4-bit base is LoRA.
+        four_bit = _four_bit_training(body, lowered, card.body_first_line, base_models, regions[0])
+        if four_bit is not None:
+            rule = "an adapter card naming no method, trained on a 4-bit base: QLoRA"
+            evidence.append(replace(four_bit, rule=rule))
+            used = {"qlora"}
+
     if not used:
         inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, adapter_card)
         if inferred is not None:
@@ -454,6 +463,36 @@ def classify_card(
         status=status,
         mentioned=tuple(sorted(mentioned, key=lambda n: order.get(n, len(order)))),
         evidence=tuple(evidence),
+        library_name=library,
+        pipeline_tag=pipeline,
+        base_model=base_models[0] if base_models else None,
+    )
+
+
+def classify_without_names(
+    text: str | None,
+    *,
+    tags: list[str] | tuple[str, ...] = (),
+    library_name: str | None = None,
+    pipeline_tag: str | None = None,
+) -> CardVerdict:
+    """:func:`classify_card` for a card already known to name no technique and to be no adapter card (the
+    card-dump prefilter proves it): only full fine-tuning, or QLoRA on a 4-bit base, can then be inferred,
+    so the technique search is skipped. Same verdict, a fraction of the cost."""
+    card = split_card(text or "")
+    meta = card.metadata
+    all_tags = [*_as_list(meta.get("tags")), *tags]
+    library = library_name or (str(meta["library_name"]) if meta.get("library_name") else None)
+    pipeline = pipeline_tag or (str(meta["pipeline_tag"]) if meta.get("pipeline_tag") else None)
+    base_models = _as_list(meta.get("base_model"))
+    body = _COMMENT.sub(_blank, card.body) if "<!--" in card.body else card.body
+    inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, False)
+    found = (inferred.technique,) if inferred is not None else ()
+    return CardVerdict(
+        techniques=found,
+        status="found" if found else "none",
+        mentioned=(),
+        evidence=(inferred,) if inferred is not None else (),
         library_name=library,
         pipeline_tag=pipeline,
         base_model=base_models[0] if base_models else None,

@@ -30,6 +30,7 @@ class CardRecord:
     config_base_model: str | None = None  # adapter_config.json's base_model_name_or_path
     files: tuple[str, ...] = ()  # the repo's file names (pytorch_lora_weights.safetensors says Diffusers LoRA)
     weight_keys: tuple[str, ...] = ()  # a sample of tensor names from a weights file's header (kohya: lora_unet_*)
+    names_nothing: bool = False  # the dump prefilter proved the card names no technique and is no adapter card
 
 
 @dataclass(frozen=True)

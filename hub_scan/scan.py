@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub_scan.classify import classify_card
+from hub_scan.classify import classify_card, classify_without_names
 from hub_scan.records import CardRecord, ScannedCard
 from hub_scan.stats import UsageStats
 
@@ -19,9 +19,8 @@ def scan_record(record: CardRecord) -> ScannedCard:
     """The repo's verdict (card, config, base model, files together), with the card-only verdict beside it."""
     from hub_scan.repo_verdict import repo_verdict
 
-    card = classify_card(
-        record.card, tags=record.tags, library_name=record.library_name, pipeline_tag=record.pipeline_tag
-    )
+    classify = classify_without_names if record.names_nothing else classify_card
+    card = classify(record.card, tags=record.tags, library_name=record.library_name, pipeline_tag=record.pipeline_tag)
     return ScannedCard.from_verdict(record, repo_verdict(record, card), card)
 
 

@@ -98,6 +98,14 @@ class UsageStats:
             self.by_pipeline[(card.pipeline_tag or "unknown", family)] += 1
             self.by_base_family[(base_family(card.base_model), family)] += 1
 
+    def add_plain(self, count: int) -> None:
+        """``count`` cards the prefilter proved ``none`` (no technique, adapter or training sign, no config):
+        exactly what :meth:`add` would count for them."""
+        if count:
+            self.cards += count
+            self.status["none"] += count
+            self.agreement[("none", NO_CONFIG)] += count
+
     def merge(self, other: UsageStats) -> UsageStats:
         self.cards += other.cards
         for name in (

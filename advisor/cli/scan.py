@@ -130,6 +130,13 @@ def scan_dataset_command(
     ] = "hf://datasets/librarian-bots/model_cards_with_metadata",
     limit: Annotated[int | None, typer.Option(help="Read at most this many cards.")] = None,
     workers: Annotated[int, typer.Option(help="Classifier processes (default: all cores).")] = 0,
+    prefilter: Annotated[
+        bool,
+        typer.Option(
+            "--prefilter/--no-prefilter",
+            help="Count cards a vectorised RE2 pass proves 'none' without classifying them (same counts).",
+        ),
+    ] = True,
     as_json: JsonOption = False,
     csv_path: CsvOption = None,
     plot: PlotOption = None,
@@ -142,7 +149,7 @@ def scan_dataset_command(
     _check_scan_outputs(csv_path, plot)
 
     with progress_reporter("classifying cards", enabled=not as_json) as progress:
-        result = scan_card_dump(location, limit=limit, workers=workers, progress=progress)
+        result = scan_card_dump(location, limit=limit, workers=workers, progress=progress, prefilter=prefilter)
     _scan_outputs(result, as_json=as_json, csv_path=csv_path, plot=plot, save=save, show_cards=False)
 
 
