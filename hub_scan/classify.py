@@ -389,6 +389,18 @@ def _families(names: set[str]) -> set[str]:
     return {table[n].family for n in names if n in table and table[n].family and table[n].family != n}
 
 
+def _card_parts(
+    text: str | None, tags: list[str] | tuple[str, ...], library_name: str | None, pipeline_tag: str | None
+) -> tuple[CardText, list[str], str | None, str | None, list[str]]:
+    """The card split, with its tags, library, pipeline tag and base models (the source's metadata first)."""
+    card = split_card(text or "")
+    meta = card.metadata
+    all_tags = [*_as_list(meta.get("tags")), *tags]
+    library = library_name or (str(meta["library_name"]) if meta.get("library_name") else None)
+    pipeline = pipeline_tag or (str(meta["pipeline_tag"]) if meta.get("pipeline_tag") else None)
+    return card, all_tags, library, pipeline, _as_list(meta.get("base_model"))
+
+
 def classify_card(
     text: str | None,
     *,
@@ -401,12 +413,8 @@ def classify_card(
     ``tags`` / ``library_name`` / ``pipeline_tag`` are the repo's own metadata (the Hub API or the
     dump's columns); they complement the front matter, they do not replace the card.
     """
-    card = split_card(text or "")
+    card, all_tags, library, pipeline, base_models = _card_parts(text, tags, library_name, pipeline_tag)
     meta = card.metadata
-    all_tags = [*_as_list(meta.get("tags")), *tags]
-    library = library_name or (str(meta["library_name"]) if meta.get("library_name") else None)
-    pipeline = pipeline_tag or (str(meta["pipeline_tag"]) if meta.get("pipeline_tag") else None)
-    base_models = _as_list(meta.get("base_model"))
     evidence: list[Evidence] = []
 
     index = tag_index()
@@ -479,12 +487,7 @@ def classify_without_names(
     """:func:`classify_card` for a card already known to name no technique and to be no adapter card (the
     card-dump prefilter proves it): only full fine-tuning, or QLoRA on a 4-bit base, can then be inferred,
     so the technique search is skipped. Same verdict, a fraction of the cost."""
-    card = split_card(text or "")
-    meta = card.metadata
-    all_tags = [*_as_list(meta.get("tags")), *tags]
-    library = library_name or (str(meta["library_name"]) if meta.get("library_name") else None)
-    pipeline = pipeline_tag or (str(meta["pipeline_tag"]) if meta.get("pipeline_tag") else None)
-    base_models = _as_list(meta.get("base_model"))
+    card, all_tags, library, pipeline, base_models = _card_parts(text, tags, library_name, pipeline_tag)
     body = _COMMENT.sub(_blank, card.body) if "<!--" in card.body else card.body
     inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, False)
     found = (inferred.technique,) if inferred is not None else ()

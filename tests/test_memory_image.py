@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from header_only import write_header_only
 from typer.testing import CliRunner
 
 from advisor.benchmarks.store import load_snapshot
@@ -47,18 +47,6 @@ def test_resolution_and_batch_grow_the_activations_only() -> None:
     assert big["activations"] == pytest.approx(base["activations"] * (4096 + 512) / (1024 + 512))
 
 
-def _header_only(path: Path, shapes: dict[str, list[int]]) -> None:
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 2 * math.prod(shape)
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header).encode()
-    with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)) + blob)
-        handle.truncate(8 + len(blob) + offset)
-
-
 def flux_pipeline(root: Path, double: int = 2, single: int = 3) -> tuple[Path, int]:
     """A FLUX.1-layout pipeline folder whose transformer has real headers and no weights."""
     h, m = HIDDEN, 4 * HIDDEN
@@ -84,7 +72,7 @@ def flux_pipeline(root: Path, double: int = 2, single: int = 3) -> tuple[Path, i
         "patch_size": 1,
     }
     (root / "transformer" / "config.json").write_text(json.dumps(config))
-    _header_only(root / "transformer" / "diffusion_pytorch_model.safetensors", tensors)
+    write_header_only(root / "transformer" / "diffusion_pytorch_model.safetensors", tensors)
     return root, sum(math.prod(s) for s in tensors.values())
 
 

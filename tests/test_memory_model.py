@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from header_only import write_header_only
 from typer.testing import CliRunner
 
 from advisor.benchmarks.records import GIB
@@ -132,21 +132,9 @@ def read_shape_from(config: dict, folder: Path | None = None):
     return read_shape(str(folder))
 
 
-def _safetensors(path: Path, shapes: dict[str, list[int]]) -> None:
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 2
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * offset)
-
-
 def test_shape_from_a_local_folder_counts_safetensors_headers(tmp_path: Path) -> None:
-    _safetensors(tmp_path / "model-00001.safetensors", {"a": [10, 20], "b": [5]})
-    _safetensors(tmp_path / "model-00002.safetensors", {"c": [3, 3, 3]})
+    write_header_only(tmp_path / "model-00001.safetensors", {"a": [10, 20], "b": [5]})
+    write_header_only(tmp_path / "model-00002.safetensors", {"c": [3, 3, 3]})
     shape = read_shape_from(LLAMA_8B, tmp_path)
     assert shape.total_params == 200 + 5 + 27 and shape.params_source == "safetensors headers"
     assert (shape.hidden, shape.layers, shape.kv_heads, shape.head_dim) == (4096, 32, 8, 128)

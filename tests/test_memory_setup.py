@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from header_only import write_header_only
 from test_memory_model import run
 from typer.testing import CliRunner
 
@@ -153,21 +153,6 @@ def test_explain_and_json_list_every_term_and_assumption() -> None:
     assert all("gathered layers" in row for row in data["breakdown_gib"].values())
 
 
-def _header_only(path: Path, shapes: dict[str, list[int]]) -> None:
-    """A safetensors file whose header is real and whose data is a hole (sparse): shapes without weights."""
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 2
-        for dim in shape:
-            size *= dim
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header).encode()
-    with path.open("wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)) + blob)
-        handle.truncate(8 + len(blob) + offset)
-
-
 MIXTRAL_SMALL = {
     "architectures": ["MixtralForCausalLM"],
     "model_type": "mixtral",
@@ -206,7 +191,7 @@ def test_mixture_of_experts_holds_every_expert_and_activates_top_k(tmp_path: Pat
     folder = tmp_path / "moe"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(cfg))
-    _header_only(folder / "model.safetensors", tensors)
+    write_header_only(folder / "model.safetensors", tensors)
     shape = read_shape(str(folder))
     counted = sum(math.prod(s) for s in tensors.values())
     assert shape.total_params == counted and (shape.experts, shape.active_experts) == (8, 2)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 
 import pytest
+from header_only import write_header_only
 
 from advisor.errors import UserError
 from advisor.memory.shapes import read_shape, shape_from_config
@@ -83,15 +83,7 @@ def _header_only_checkpoint(folder: Path, config: dict, tensors: dict[str, list[
     """A model folder whose safetensors file has a real header and sparse (unwritten) data: no GBs on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
-    header, offset = {}, 0
-    for name, shape in tensors.items():
-        size = 2 * math.prod(shape)
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    blob = json.dumps(header).encode()
-    with (folder / "model.safetensors").open("wb") as handle:
-        handle.write(struct.pack("<Q", len(blob)) + blob)
-        handle.truncate(8 + len(blob) + offset)  # a sparse file of the right size
+    write_header_only(folder / "model.safetensors", tensors)
     return folder
 
 

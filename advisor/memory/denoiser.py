@@ -17,12 +17,11 @@ No torch: this runs on the recommend path.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.memory.shapes import ModelShape
+from advisor.memory.shapes import ModelShape, read_json_object
 
 # Prompt tokens the pipelines pad to (their max_sequence_length): FLUX.1/FLUX.2 512; SD3's CLIP 77 + T5 256.
 TEXT_TOKENS = {"Flux": 512, "Flux2": 512, "SD3": 333}
@@ -62,7 +61,7 @@ def read_denoiser_shape(model: str, revision: str | None = None) -> tuple[ModelS
     path = Path(model).expanduser()
     if path.is_dir():
         folder = _component_folder(path, model)
-        config = _read_json(folder / "config.json", model)
+        config = read_json_object(folder / "config.json", model)
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(folder)
@@ -119,7 +118,7 @@ def denoiser_shape(
 def _component_folder(path: Path, model: str) -> Path:
     """``transformer/`` of a pipeline folder, or the folder itself when it is the component."""
     if (path / "model_index.json").is_file():
-        index = _read_json(path / "model_index.json", model)
+        index = read_json_object(path / "model_index.json", model)
         for component in ("transformer", "unet", "prior"):
             if component in index and (path / component / "config.json").is_file():
                 return path / component
@@ -127,16 +126,6 @@ def _component_folder(path: Path, model: str) -> Path:
     if (path / "config.json").is_file():
         return path
     raise UserError(f"--model {model}: neither a diffusers pipeline (model_index.json) nor a component folder")
-
-
-def _read_json(path: Path, model: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--model {model}: cannot read {path.name} ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--model {model}: {path.name} is not a JSON object")
-    return data
 
 
 def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[str, tuple[int, ...]]]:
@@ -149,12 +138,14 @@ def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[
     from advisor.hub_access import hub_errors
 
     with hub_errors(f"{repo_id}'s model_index.json (no local folder of that name either)"):
-        index = _read_json(Path(hf_hub_download(repo_id, "model_index.json", revision=revision)), repo_id)
+        index = read_json_object(Path(hf_hub_download(repo_id, "model_index.json", revision=revision)), repo_id)
     component = next((c for c in ("transformer", "unet") if c in index), None)
     if component is None:
         raise UserError(f"--model {repo_id}: its model_index.json names no transformer or unet")
     with hub_errors(f"{repo_id}'s {component}/config.json"):
-        config = _read_json(Path(hf_hub_download(repo_id, f"{component}/config.json", revision=revision)), repo_id)
+        config = read_json_object(
+            Path(hf_hub_download(repo_id, f"{component}/config.json", revision=revision)), repo_id
+        )
     tensors: dict[str, tuple[int, ...]] = {}
     try:
         api = HfApi()

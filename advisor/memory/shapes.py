@@ -315,7 +315,7 @@ def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]
         config_path = path / "config.json"
         if not config_path.is_file():
             raise UserError(f"--model {model}: the folder has no config.json")
-        return _read_config(config_path, model)
+        return read_json_object(config_path, model)
     if path.exists():
         raise UserError(f"--model {model} is a file; pass the model's folder (with config.json) or a Hub id")
     looks_like_id = (
@@ -336,10 +336,11 @@ def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]
 
     with hub_errors(f"{model}'s config.json (no local folder of that name either)"):
         config_path = hf_hub_download(model, "config.json", revision=revision)
-    return _read_config(Path(config_path), model)
+    return read_json_object(Path(config_path), model)
 
 
-def _read_config(path: Path, model: str) -> dict[str, Any]:
+def read_json_object(path: Path, model: str) -> dict[str, Any]:
+    """A JSON object file of the model (config.json, model_index.json), or a one-line error naming it."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
