@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from hub_scan.techniques import Technique, tag_index, techniques
+from hub_scan.techniques import Technique, by_name, in_vocabulary_order, tag_index, techniques
 
 MAX_EVIDENCE_PER_TECHNIQUE = 3
 _WINDOW = 48  # characters around an anchor the full pattern may span (longest alias: ~40)
@@ -378,8 +378,7 @@ def candidates(words: set[bytes]) -> list[Technique]:
         if anchor in words:
             for technique in owners:
                 found.setdefault(technique.name, technique)
-    order = {t.name: i for i, t in enumerate(techniques())}
-    return sorted(found.values(), key=lambda t: order[t.name])
+    return [by_name()[name] for name in in_vocabulary_order(found)]
 
 
 def _families(names: set[str]) -> set[str]:
@@ -463,13 +462,12 @@ def classify_card(
             evidence.append(inferred)
             used = {inferred.technique}
 
-    order = {t.name: i for i, t in enumerate(techniques())}
-    found = tuple(sorted(used, key=lambda n: order.get(n, len(order))))
+    found = in_vocabulary_order(used)
     status = "found" if found else ("unknown" if adapter_card else "none")
     return CardVerdict(
         techniques=found,
         status=status,
-        mentioned=tuple(sorted(mentioned, key=lambda n: order.get(n, len(order)))),
+        mentioned=in_vocabulary_order(mentioned),
         evidence=tuple(evidence),
         library_name=library,
         pipeline_tag=pipeline,

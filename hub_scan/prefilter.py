@@ -29,10 +29,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from hub_scan.classify import _FULL_SIGNS
+from hub_scan.classify import _ADAPTER_SIGNS, _FULL_SIGNS
 from hub_scan.techniques import tag_index, techniques
 
-ADAPTER_SIGNS = r"(?i:peft|adapter|parameter[\s_\-]?efficient)"
+# What makes an adapter card (classify_card's adapter_card): "peft" (the word, library_name, PeftModel),
+# "adapter" (base_model:adapter tags, base_model_relation: adapter) and the classifier's own body signs.
+ADAPTER_SIGNS = "(?i:" + "|".join(re.escape(sign) for sign in ("peft", "adapter", *_ADAPTER_SIGNS)) + ")"
 TRAINER_TAG = "generated_from_trainer"
 
 

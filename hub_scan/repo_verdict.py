@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from hub_scan.classify import CardVerdict, Evidence, four_bit_training
 from hub_scan.records import CardRecord
-from hub_scan.techniques import by_name, family_of, techniques
+from hub_scan.techniques import by_name, family_of, in_vocabulary_order
 
 DIFFUSERS_LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
 # kohya / LyCORIS tensor-name markers, most specific first: LoHa and LoKr files also carry lora_ prefixes.
@@ -53,8 +53,7 @@ def repo_verdict(record: CardRecord, card: CardVerdict) -> CardVerdict:
             used = _with_four_bit(used, record, card, evidence)
     if set(card.techniques) == used and len(evidence) == len(card.evidence):
         return card
-    order = {t.name: i for i, t in enumerate(techniques())}
-    found = tuple(sorted(used, key=lambda n: order.get(n, len(order))))
+    found = in_vocabulary_order(used)
     return replace(card, techniques=found, status="found" if found else card.status, evidence=tuple(evidence))
 
 
@@ -91,7 +90,7 @@ def _with_four_bit(used: set[str], record: CardRecord, card: CardVerdict, eviden
     four_bit = four_bit_training(record.card, bases)
     if four_bit is None:
         return used
-    evidence.append(replace(four_bit, where="inferred", rule=f"LoRA adapter + {four_bit.rule or 'a 4-bit base'}"))
+    evidence.append(four_bit)  # already "inferred", with its rule
     return {"qlora"}
 
 

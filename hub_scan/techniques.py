@@ -136,6 +136,17 @@ def by_name() -> dict[str, Technique]:
     return {t.name: t for t in techniques()}
 
 
+@lru_cache(maxsize=1)
+def _positions() -> dict[str, int]:
+    return {t.name: i for i, t in enumerate(techniques())}
+
+
+def in_vocabulary_order(names: set[str] | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Technique names in the vocabulary's order (registry methods first): every verdict lists them so."""
+    positions = _positions()
+    return tuple(sorted(names, key=lambda n: positions.get(n, len(positions))))
+
+
 def family_of(name: str) -> str:
     """The registry method a technique counts as in usage shares ('qlora' -> 'lora'); itself when none."""
     technique = by_name().get(name)

@@ -19,16 +19,20 @@ from advisor.memory.model import EAGER_SCORE_BYTES  # noqa: E402
 BATCH, SEQ, LAYERS, HEADS, HIDDEN, VOCAB = 2, 256, 2, 4, 64, 320
 
 
-def tiny_lora(attention: str, dtype: torch.dtype):
-    config = transformers.LlamaConfig(
+def tiny_config(**extra: object):
+    return transformers.LlamaConfig(
         hidden_size=HIDDEN,
         intermediate_size=2 * HIDDEN,
         num_hidden_layers=LAYERS,
         num_attention_heads=HEADS,
         num_key_value_heads=HEADS,
         vocab_size=VOCAB,
-        attn_implementation=attention,
+        **extra,
     )
+
+
+def tiny_lora(attention: str, dtype: torch.dtype):
+    config = tiny_config(attn_implementation=attention)
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).to(dtype)
     model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
@@ -81,14 +85,7 @@ def test_autocast_saves_a_half_copy_of_each_frozen_linear_weight() -> None:
 
 def test_kbit_preparation_upcasts_what_the_model_says(tmp_path) -> None:
     pytest.importorskip("bitsandbytes")
-    config = transformers.LlamaConfig(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        vocab_size=VOCAB,
-        tie_word_embeddings=False,
-    )
+    config = tiny_config(tie_word_embeddings=False)
     transformers.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
     quant = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
     model = transformers.AutoModelForCausalLM.from_pretrained(

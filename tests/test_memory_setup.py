@@ -115,6 +115,9 @@ def test_several_gpus_per_gpu_figures() -> None:
         (["--attention", "xformers"], "--attention must be one of sdpa, flash, eager"),
         (["--optimizer", "lion"], "--optimizer must be one of"),
         (["--quant", "gptq-3bit"], "--quant must be one of"),
+        # flags are checked before the model is read: no lookup of a folder (or the Hub) for a bad flag
+        (["--gpus", "0", "--model", "./no/such/model"], "--gpus must be at least 1"),
+        (["--task", "image", "--seq-len", "0"], "--batch-size and --seq-len must be at least 1"),
     ],
 )
 def test_bad_setup_flags_are_one_line_exit_2(flags: list[str], message: str) -> None:

@@ -70,6 +70,8 @@ BENCHMARK_SHAPE = ModelShape(
     dtype="bfloat16",
 )
 BENCHMARK_SETUP = MemorySetup()
+# PEFT's image benchmark: batch 2 at 512 px, checkpointed; (512 / 16)² latent patches + 512 prompt tokens.
+IMAGE_BENCHMARK_SETUP = MemorySetup(batch_size=2, seq_len=1024 + 512, grad_checkpointing=True, resolution=512)
 
 
 def benchmark_of(run: BenchmarkRun) -> tuple[ModelShape, MemorySetup]:
@@ -78,11 +80,11 @@ def benchmark_of(run: BenchmarkRun) -> tuple[ModelShape, MemorySetup]:
     if BENCHMARKS[run.benchmark].domain == "image":
         from advisor.memory.denoiser import IMAGE_BENCHMARK_SHAPE, image_tokens
 
-        shape, resolution = IMAGE_BENCHMARK_SHAPE, run.seq_len or 512
-        tokens = image_tokens(shape, resolution) + shape.text_tokens
-        setup = MemorySetup(
-            batch_size=run.batch_size or 2,
-            seq_len=tokens,
+        shape, resolution = IMAGE_BENCHMARK_SHAPE, run.seq_len or IMAGE_BENCHMARK_SETUP.resolution or 512
+        setup = replace(
+            IMAGE_BENCHMARK_SETUP,
+            batch_size=run.batch_size or IMAGE_BENCHMARK_SETUP.batch_size,
+            seq_len=image_tokens(shape, resolution) + shape.text_tokens,
             grad_checkpointing=bool(run.grad_checkpointing),
             resolution=resolution,
         )

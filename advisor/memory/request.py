@@ -6,10 +6,11 @@ shows the measured figures as stored.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from advisor.errors import UserError
-from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, MemoryRequest
+from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, IMAGE_BENCHMARK_SETUP, MemoryRequest
 from advisor.memory.setup import MemorySetup, validate_setup
 from advisor.memory.shapes import ModelShape, read_shape_and_tensors
 from advisor.memory.user_adapter import UserAdapter, from_adapter_config, linear_layers, lora_count
@@ -52,15 +53,14 @@ def memory_request(
         return None
     if resolution is not None and domain != "image":
         raise UserError("--resolution is for image models (--task image); a language model's length is --seq-len")
-    shape, tensors = _read_model(model, domain)
-    base = _benchmark_setup(shape, domain, resolution, seq_len)
-    seq_len = None if domain == "image" else seq_len
+    image = domain == "image"
+    base = IMAGE_BENCHMARK_SETUP if image else BENCHMARK_SETUP
     gpus = base.gpus if gpus is None else gpus
     sharding = (sharding or "").strip().lower() or ("ddp" if gpus > 1 else "none")
     amp = (amp or "").strip().lower() or None
     setup = MemorySetup(
         batch_size=base.batch_size if batch_size is None else batch_size,
-        seq_len=base.seq_len if seq_len is None else seq_len,
+        seq_len=base.seq_len if seq_len is None else seq_len,  # an image model's: the prompt tokens, for now
         dtype=(dtype or ("fp32" if amp else base.dtype)).lower(),
         quant=(quant or base.quant).lower(),
         grad_checkpointing=base.grad_checkpointing if grad_checkpointing is None else grad_checkpointing,
@@ -71,9 +71,15 @@ def memory_request(
         gpus=gpus,
         sharding=sharding,
         offload=(offload or base.offload).strip().lower(),
-        resolution=base.resolution,
+        resolution=(base.resolution if resolution is None else resolution) if image else None,
     )
-    validate_setup(setup)
+    validate_setup(setup)  # every flag checked before any file or the Hub is read
+    shape, tensors = _read_model(model, domain)
+    if image:  # a step's tokens: the latent patches at the resolution, plus the prompt's
+        from advisor.memory.denoiser import image_tokens
+
+        prompt = shape.text_tokens if seq_len is None else seq_len
+        setup = replace(setup, seq_len=image_tokens(shape, setup.resolution or 512) + prompt)
     adapter = user_adapter(model, shape, tensors, adapter_config, lora_r, target_modules, use_dora)
     return MemoryRequest(shape, setup, model_given=model is not None, adapter=adapter)
 
@@ -95,20 +101,6 @@ def _read_model(model: str | None, domain: str) -> tuple[ModelShape, dict[str, t
     if model and (Path(model).expanduser() / "model_index.json").is_file():
         raise UserError(f"--model {model} is a diffusers pipeline: pass --task image for an image model")
     return read_shape_and_tensors(model) if model else (BENCHMARK_SHAPE, None)
-
-
-def _benchmark_setup(shape: ModelShape, domain: str, resolution: int | None, prompt_tokens: int | None) -> MemorySetup:
-    """The benchmark's own setup, which unset flags keep; for images, the tokens of the user's resolution."""
-    if domain != "image":
-        return BENCHMARK_SETUP
-    from advisor.memory.denoiser import image_tokens
-
-    resolution = 512 if resolution is None else resolution
-    if resolution < 16:
-        raise UserError(f"--resolution must be at least 16 pixels (got {resolution})")
-    text = shape.text_tokens if prompt_tokens is None else prompt_tokens
-    tokens = image_tokens(shape, resolution) + text
-    return MemorySetup(batch_size=2, seq_len=tokens, grad_checkpointing=True, resolution=resolution)
 
 
 def user_adapter(

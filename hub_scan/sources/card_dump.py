@@ -275,7 +275,8 @@ def iter_dump(
         except _CorruptShard as exc:
             if len(shards.files) == 1 or report is None:
                 raise UserError(f"{name} cannot be read ({exc}); the file is corrupt: download it again") from None
-            report.skipped.append(f"{name} ({exc})")
+            counted = f"; its first {reader.rows:,} rows are counted" if reader.rows else ""
+            report.skipped.append(f"{name} ({exc}{counted})")
         if left is not None:
             left -= reader.rows
             if left <= 0:

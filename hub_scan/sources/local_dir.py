@@ -48,12 +48,11 @@ def _files(folder: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _header_keys(path: Path, limit: int = 64) -> list[str]:
-    from advisor.errors import UserError as HeaderError
     from advisor.safetensors_headers import read_header
 
     try:
         return sorted(read_header(path))[:limit]
-    except (HeaderError, OSError, ValueError):  # not a readable safetensors file: it says nothing
+    except (UserError, OSError, ValueError):  # not a readable safetensors file: it says nothing
         return []
 
 
