@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from hub_scan.earliest_match import Branch, EarliestMatch
 from hub_scan.techniques import Technique, by_name, in_vocabulary_order, tag_index, techniques
 
 MAX_EVIDENCE_PER_TECHNIQUE = 3
@@ -83,15 +84,35 @@ def card_words(lowered: str) -> set[bytes]:
     return set(lowered.encode("utf-8", "ignore").translate(_WORD_BYTES).split())
 
 
-_FULL_SIGNS = re.compile(
-    r"(?im)fine-?tuned version of|fine-?tuned (?:from|on|for)\b|\ba fine-?tuned\b|finetuned from model|"
-    r"fine-?tuning framework|pipeline to fine-?tune|training (?:the )?\S+ (?:architecture|model) on|"
-    r"^\W*epochs?\W*\d+|further (?:pre-?)?train|"
-    r"continued (?:pre-?)?training|continual pre-?training|full[\s\-](?:parameter|weights?|model) (?:fine-?tun|train)|"
-    r"trained for \d+ epochs|distill(?:ed|ation) (?:from|of)|\bSFT\b.{0,40}\bfull\b"
+# Signs of full fine-tuning, and of a model that was not fine-tuned: searched branch by branch on the
+# lower-cased card (hub_scan.earliest_match: same leftmost match as the alternation, ~5x faster).
+_FULL_SIGNS = EarliestMatch(
+    (
+        Branch(r"fine-?tuned version of", "fine"),
+        Branch(r"fine-?tuned (?:from|on|for)\b", "fine"),
+        Branch(r"\ba fine-?tuned\b", "a fine"),
+        Branch(r"finetuned from model", "finetuned"),
+        Branch(r"fine-?tuning framework", "framework"),
+        Branch(r"pipeline to fine-?tune", "pipeline"),
+        Branch(r"training (?:the )?\S+ (?:architecture|model) on", "training"),
+        Branch(r"^\W*epochs?\W*\d+", "epoch"),
+        Branch(r"further (?:pre-?)?train", "further"),
+        Branch(r"continued (?:pre-?)?training", "continued"),
+        Branch(r"continual pre-?training", "continual"),
+        Branch(r"full[\s\-](?:parameter|weights?|model) (?:fine-?tun|train)", "full"),
+        Branch(r"trained for \d+ epochs", "epoch"),
+        Branch(r"distill(?:ed|ation) (?:from|of)", "distill"),
+        Branch(r"\bsft\b.{0,40}\bfull\b", "sft"),
+    ),
+    re.M,
 )
-_NOT_FINE_TUNED = re.compile(
-    r"(?i)designed to be fine-?tuned|can be fine-?tuned|without (?:any |prior )?fine-?tuning|pre-?trained from scratch"
+_NOT_FINE_TUNED = EarliestMatch(
+    (
+        Branch(r"designed to be fine-?tuned", "designed"),
+        Branch(r"can be fine-?tuned", "can be"),
+        Branch(r"without (?:any |prior )?fine-?tuning", "without"),
+        Branch(r"pre-?trained from scratch", "scratch"),
+    )
 )
 
 
@@ -507,10 +528,11 @@ def _infer_without_names(
     if adapter_card:
         return None
     full_sign = next((t for t in tags if t == "generated_from_trainer"), None)
-    match = _FULL_SIGNS.search(body)
+    lowered = _lower_same_length(body)
+    match = _FULL_SIGNS.search(lowered)
     if full_sign is None and match is None:
         return None
-    if _NOT_FINE_TUNED.search(body) and full_sign is None:
+    if _NOT_FINE_TUNED.search(lowered) and full_sign is None:
         return None
     four_bit_base = next((b for b in base_models if _FOUR_BIT_BASE.search(b)), None)
     if four_bit_base:

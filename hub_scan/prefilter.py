@@ -56,9 +56,8 @@ def _loose_tag(key: str) -> str:
 
 
 def _full_signs_re2() -> str:
-    flags, body = re.match(r"\(\?([a-z]+)\)(.*)", _FULL_SIGNS.pattern, re.S).groups()  # type: ignore[union-attr]
-    body = body.replace(r"\b", "").replace(r"\d", r"\p{Nd}").replace("[\\s", "[" + _PY_SPACE)
-    return f"(?{flags}:{body})"
+    body = _FULL_SIGNS.pattern.replace(r"\b", "").replace(r"\d", r"\p{Nd}").replace("[\\s", "[" + _PY_SPACE)
+    return f"(?im:{body})"
 
 
 @lru_cache(maxsize=1)
