@@ -342,14 +342,14 @@ def _candidates(
     methods = {r.id: registry.resolve(r.method) for r in runs}
     breakdowns: dict[str, Breakdown] = {}
     if query.memory is not None:
-        image_model = query.memory.shape.kind == "dit"
+        image_model = query.memory.shape.is_denoiser
         if image_model != (bench.domain == "image"):
             model = query.memory.shape.name
             raise UserError(
                 f"{model} is an image model; pass --task image"
                 if image_model
                 else f"--task {query.task} ranks {bench.domain} runs, which the memory model predicts for "
-                f"{'diffusion transformers' if bench.domain == 'image' else 'language models'}; {model} is not one"
+                f"{'diffusion models' if bench.domain == 'image' else 'language models'}; {model} is not one"
             )
         runs, breakdowns = project(runs, query.memory)
     caps = {r.id: capabilities(r, methods[r.id], bench) for r in runs}

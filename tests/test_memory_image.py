@@ -1,5 +1,6 @@
 """Image models in the memory model: diffusion transformers read from diffusers layouts, calibrated on PEFT's
-image runs, and refused with the reason where the model cannot carry them (UNets, a language model)."""
+image runs, and refused with the reason where the model cannot carry them (no headers, a language model).
+UNets: tests/test_memory_unet.py."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_a_flux_pipeline_folder_is_read_from_its_headers(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [
-        ("unet", ["--task", "image"], "is a UNet, whose activations span several resolutions"),
+        ("unet", ["--task", "image"], "no safetensors files for its unet"),
         ("flux", ["--task", "math"], "is a diffusers pipeline: pass --task image"),
         ("llama", ["--task", "image"], "neither a diffusers pipeline (model_index.json) nor a component folder"),
         ("none", ["--task", "math", "--resolution", "1024"], "--resolution is for image models"),

@@ -7,10 +7,13 @@ so a DiT maps onto :class:`ModelShape` with ``kind="dit"``: layers = double + si
 heads × head dim, MLP width = hidden × mlp_ratio, and a step's tokens are the image's latent patches
 (``resolution / pixels_per_token`` per side) plus the prompt's tokens.
 
-Read from a diffusers layout: a pipeline folder (``model_index.json`` and ``transformer/``), the
+A UNet (SD 1.5, SD 2, SDXL: ``UNet2DConditionModel``) is read as its resolution stages
+(:mod:`advisor.memory.unet`): what each ResNet and transformer layer saves was counted on diffusers' own
+blocks, and the same runs' calibration is carried to it through those counts.
+
+Read from a diffusers layout: a pipeline folder (``model_index.json`` and ``transformer/`` or ``unet/``), the
 component folder itself, or a Hub repo (configs through the HF cache; the parameter count from the
-safetensors headers by range requests, no weights). UNets (SD 1.5, SDXL) are refused with the reason:
-their activations span several resolutions, which PEFT's FLUX runs cannot calibrate.
+safetensors headers by range requests, no weights).
 
 No torch: this runs on the recommend path.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.memory.shapes import ModelShape, read_json_object
+from advisor.memory.unet import CLIP_TOKENS, FF_MULT, VAE_SCALE, module_count, unet_stages
 
 # Prompt tokens the pipelines pad to (their max_sequence_length): FLUX.1/FLUX.2 512; SD3's CLIP 77 + T5 256.
 TEXT_TOKENS = {"Flux": 512, "Flux2": 512, "SD3": 333}
@@ -76,14 +80,11 @@ def read_denoiser_shape(model: str, revision: str | None = None) -> tuple[ModelS
 def denoiser_shape(
     config: dict[str, Any], name: str, params: int | None, params_source: str, tensors: dict | None = None
 ) -> ModelShape:
-    """A DiT's shape from its diffusers config; UNets and configs without headers are refused with the reason."""
+    """A denoiser's shape from its diffusers config (a DiT, or a UNet's stages); configs without headers are
+    refused with the reason."""
     cls = str(config.get("_class_name") or "")
     if "UNet" in cls:
-        raise UserError(
-            f"--model {name}: {cls} is a UNet, whose activations span several resolutions; the memory model "
-            "is calibrated on PEFT's FLUX transformer runs and predicts diffusion transformers (FLUX.1, FLUX.2, "
-            "SD3) only. Drop --model to see the stored FLUX.2 figures"
-        )
+        return unet_shape(config, name, params, params_source)
     layers = int(config.get("num_layers") or 0) + int(config.get("num_single_layers") or 0)
     heads, head_dim = config.get("num_attention_heads"), config.get("attention_head_dim")
     if not layers or not isinstance(heads, int) or not isinstance(head_dim, int):
@@ -112,6 +113,33 @@ def denoiser_shape(
     return ModelShape(
         name, cls or None, hidden, int(hidden * ratio), layers, heads, heads, head_dim, 0, True, params,
         params_source, None, tuple(assumptions), kind="dit", pixels_per_token=pixels, text_tokens=text,
+    )  # fmt: skip
+
+
+def unet_shape(config: dict[str, Any], name: str, params: int | None, params_source: str) -> ModelShape:
+    """A ``UNet2DConditionModel`` (SD 1.5, SD 2, SDXL) as its resolution stages; other UNets are refused."""
+    cls = str(config.get("_class_name") or "")
+    if cls != "UNet2DConditionModel":
+        raise UserError(
+            f"--model {name}: {cls} is not a UNet2DConditionModel (SD 1.5, SD 2, SDXL), the one UNet layout the "
+            "memory model reads"
+        )
+    if not params:
+        raise UserError(
+            f"--model {name}: no safetensors files for its unet; the memory model counts a diffusion model's "
+            "parameters from their headers (pass the pipeline folder with its weights, or go online)"
+        )
+    stages = unet_stages(config)
+    widest = max(stages, key=lambda s: s.channels)
+    assumptions = (
+        f"latents at 1/{VAE_SCALE} of the image side (the SD/SDXL VAE); {CLIP_TOKENS} prompt tokens (CLIP)",
+        "PEFT's FLUX.2 runs carried to a UNet through what each of its blocks saves (advisor.memory.unet: counted "
+        "with autograd on diffusers' ResNet and transformer blocks)",
+    )
+    return ModelShape(
+        name, cls, widest.channels, widest.channels * FF_MULT, module_count(stages), widest.heads, widest.heads,
+        widest.channels // max(1, widest.heads), 0, True, params, params_source, None, assumptions, kind="unet",
+        pixels_per_token=VAE_SCALE, text_tokens=CLIP_TOKENS, stages=stages,
     )  # fmt: skip
 
 

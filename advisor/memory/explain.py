@@ -21,6 +21,17 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
         if setup.mode == "peak"
         else "a 99th-percentile step (calibrated on the stored p99 figures)"
     )
+    if shape.kind == "unet":
+        from advisor.memory.unet import latent_side
+
+        side = latent_side(setup.resolution or 512)
+        sides = sorted({max(1, side // s.scale) for s in shape.stages}, reverse=True)
+        lines.append(
+            f"a {side}×{side} latent per image ({setup.resolution} px / {shape.pixels_per_token}), run at "
+            + ", ".join(f"{n}×{n}" for n in sides)
+            + f" by {len(shape.stages)} blocks: {shape.layers} ResNets and transformer layers, each checkpointed "
+            "on its own under gradient checkpointing (diffusers' UNet)"
+        )
     if shape.kind == "dit":
         from advisor.memory.denoiser import image_tokens
 
@@ -29,6 +40,7 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
             f"a step's tokens per image: {image} latent patches ({setup.resolution} px / {shape.pixels_per_token} px "
             f"per token, squared) + the prompt's tokens, {setup.seq_len} in all"
         )
+    if shape.is_denoiser:
         lines.append(
             "only the denoiser is resident: prompts are encoded beforehand and the text encoder is off the GPU, as "
             "in PEFT's image benchmark; the VAE (a few hundred MiB) is not counted"

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from advisor.benchmarks.definitions import BENCHMARKS
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
+from advisor.memory import unet
 from advisor.memory.setup import DTYPE_BYTES, MemorySetup
 from advisor.memory.shapes import ModelShape
 from advisor.memory.user_adapter import UserAdapter
@@ -173,7 +174,7 @@ def trainable_params(run: BenchmarkRun, shape: ModelShape, adapter: UserAdapter 
     if adapter is not None and run.peft_type == adapter.peft_type:
         return float(adapter.trainable)
     bench = benchmark_of(run)[0]
-    scale = shape.layers * (shape.hidden + shape.intermediate) / (bench.layers * (bench.hidden + bench.intermediate))
+    scale = shape.adapter_widths / bench.adapter_widths
     return float(run.trainable_params or 0) * scale
 
 
@@ -211,8 +212,15 @@ def trainable_state_bytes(
 
 
 def activation_unit(shape: ModelShape, setup: MemorySetup) -> float:
-    """Bytes of one hidden+MLP-wide vector per token in every layer: what ``a_run`` counts."""
+    """Bytes of one hidden+MLP-wide vector per token in every layer: what ``a_run`` counts (a UNet's modules
+    in the same units, through what each saves: :mod:`advisor.memory.unet`)."""
+    if shape.stages:
+        return unet.activation_unit(shape.stages, setup.batch_size, _latent_side(setup), setup.activation_bytes)
     return setup.tokens * shape.layers * (shape.hidden + shape.active_mlp) * setup.activation_bytes
+
+
+def _latent_side(setup: MemorySetup) -> int:
+    return unet.latent_side(setup.resolution or 512)
 
 
 def logit_bytes(shape: ModelShape, setup: MemorySetup) -> float:
@@ -240,6 +248,10 @@ def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> fl
     unit = activation_unit(shape, setup)
     if not setup.grad_checkpointing:
         return factor * unit
+    if shape.stages:  # each ResNet and transformer layer is checkpointed; the largest is recomputed at the peak
+        side, element = _latent_side(setup), setup.activation_bytes
+        kept = unet.checkpointed_bytes(shape.stages, setup.batch_size, side, element)
+        return kept + factor * unet.largest_module_unit(shape.stages, setup.batch_size, side, element)
     # Checkpointing keeps every layer's input, and recomputes one layer's activations at a time.
     checkpoints = setup.tokens * shape.layers * checkpoint_bytes_per_token_layer(shape, setup)
     return checkpoints + factor * unit / shape.layers
@@ -251,6 +263,11 @@ def attention_score_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     exceed the logits by."""
     if setup.attention != "eager":
         return 0.0
+    if shape.stages:
+        side = _latent_side(setup)
+        text = max(0, setup.seq_len - side * side)
+        every, largest = unet.score_elements(shape.stages, setup.batch_size, side, text)
+        return (largest * EAGER_RECOMPUTE_BYTES) if setup.grad_checkpointing else every * EAGER_SCORE_BYTES
     per_layer = setup.batch_size * shape.heads * setup.seq_len**2
     if not setup.grad_checkpointing:
         return per_layer * shape.layers * EAGER_SCORE_BYTES

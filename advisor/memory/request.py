@@ -75,6 +75,11 @@ def memory_request(
     )
     validate_setup(setup)  # every flag checked before any file or the Hub is read
     shape, tensors = _read_model(model, domain)
+    if shape.kind == "unet" and setup.quant != "none":
+        raise UserError(
+            f"--quant {setup.quant} on a UNet: quantisers convert its linear layers and leave its convolutions, "
+            "a split the memory model does not make for UNets; drop --quant"
+        )
     if image:  # a step's tokens: the latent patches at the resolution, plus the prompt's
         from advisor.memory.denoiser import image_tokens
 

@@ -20,9 +20,12 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+
+if TYPE_CHECKING:
+    from advisor.memory.unet import UNetStage
 
 # Config keys across architectures, most common first.
 _KEYS = {
@@ -68,9 +71,10 @@ class ModelShape:
     experts: int = 0  # mixture of experts: experts per MoE layer (0: a dense MLP); every one is held in memory
     active_experts: int = 0  # experts each token is routed to (top-k): only their activations are kept
     shared_intermediate: int = 0  # always-on shared experts' MLP width (Qwen2-MoE, DeepSeek)
-    kind: str = "lm"  # "lm": a language model; "dit": a diffusion transformer (advisor.memory.denoiser)
+    kind: str = "lm"  # "lm": a language model; "dit": a diffusion transformer; "unet" (advisor.memory.denoiser)
     pixels_per_token: int = 0  # dit: image pixels per latent-patch token, per side
     text_tokens: int = 0  # dit: the prompt tokens its pipeline pads to
+    stages: tuple[UNetStage, ...] = ()  # unet: its resolution stages (advisor.memory.unet)
 
     @property
     def active_mlp(self) -> int:
@@ -79,6 +83,21 @@ class ModelShape:
         if self.experts <= 1:
             return self.intermediate
         return self.intermediate * max(1, self.active_experts) + self.shared_intermediate
+
+    @property
+    def is_denoiser(self) -> bool:
+        """An image model's denoiser (a diffusion transformer or a UNet), which the image runs predict."""
+        return self.kind in ("dit", "unet")
+
+    @property
+    def adapter_widths(self) -> int:
+        """Σ over layers of (hidden + MLP width): what an adapter on the layers' linear layers scales with (a
+        UNet's transformer layers run at several widths)."""
+        if self.stages:
+            from advisor.memory.unet import adapter_width_sum
+
+            return adapter_width_sum(self.stages)
+        return self.layers * (self.hidden + self.intermediate)
 
     @property
     def embedding_params(self) -> int:

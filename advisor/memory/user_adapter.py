@@ -39,7 +39,7 @@ class UserAdapter:
 def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, int]]:
     """Every linear layer of the model's block stack: path → (out, in) (GPT-2's Conv1D: (in, out), which a
     LoRA count does not mind). From the headers when read, else the Llama layout of ``shape``."""
-    if shape.kind == "dit":  # double- and single-stream blocks are two stacks: every block's linear layers
+    if shape.is_denoiser:  # several block stacks (double/single blocks, a UNet's stages): every block's linears
         if not tensors:
             raise UserError("counting your adapter on an image model needs its safetensors headers (--model FOLDER)")
         import re
@@ -123,8 +123,8 @@ def from_adapter_config(
     config = read_adapter_config(path)
     peft_type = str(config["peft_type"]).upper()
     try:
-        if shape.kind == "dit":
-            raise _CannotBuild("a diffusion transformer is counted from its headers, not built with transformers")
+        if shape.is_denoiser:
+            raise _CannotBuild("a diffusion model is counted from its headers, not built with transformers")
         count = _peft_count(config, model)
         return UserAdapter(peft_type, count, f"{peft_type} from {Path(path).name}", "PEFT, on the model built on meta")
     except _CannotBuild as exc:
