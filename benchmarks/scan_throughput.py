@@ -16,22 +16,28 @@ the whole process tree):
   a case-insensitive keyword regex (the blog's method: `regexp_matches`, RE2, in C++);
 - ours: `peft-advise scan dataset FILE` (all cores): the vectorised RE2 prefilter, then the full
   classifier with guards and evidence on the candidates;
-- ours without the prefilter (`--no-prefilter`: what the scan did before it; the counts are equal).
+- ours without the prefilter (`--no-prefilter`: what the scan did before it; the counts are equal);
+- with ``--before REF``: the scan as it was at commit REF (default 695fcfe, the last commit before issue
+  19's work), run from a temporary git worktree of this repository on the same file: "today" in the
+  issue's "no slower than today".
 
 Targets: realistic mix >= 3x the baseline's cards/s and peak RSS <= 1.5 GB; PEFT-heavy mix no slower
-than without the prefilter.
+than before (``--before``) and than without the prefilter.
 
-    python benchmarks/scan_throughput.py [--cards 1000000] [--mix peft|realistic|both] [--keep DIR]
+    python benchmarks/scan_throughput.py [--cards 1000000] [--mix peft|realistic|both] [--keep DIR] [--before REF]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from card_mix import ordinary_cards
@@ -120,17 +126,24 @@ def keyword_patterns() -> dict[str, str]:
     return patterns
 
 
-def measure_mix(path: Path, cards: int) -> dict[str, float]:
+def measure_mix(path: Path, cards: int, before: Path | None = None) -> dict[str, float]:
     patterns = keyword_patterns()
     base_s, base_rss, base_out = run_measured([sys.executable, "-c", DUCKDB_SCRIPT, str(path), json.dumps(patterns)])
     scan = [sys.executable, "-m", "advisor.cli", "scan", "dataset", str(path), "--json", "--no-save"]
-    ours_s, ours_rss, ours_out = run_measured(scan)
-    plain_s, plain_rss, plain_out = run_measured([*scan, "--no-prefilter"])
+    env = {**os.environ, "PEFT_ADVISOR_PLAIN": "1", "PYTHONPATH": str(REPO)}
+    ours_s, ours_rss, ours_out = run_measured(scan, env=env, cwd=REPO)
+    plain_s, plain_rss, plain_out = run_measured([*scan, "--no-prefilter"], env=env, cwd=REPO)
     ours, plain = json.loads(ours_out), json.loads(plain_out)
     baseline = json.loads(base_out)
     assert ours["stats"]["cards"] == baseline["cards"] == cards, (ours["stats"]["cards"], baseline["cards"])
     assert ours["stats"] == plain["stats"], "the prefilter changed the counts"
+    extra: dict[str, float] = {}
+    if before is not None:  # the same command from the old tree (its own modules first on the path)
+        old_s, old_rss, old_out = run_measured(scan, env={**env, "PYTHONPATH": str(before)}, cwd=before)
+        assert json.loads(old_out)["stats"]["cards"] == cards
+        extra = {"before_s": old_s, "before_rss": old_rss}
     return {
+        **extra,
         "baseline_s": base_s,
         "baseline_rss": base_rss,
         "ours_s": ours_s,
@@ -150,12 +163,19 @@ def main() -> None:
     parser.add_argument(
         "--cards-from", type=Path, default=SHARED_CARDS, help="a folder of repo folders with README.md cards"
     )
+    parser.add_argument(
+        "--before",
+        metavar="REF",
+        nargs="?",
+        const="695fcfe",
+        help="also time the scan as it was at this commit (default 695fcfe: before issue 19), from a git worktree",
+    )
     args = parser.parse_args()
     if not args.cards_from.is_dir():
         raise SystemExit(f"needs a folder of real cards (<repo>/README.md): {args.cards_from} is missing")
     mixes = ("peft", "realistic") if args.mix == "both" else (args.mix,)
     print(f"cores: {os.cpu_count()}; {len(keyword_patterns())} technique keyword regexes in the baseline")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _worktree(args.before) as before:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for mix in mixes:
@@ -167,13 +187,17 @@ def main() -> None:
                     f"[{mix}] built {args.cards:,} cards ({size / 1e9:.2f} GB of text, "
                     f"{path.stat().st_size / 1e6:.0f} MB parquet) in {time.perf_counter() - t0:.0f} s"
                 )
-            r = measure_mix(path, args.cards)
-            rate = {k: args.cards / r[f"{k}_s"] for k in ("baseline", "ours", "no_prefilter")}
-            for key, label in (
-                ("baseline", "DuckDB regexp"),
-                ("ours", "peft-advise"),
-                ("no_prefilter", "no prefilter"),
-            ):
+            r = measure_mix(path, args.cards, before)
+            keys = ("baseline", "ours", "no_prefilter") + (("before",) if before else ())
+            rate = {k: args.cards / r[f"{k}_s"] for k in keys}
+            labels = {
+                "baseline": "DuckDB regexp",
+                "ours": "peft-advise",
+                "no_prefilter": "no prefilter",
+                "before": f"at {args.before}",
+            }
+            for key in keys:
+                label = labels[key]
                 print(
                     f"[{mix}] {label:14s} {r[f'{key}_s']:8.1f} s  {rate[key]:10,.0f} cards/s  "
                     f"peak RSS {r[f'{key}_rss'] / 1e9:.2f} GB"
@@ -184,6 +208,23 @@ def main() -> None:
                 f"{rate['ours'] / rate['no_prefilter']:.2f} (target {target}); our peak RSS "
                 f"{r['ours_rss'] / 1e9:.2f} GB (target <= 1.5); {r['prefilter_note']}"
             )
+            if before:
+                print(f"[{mix}] ratio ours/at {args.before} {rate['ours'] / rate['before']:.2f} (target >= 1)")
+
+
+@contextlib.contextmanager
+def _worktree(ref: str | None) -> Iterator[Path | None]:
+    """A temporary, detached git worktree of this repository at ``ref`` (removed afterwards), or None."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 if __name__ == "__main__":

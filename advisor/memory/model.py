@@ -13,6 +13,9 @@ with one number per benchmark run fitted from its measured peak.
            + autocast weight copies (--amp)     the half-precision copies autocast makes and backward keeps
            + gathered layers (fsdp / zero3)     two layers' full parameters, all-gathered around their use
 
+A diffusion transformer's tokens are its latent patches plus the prompt's; a UNet (``advisor.memory.unet``) is
+summed over its resolution stages, each module in the same units through what autograd saves in it.
+
 ``tokens`` is batch × sequence length on one GPU: every sequence at full length, the worst step. ``a_run``
 (how many hidden+MLP-wide vectors per token and layer the run keeps for its backward pass) is the
 only fitted number: on the benchmark's own setup it makes the prediction equal the measured peak
