@@ -11,7 +11,15 @@ sampled there), plus the stored figures of the same run for comparison.
 
     python benchmarks/gpu_train_memory.py --runs lora,oft,ia3 --setups bench,b1-s2048,bench-gc --out memory.json
 
-Runs on a CUDA machine; ``--device cpu --shape tiny`` smoke-tests the loop anywhere.
+Issue 18's GPU checks (a non-Llama model, 4-bit, eager vs SDPA), each row with the memory model's prediction
+for the same shape, setup and trainable count, and its error:
+
+    python benchmarks/gpu_train_memory.py --shape qwen2-1.5b,gemma-2b --runs lora,full \
+        --setups b2-s2048-gc,b2-s2048-gc-eager,b1-s2048-eager,b2-s2048-gc-4bit --out issue18.json
+
+Shapes are rebuilt from their config values (``SHAPES``) with random weights; a 4-bit setup saves the random
+model once and loads it back through bitsandbytes (nf4, bf16 compute) and PEFT's kbit preparation, as a QLoRA
+user does. Runs on a CUDA machine; ``--device cpu --shape tiny`` smoke-tests the loop anywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ sys.path.insert(0, str(REPO))
 SHAPES = {
     # meta-llama/Llama-3.2-3B and -1B config.json values (what the benchmark trained).
     "llama-3.2-3b": dict(
+        model_type="llama",
         hidden_size=3072,
         intermediate_size=8192,
         num_hidden_layers=28,
@@ -39,6 +48,7 @@ SHAPES = {
         tie_word_embeddings=True,
     ),
     "llama-3.2-1b": dict(
+        model_type="llama",
         hidden_size=2048,
         intermediate_size=8192,
         num_hidden_layers=16,
@@ -47,7 +57,31 @@ SHAPES = {
         vocab_size=128256,
         tie_word_embeddings=True,
     ),
+    # Qwen/Qwen2-1.5B and google/gemma-2b config.json values: a non-Llama vocabulary, GQA / MQA, Gemma's
+    # 256-wide heads (8 × 256 = its hidden size) and GeGLU.
+    "qwen2-1.5b": dict(
+        model_type="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+    ),
+    "gemma-2b": dict(
+        model_type="gemma",
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=18,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        vocab_size=256000,
+        tie_word_embeddings=True,
+    ),
     "tiny": dict(
+        model_type="llama",
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
@@ -62,6 +96,10 @@ SETUPS = {
     "bench-gc": dict(batch=4, seq=768, grad_checkpointing=True),
     "b1-s2048": dict(batch=1, seq=2048, grad_checkpointing=False),
     "b8-s512": dict(batch=8, seq=512, grad_checkpointing=False),
+    "b2-s2048-gc": dict(batch=2, seq=2048, grad_checkpointing=True),
+    "b2-s2048-gc-eager": dict(batch=2, seq=2048, grad_checkpointing=True, attention="eager"),
+    "b1-s2048-eager": dict(batch=1, seq=2048, grad_checkpointing=False, attention="eager"),
+    "b2-s2048-gc-4bit": dict(batch=2, seq=2048, grad_checkpointing=True, quant="4bit"),
 }
 
 
@@ -79,15 +117,11 @@ def pick_run(method: str):
 def trial(args: argparse.Namespace) -> dict:
     """One measurement, in this (fresh) process."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     setup = SETUPS[args.setup]
     device = torch.device(args.device)
-    config = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=8192)
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with device:
-        model = LlamaForCausalLM(config)
+    config = model_config(args.shape)
+    model = build_model(config, setup, device)
     if setup["grad_checkpointing"]:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -125,6 +159,8 @@ def trial(args: argparse.Namespace) -> dict:
         "method": args.run,
         "shape": args.shape,
         "setup": args.setup,
+        "attention": "sdpa",
+        "quant": "none",
         **setup,
         "dtype": "bfloat16",
         "optimizer": "AdamW",
@@ -156,11 +192,95 @@ def trial(args: argparse.Namespace) -> dict:
     return row
 
 
+def model_config(shape: str):
+    from transformers import AutoConfig
+
+    values = dict(SHAPES[shape])
+    return AutoConfig.for_model(values.pop("model_type"), **values, max_position_embeddings=8192)
+
+
+def build_model(config, setup: dict, device):
+    """The shape with random bf16 weights on ``device``; for a 4-bit setup, saved once and loaded back through
+    bitsandbytes (nf4, bf16 compute) and PEFT's ``prepare_model_for_kbit_training``, as QLoRA users load it."""
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    attention = setup.get("attention", "sdpa")
+    torch.manual_seed(0)
+    if setup.get("quant") != "4bit":
+        torch.set_default_dtype(torch.bfloat16)
+        with device:
+            return AutoModelForCausalLM.from_config(config, attn_implementation=attention)
+    import peft
+    from transformers import BitsAndBytesConfig
+
+    with tempfile.TemporaryDirectory() as folder:
+        AutoModelForCausalLM.from_config(config, torch_dtype=torch.bfloat16).save_pretrained(folder)
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=quant, torch_dtype=torch.bfloat16, attn_implementation=attention,
+            device_map={"": device.index or 0},
+        )  # fmt: skip
+    torch.cuda.reset_peak_memory_stats()  # the peak of training, not of loading the bf16 copy
+    return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(setup["grad_checkpointing"]))
+
+
+def predicted_bytes(row: dict) -> float:
+    """The memory model's figure for the row's shape, setup and trainable count (the run's a_run carried)."""
+    from advisor.benchmarks.store import load_snapshot
+    from advisor.memory.model import predict
+    from advisor.memory.setup import MemorySetup
+    from advisor.memory.shapes import shape_from_config
+    from advisor.memory.user_adapter import UserAdapter
+
+    runs = {r.id: r for r in load_snapshot().runs}
+    run = runs.get(row["run"]) or next(
+        r for r in load_snapshot().runs if r.benchmark == "MetaMathQA" and r.peft_type is None
+    )
+    values = dict(SHAPES[row["shape"]])
+    shape = shape_from_config(values, row["shape"], row["total_params"], "counted by torch")
+    setup = MemorySetup(
+        batch_size=row["batch"], seq_len=row["seq"], grad_checkpointing=row["grad_checkpointing"],
+        attention=row["attention"], quant=row["quant"],
+    )  # fmt: skip
+    adapter = UserAdapter(run.peft_type, row["trainable_params"], "as built", "torch") if run.peft_type else None
+    return predict(run, shape, setup, adapter=adapter).total
+
+
+def measure(shape: str, setup: str, run: str, args: argparse.Namespace) -> dict:
+    """One trial in its own process (a clean peak), printed with the prediction beside it."""
+    cmd = [sys.executable, __file__, "--run", run, "--setup", setup, "--shape", shape, "--steps", str(args.steps)]
+    cmd += ["--device", args.device]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"{shape:12} {setup:18} {run:6} FAILED: {tail}", flush=True)
+        return {"method": run, "shape": shape, "setup": setup, "error": tail}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    gib = 1024**3
+    measured = row.get("max_reserved_bytes")
+    row["predicted_bytes"] = predicted_bytes(row)
+    text = f"{shape:12} {setup:18} {run:6} trainable {row['trainable_params']:>12,}"
+    text += f"  predicted {row['predicted_bytes'] / gib:6.2f} GiB"
+    if measured is not None:
+        text += (
+            f"  max reserved {measured / gib:6.2f} GiB ({row['predicted_bytes'] / measured - 1:+.1%})"
+            f"  allocated {row['max_allocated_bytes'] / gib:6.2f}"
+            f"  after steps {row['reserved_after_steps_bytes'] / gib:6.2f}"
+        )
+    if row.get("stored_p99_bytes"):
+        text += f"  | stored peak {row['stored_peak_bytes'] / gib:6.2f}  p99 {row['stored_p99_bytes'] / gib:6.2f}"
+    print(text, flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="lora,oft,ia3,full")
     parser.add_argument("--setups", default="bench")
-    parser.add_argument("--shape", default="llama-3.2-3b", choices=sorted(SHAPES))
+    parser.add_argument("--shape", default="llama-3.2-3b", help=f"one or more of {', '.join(SHAPES)}, comma-separated")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path)
@@ -170,44 +290,11 @@ def main() -> None:
     if args.run:
         print(json.dumps(trial(args)))
         return
-    rows = []
-    for setup in args.setups.split(","):
-        for run in args.runs.split(","):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--run",
-                run,
-                "--setup",
-                setup,
-                "--shape",
-                args.shape,
-                "--steps",
-                str(args.steps),
-                "--device",
-                args.device,
-            ]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-                rows.append({"method": run, "setup": setup, "error": tail})
-                print(f"{setup:9} {run:14} FAILED: {tail}", flush=True)
-                continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            gib = 1024**3
-            measured = row.get("max_reserved_bytes")
-            text = f"{setup:9} {run:14} trainable {row['trainable_params']:>12,}"
-            if measured is not None:
-                text += (
-                    f"  max reserved {measured / gib:6.2f} GiB  allocated {row['max_allocated_bytes'] / gib:6.2f}"
-                    f"  after steps {row['reserved_after_steps_bytes'] / gib:6.2f}"
-                )
-            if row.get("stored_p99_bytes"):
-                text += (
-                    f"  | stored peak {row['stored_peak_bytes'] / gib:6.2f}  p99 {row['stored_p99_bytes'] / gib:6.2f}"
-                )
-            print(text, flush=True)
+    plan = [(sh, se, r) for sh in args.shape.split(",") for se in args.setups.split(",") for r in args.runs.split(",")]
+    unknown = [f"{sh}/{se}" for sh, se, _ in plan if sh not in SHAPES or se not in SETUPS]
+    if unknown:
+        raise SystemExit(f"unknown shape/setup {unknown[0]}: shapes {list(SHAPES)}, setups {list(SETUPS)}")
+    rows = [measure(shape, setup, run, args) for shape, setup, run in plan]
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
