@@ -95,3 +95,37 @@ def test_kbit_preparation_upcasts_what_the_model_says(tmp_path) -> None:
     upcast = {n for n, p in model.named_parameters() if p.dtype == torch.float32}
     assert "model.embed_tokens.weight" in upcast and "lm_head.weight" in upcast  # the model's 4-byte embeddings
     assert not any("proj" in n for n in upcast)  # the quantised linear layers stay 4-bit
+
+
+def test_softcapping_keeps_tanh_output_of_logits_and_scores() -> None:
+    """Gemma 2's final-logit and attention softcapping (x / cap, tanh, × cap) each keep tanh's bf16 output:
+    SOFTCAP_BYTES more per logit and, under eager attention, per score."""
+    from advisor.memory.model import SOFTCAP_BYTES
+
+    layers, heads, vocab = 2, 4, 4096
+    ids = torch.randint(0, vocab, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
+
+    def saved(final: float | None, attention: float | None) -> int:
+        config = transformers.Gemma2Config(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=heads,
+            num_key_value_heads=2, head_dim=16, vocab_size=vocab, final_logit_softcapping=final,
+            attn_logit_softcapping=attention, sliding_window=4096, attn_implementation="eager",
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = transformers.Gemma2ForCausalLM(config).to(torch.bfloat16)
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        seen: dict[int, int] = {}
+
+        def pack(tensor):
+            if tensor.untyped_storage().data_ptr() not in params:
+                seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model(input_ids=ids, labels=ids)
+        return sum(seen.values())
+
+    plain = saved(None, None)
+    assert (saved(30.0, None) - plain) / (BATCH * SEQ * vocab) == SOFTCAP_BYTES
+    assert (saved(None, 50.0) - plain) / (layers * BATCH * heads * SEQ**2) == SOFTCAP_BYTES

@@ -205,3 +205,83 @@ def test_mixture_of_experts_holds_every_expert_and_activates_top_k(tmp_path: Pat
     (config_only / "config.json").write_text(json.dumps(cfg))
     estimated = read_shape(str(config_only))
     assert estimated.total_params == counted == estimate_params(hidden, inter, 2, 8, 2, 32, 1000, False, experts=8)
+
+
+# google/gemma-2-2b's config.json values that decide memory (softcapping on both the logits and the scores).
+GEMMA2_2B = {
+    "architectures": ["Gemma2ForCausalLM"],
+    "model_type": "gemma2",
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "vocab_size": 256000,
+    "final_logit_softcapping": 30.0,
+    "attn_logit_softcapping": 50.0,
+    "tie_word_embeddings": True,
+}
+
+
+def _gemma2_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "gemma-2-2b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(GEMMA2_2B))
+    return folder
+
+
+def test_a_model_without_sdpa_trains_with_eager_attention_and_softcaps(tmp_path: Path) -> None:
+    """Gemma 2: transformers has no SDPA path (eager is its default), and softcapping keeps tanh's output of the
+    logits and of the scores: 2 more bytes each."""
+    folder = _gemma2_folder(tmp_path)
+    shape = read_shape(str(folder))
+    assert (shape.sdpa, shape.logit_softcap, shape.attention_softcap) == (False, True, True)
+    request = memory_request(str(folder), batch_size=1, seq_len=2048)
+    assert request is not None and request.setup.attention == "eager"
+    plain = replace(shape, logit_softcap=False, attention_softcap=False)
+    capped = predict(run(*LORA), shape, request.setup).terms
+    uncapped = predict(run(*LORA), plain, request.setup).terms
+    assert capped["logits"] - uncapped["logits"] == 2048 * 256000 * 2
+    scores = shape.layers * shape.heads * 2048**2
+    assert capped["attention scores"] - uncapped["attention scores"] == scores * 2
+    flash = memory_request(str(folder), batch_size=1, seq_len=2048, attention="flash")
+    assert flash is not None and "attention scores" not in predict(run(*LORA), shape, flash.setup).terms
+    result = runner.invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder), "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "has no SDPA path in transformers" in result.output and "softcapping of the final logits" in result.output
+
+
+def test_sdpa_asked_for_a_model_without_it_is_one_line_exit_2(tmp_path: Path) -> None:
+    folder = _gemma2_folder(tmp_path)
+    result = runner.invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder), "--attention", "sdpa"])
+    assert result.exit_code == 2, result.output
+    assert "transformers has no SDPA path for Gemma2ForCausalLM" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_sdpa_model_types_match_the_installed_transformers() -> None:
+    """Every listed type that the installed transformers has says _supports_sdpa = False; on the version the list
+    was read from (5.24.0), no other causal LM's PreTrainedModel does."""
+    import re
+
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from advisor.memory.shapes import NO_SDPA_MODEL_TYPES
+
+    root = Path(transformers.__file__).parent / "models"
+    without: set[str] = set()
+    present = {t for t in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES if (root / t / f"modeling_{t}.py").is_file()}
+    for model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        source = root / model_type / f"modeling_{model_type}.py"
+        if not source.is_file():
+            continue
+        text = source.read_text(encoding="utf-8")
+        block = re.search(r"class \w+PreTrainedModel\(PreTrainedModel\):(.*?)\n(?=\S)", text, re.S)
+        if block and re.search(r"_supports_sdpa = False", block.group(1)):
+            without.add(model_type)
+    assert {"gemma2", "gpt_oss"} <= without
+    assert NO_SDPA_MODEL_TYPES & present <= without
+    if transformers.__version__ == "5.24.0":
+        assert without == NO_SDPA_MODEL_TYPES

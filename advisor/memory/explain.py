@@ -52,6 +52,16 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
         )
     lines += _quantisation(request)
     lines.append(_attention(setup))
+    if setup.attention == "eager" and not shape.sdpa:
+        lines.append(
+            f"{shape.architecture or shape.name} has no SDPA path in transformers (_supports_sdpa = False), so eager "
+            "attention is its default unless --attention says otherwise (--attention flash with FlashAttention-2)"
+        )
+    if shape.logit_softcap or shape.attention_softcap:
+        capped = " and ".join(
+            w for w, on in (("final logits", shape.logit_softcap), ("attention scores", shape.attention_softcap)) if on
+        )
+        lines.append(f"softcapping of the {capped}: tanh keeps one more half-precision tensor of each for backward")
     if setup.amp:
         lines.append(
             f"--amp {setup.amp}: fp32 weights; autocast computes in {setup.amp} and keeps the half copy of each "

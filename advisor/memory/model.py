@@ -54,6 +54,7 @@ ADAPTER_BYTES = 4  # PEFT keeps adapter weights (and so their gradients) in fp32
 LOGIT_EXTRA_BYTES = 12  # fp32 copy for the loss, log-softmax output, its gradient: 4 bytes each
 EAGER_SCORE_BYTES = 6  # eager attention saves the fp32 softmax output and its bf16/fp16 cast for backward
 EAGER_RECOMPUTE_BYTES = 10  # a recomputed layer's scores: those 6 bytes plus the fp32 gradient of the softmax
+SOFTCAP_BYTES = 2  # logit softcapping (x / cap, tanh, × cap) keeps tanh's half-precision output for backward
 GATHERED_LAYERS = 2  # FSDP/ZeRO-3 hold the layer in use and the one prefetched
 
 # The shape PEFT's MetaMathQA runs were measured on (meta-llama/Llama-3.2-3B's config.json;
@@ -101,9 +102,11 @@ TERMS: dict[str, str] = {
     "base weights": "the frozen model: parameters × bytes (quantised linear layers at their bits)",
     "trainable + grads + optimizer": "trainable parameters × (weight + gradient + optimizer-state bytes)",
     "activations": "what backward needs, per token and layer: a_run hidden+MLP-wide vectors (fitted per run)",
-    "logits": "batch × seq × vocabulary: the head's output, its fp32 copy, log-softmax and its gradient",
+    "logits": "batch × seq × vocabulary: the head's output, its fp32 copy, log-softmax and its gradient (and "
+    "softcapping's tanh output)",
     "quantised-layer inputs": "bitsandbytes/GPTQ/AWQ layers keep their input for backward (no checkpointing)",
-    "attention scores": "eager attention: batch × heads × seq² scores saved per layer (fp32 softmax + cast)",
+    "attention scores": "eager attention: batch × heads × seq² scores saved per layer (fp32 softmax + cast; "
+    "softcapping's tanh output)",
     "autocast weight copies": "--amp: the half-precision copy of each weight a matmul used, kept for backward",
     "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use",
 }
@@ -228,7 +231,8 @@ def _latent_side(setup: MemorySetup) -> int:
 
 def logit_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     head = 4 if setup.quant != "none" and setup.upcasts_rest else setup.activation_bytes  # an upcast head is fp32
-    return setup.tokens * shape.vocab * (head + LOGIT_EXTRA_BYTES)
+    softcap = SOFTCAP_BYTES if shape.logit_softcap else 0
+    return setup.tokens * shape.vocab * (head + LOGIT_EXTRA_BYTES + softcap)
 
 
 def quantised_input_bytes(shape: ModelShape, setup: MemorySetup) -> float:
@@ -272,9 +276,10 @@ def attention_score_bytes(shape: ModelShape, setup: MemorySetup) -> float:
         every, largest = unet.score_elements(shape.stages, setup.batch_size, side, text)
         return (largest * EAGER_RECOMPUTE_BYTES) if setup.grad_checkpointing else every * EAGER_SCORE_BYTES
     per_layer = setup.batch_size * shape.heads * setup.seq_len**2
+    softcap = SOFTCAP_BYTES if shape.attention_softcap else 0
     if not setup.grad_checkpointing:
-        return per_layer * shape.layers * EAGER_SCORE_BYTES
-    return max(0.0, per_layer * EAGER_RECOMPUTE_BYTES - logit_bytes(shape, setup))
+        return per_layer * shape.layers * (EAGER_SCORE_BYTES + softcap)
+    return max(0.0, per_layer * (EAGER_RECOMPUTE_BYTES + softcap) - logit_bytes(shape, setup))
 
 
 def autocast_copy_bytes(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup) -> float:

@@ -75,6 +75,14 @@ def memory_request(
     )
     validate_setup(setup)  # every flag checked before any file or the Hub is read
     shape, tensors = _read_model(model, domain)
+    if not shape.sdpa:  # transformers has no SDPA path for this model: eager is its default
+        if setup.attention == "sdpa" and attention:
+            raise UserError(
+                f"--attention sdpa: transformers has no SDPA path for {shape.architecture or shape.name} (its class "
+                "says _supports_sdpa = False); use --attention eager (its default) or flash (FlashAttention-2)"
+            )
+        if not attention:
+            setup = replace(setup, attention="eager")
     if shape.kind == "unet" and setup.quant != "none":
         raise UserError(
             f"--quant {setup.quant} on a UNet: quantisers convert its linear layers and leave its convolutions, "

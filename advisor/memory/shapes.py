@@ -41,6 +41,23 @@ _KEYS = {
     "expert_intermediate": ("moe_intermediate_size", "expert_intermediate_size"),
     "shared_intermediate": ("shared_expert_intermediate_size",),
 }
+# Model types transformers runs without SDPA (their PreTrainedModel says ``_supports_sdpa = False``: Gemma 2's
+# attention softcapping, gpt-oss's attention sinks, ...): unless FlashAttention is asked for, they train with eager
+# attention and keep seq² scores. tests/test_memory_setup.py checks this list against the installed transformers.
+NO_SDPA_MODEL_TYPES = frozenset(
+    {
+        "gemma2",
+        "gpt_oss",
+        "vaultgemma",
+        "granite_swa",
+        "granitemoe_swa",
+        "mimo_v2_flash",
+        "hy_v4",
+        "deepseek_v4",
+        "flint",
+        "got_ocr2",
+    }
+)
 # Model types whose parameters the config arithmetic (:func:`estimate_params`: attention q/k/v/o, a gated
 # MLP, embeddings) counts right. Anything else needs its checkpoint's headers.
 COUNTED_FROM_CONFIG = frozenset(
@@ -75,6 +92,9 @@ class ModelShape:
     pixels_per_token: int = 0  # dit: image pixels per latent-patch token, per side
     text_tokens: int = 0  # dit: the prompt tokens its pipeline pads to
     stages: tuple[UNetStage, ...] = ()  # unet: its resolution stages (advisor.memory.unet)
+    logit_softcap: bool = False  # final_logit_softcapping (Gemma 2): tanh keeps one more vocabulary-wide tensor
+    attention_softcap: bool = False  # attn_logit_softcapping (Gemma 2): eager attention keeps one more score tensor
+    sdpa: bool = True  # False: transformers has no SDPA path for it, so eager attention is its default
 
     @property
     def active_mlp(self) -> int:
@@ -180,6 +200,9 @@ def shape_from_config(
     return ModelShape(
         name, architecture, hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied,
         total_params, params_source, dtype, tuple(assumptions), experts, active, shared,
+        logit_softcap=cfg.get("final_logit_softcapping") is not None,
+        attention_softcap=cfg.get("attn_logit_softcapping") is not None,
+        sdpa=model_type not in NO_SDPA_MODEL_TYPES,
     )  # fmt: skip
 
 
