@@ -9,6 +9,7 @@ from __future__ import annotations
 from advisor.benchmarks.records import GIB
 from advisor.memory.model import MemoryRequest, unsharded_weight_bytes
 from advisor.memory.setup import MemorySetup
+from advisor.memory.shapes import ModelShape
 from advisor.vocabulary import OPTIMIZERS, QUANTIZATION
 
 
@@ -46,6 +47,7 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
             "in PEFT's image benchmark; the VAE (a few hundred MiB) is not counted"
         )
     else:
+        lines.append(_layer_physics(shape))
         lines.append(
             "the loss holds the whole batch × seq × vocabulary logits (frameworks that chunk the loss, such as "
             "Liger kernels or Unsloth, need less: not modelled)"
@@ -97,6 +99,20 @@ def _quantisation(request: MemoryRequest) -> list[str]:
     whole = unsharded_weight_bytes(request.shape, setup)
     lines.append(f"quantised base: {whole / GIB:.2f} GiB in all on one device")
     return lines
+
+
+def _layer_physics(shape: ModelShape) -> str:
+    from advisor.memory.layer_physics import counted, layer_bytes, layer_width
+
+    kind = shape.model_type or "this architecture"
+    if not counted(shape.model_type):
+        return f"{kind} layers counted as Llama layers of the same widths (not in benchmarks/layer_physics.py's table)"
+    ratio = layer_width(shape) / (shape.hidden + shape.active_mlp)
+    per_token = layer_bytes(shape) / 1024
+    return (
+        f"a {kind} layer keeps {per_token:.0f} KiB per token for backward (autograd counts on tiny {kind} models, "
+        f"benchmarks/layer_physics.py): {ratio:.2f}× a Llama layer of its widths, and the runs' activations scale so"
+    )
 
 
 def _attention(setup: MemorySetup) -> str:

@@ -45,6 +45,7 @@ from advisor.benchmarks.definitions import BENCHMARKS
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
 from advisor.memory import unet
+from advisor.memory.layer_physics import layer_width
 from advisor.memory.setup import DTYPE_BYTES, MemorySetup
 from advisor.memory.shapes import ModelShape
 from advisor.memory.user_adapter import UserAdapter
@@ -62,6 +63,7 @@ GATHERED_LAYERS = 2  # FSDP/ZeRO-3 hold the layer in use and the one prefetched
 BENCHMARK_SHAPE = ModelShape(
     name="meta-llama/Llama-3.2-3B",
     architecture="LlamaForCausalLM",
+    model_type="llama",
     hidden=3072,
     intermediate=8192,
     layers=28,
@@ -222,7 +224,8 @@ def activation_unit(shape: ModelShape, setup: MemorySetup) -> float:
     in the same units, through what each saves: :mod:`advisor.memory.unet`)."""
     if shape.stages:
         return unet.activation_unit(shape.stages, setup.batch_size, _latent_side(setup), setup.activation_bytes)
-    return setup.tokens * shape.layers * (shape.hidden + shape.active_mlp) * setup.activation_bytes
+    width = layer_width(shape) if shape.kind == "lm" else shape.hidden + shape.active_mlp
+    return setup.tokens * shape.layers * width * setup.activation_bytes
 
 
 def _latent_side(setup: MemorySetup) -> int:

@@ -95,6 +95,7 @@ class ModelShape:
     logit_softcap: bool = False  # final_logit_softcapping (Gemma 2): tanh keeps one more vocabulary-wide tensor
     attention_softcap: bool = False  # attn_logit_softcapping (Gemma 2): eager attention keeps one more score tensor
     sdpa: bool = True  # False: transformers has no SDPA path for it, so eager attention is its default
+    model_type: str = ""  # config.json's model_type: which layer physics (advisor.memory.layer_physics) applies
 
     @property
     def active_mlp(self) -> int:
@@ -203,6 +204,7 @@ def shape_from_config(
         logit_softcap=cfg.get("final_logit_softcapping") is not None,
         attention_softcap=cfg.get("attn_logit_softcapping") is not None,
         sdpa=model_type not in NO_SDPA_MODEL_TYPES,
+        model_type=model_type,
     )  # fmt: skip
 
 

@@ -1,0 +1,49 @@
+"""What one decoder layer keeps for backward, per architecture, from ``advisor/data/layer_physics.json``.
+
+The stored runs calibrate ``a_run`` on Llama-3.2-3B in units of (hidden + MLP width) per token and layer. A layer of
+another architecture keeps a different amount per unit (Gemma 2/3's extra fp32 norms, Qwen3's q/k norms, the ungated
+MLP of GPT-NeoX and Falcon), so the memory model carries ``a_run`` through the bytes autograd saves in one layer of
+each, counted on tiny models by ``benchmarks/layer_physics.py`` (bf16, LoRA on the attention inputs, SDPA):
+
+    bytes per token per layer = h·hidden + m·MLP width + q·(heads × head_dim) + k·(kv heads × head_dim)
+
+A type the table lacks is counted as a Llama layer, and that is said. No torch: this runs on the recommend path.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from advisor.paths import PACKAGE_DATA
+
+if TYPE_CHECKING:
+    from advisor.memory.shapes import ModelShape
+
+REFERENCE_TYPE = "llama"  # the benchmark's architecture, which a_run is calibrated on
+
+
+@lru_cache(maxsize=1)
+def coefficients() -> dict[str, dict[str, float]]:
+    return json.loads((PACKAGE_DATA / "layer_physics.json").read_text(encoding="utf-8"))["types"]
+
+
+def counted(model_type: str) -> bool:
+    return model_type in coefficients()
+
+
+def layer_bytes(shape: ModelShape, model_type: str | None = None) -> float:
+    """Bytes per token one layer of ``shape`` keeps, with its own type's coefficients (Llama's if not counted)."""
+    table = coefficients()
+    c = table.get(model_type or shape.model_type) or table[REFERENCE_TYPE]
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    return c["hidden"] * shape.hidden + c["mlp"] * shape.active_mlp + c["q"] * q + c["kv"] * kv
+
+
+def layer_width(shape: ModelShape) -> float:
+    """``shape``'s hidden + MLP width in the benchmark's units: scaled by what its layer keeps against what a Llama
+    layer of the same widths keeps. Exactly hidden + MLP for a Llama-layout model, the benchmark's included."""
+    own = layer_bytes(shape)
+    as_llama = layer_bytes(shape, REFERENCE_TYPE)
+    return (shape.hidden + shape.active_mlp) * own / as_llama

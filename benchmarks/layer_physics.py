@@ -1,0 +1,197 @@
+"""What one decoder layer keeps for backward, per architecture: the table behind the memory model's layer widths.
+
+The stored runs calibrate ``a_run`` on Llama-3.2-3B, in units of (hidden + MLP width) per token and layer. Other
+architectures keep different amounts per unit: Gemma 2 and 3 add norms around attention and the MLP and compute
+them in fp32, Qwen3 and OLMo 2 normalise q and k, GPT-NeoX, Falcon and StarCoder2 have an ungated MLP and one
+LayerNorm pass, GPT-2's tanh GELU keeps several MLP-wide tensors. So the memory model carries ``a_run`` through what
+autograd saves in a layer of the user's architecture against a layer of the benchmark's.
+
+This script counts those bytes on tiny models of each type (random weights, bf16, LoRA r=4 on the attention input
+projections, batch 2 × 128 tokens, saved-tensor hooks, unique non-parameter storages; the difference between 2 and
+1 layers is one layer), at five shapes that vary hidden, MLP, query and key/value widths independently, and fits
+
+    bytes per token per layer = h·hidden + m·MLP + q·(heads × head_dim) + k·(kv heads × head_dim)
+
+by least squares. Eager-only types (Gemma 2) are counted with eager attention and its scores (6 bytes per score,
+the model's own attention term) are taken out. Writes ``advisor/data/layer_physics.json``;
+``tests/test_layer_physics.py`` checks the table against fresh counts at shapes it was not fitted on.
+
+    python benchmarks/layer_physics.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "advisor" / "data" / "layer_physics.json"
+BATCH, TOKENS, VOCAB = 2, 128, 512
+EAGER_SCORE_BYTES = 6
+MAX_FIT_ERROR = 0.03  # a type whose counts the four widths do not explain to 3% is left out (Llama's layer is used)
+# (hidden, MLP, heads, kv heads, head dim): each of hidden, MLP, q and kv width moved on its own from the first
+SHAPES = (
+    (256, 1024, 4, 2, 64),
+    (256, 2048, 4, 2, 64),
+    (512, 1024, 4, 2, 64),
+    (256, 1024, 8, 2, 64),
+    (256, 1024, 4, 4, 64),
+)
+# Model types and the config values a tiny one needs beyond the shape; LoRA targets where not q_proj/v_proj.
+TYPES: dict[str, dict] = {
+    "llama": {},
+    "mistral": {},
+    "qwen2": {},
+    "qwen3": {},
+    "gemma": {},
+    "gemma2": {"sliding_window": 4096, "final_logit_softcapping": None, "attn_logit_softcapping": None},
+    "gemma3_text": {"sliding_window": 4096},
+    "phi3": {"pad_token_id": 0},
+    "olmo": {"pad_token_id": 0},
+    "olmo2": {"pad_token_id": 0},
+    "granite": {},
+    "cohere": {"pad_token_id": 0},
+    "stablelm": {},
+    "helium": {},
+    "smollm3": {"pad_token_id": 0},
+    "glm": {"pad_token_id": 0},
+    "glm4": {"pad_token_id": 0},
+    "starcoder2": {},
+    "gpt_neox": {},
+    "falcon": {"new_decoder_architecture": True},
+    "phi": {},
+    "gpt2": {},
+}
+TARGETS = {"gpt_neox": ["query_key_value"], "falcon": ["query_key_value"], "gpt2": ["c_attn"], "phi3": ["qkv_proj"]}
+EAGER_ONLY = {"gemma2"}
+
+
+def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int, layers: int):
+    from transformers import AutoConfig
+
+    extra = dict(TYPES[model_type])
+    if model_type == "gpt2":
+        values = dict(n_embd=hidden, n_inner=mlp, n_layer=layers, n_head=heads)
+    elif model_type == "falcon":
+        values = dict(hidden_size=hidden, ffn_hidden_size=mlp, num_hidden_layers=layers, num_attention_heads=heads)
+        values["num_kv_heads"] = kv
+    else:
+        values = dict(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads)
+        values |= dict(num_key_value_heads=kv, head_dim=head_dim)
+    return AutoConfig.for_model(model_type, vocab_size=VOCAB, **values, **extra)
+
+
+def layer_bytes(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> tuple[float, dict]:
+    """Saved bytes per token of one layer, and the widths the model actually has (some types ignore head_dim)."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.randint(0, VOCAB, (BATCH, TOKENS), generator=torch.Generator().manual_seed(0))
+    counts, widths = [], {}
+    for layers in (1, 2):
+        config = _config(model_type, hidden, mlp, heads, kv, head_dim, layers)
+        attention = "eager" if model_type in EAGER_ONLY else "sdpa"
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attention).to(torch.bfloat16)
+            model = peft.get_peft_model(
+                model, peft.LoraConfig(r=4, target_modules=TARGETS.get(model_type, ["q_proj", "v_proj"]))
+            )
+        model.train()
+        counts.append(_saved_bytes(model, ids))
+        widths = _widths(model, config, hidden, mlp, heads, kv, head_dim)
+    per_layer = (counts[1] - counts[0]) / (BATCH * TOKENS)
+    if model_type in EAGER_ONLY:
+        per_layer -= widths["heads"] * TOKENS * EAGER_SCORE_BYTES
+    return per_layer, widths
+
+
+def _saved_bytes(model, ids) -> int:
+    """Unique non-parameter storages autograd saves in one forward pass."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(input_ids=ids)
+    return sum(seen.values())
+
+
+def _widths(model, config, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> dict:
+    """The widths the built model has: types without head_dim use hidden / heads, types without GQA use heads."""
+    real_head_dim = getattr(config, "head_dim", None) or hidden // heads
+    real_kv = getattr(config, "num_key_value_heads", None) or getattr(config, "num_kv_heads", None) or heads
+    if getattr(config, "model_type", "") in ("gpt2", "gpt_neox", "phi", "starcoder2", "stablelm"):
+        real_head_dim = hidden // heads
+    if getattr(config, "model_type", "") in ("gpt2", "gpt_neox"):
+        real_kv = heads
+    return {"hidden": hidden, "mlp": mlp, "heads": heads, "q": heads * real_head_dim, "kv": real_kv * real_head_dim}
+
+
+def fit(model_type: str) -> dict:
+    import numpy as np
+
+    rows, targets = [], []
+    for shape in SHAPES:
+        per_layer, widths = layer_bytes(model_type, *shape)
+        rows.append([widths["hidden"], widths["mlp"], widths["q"], widths["kv"]])
+        targets.append(per_layer)
+    coef, *_ = np.linalg.lstsq(np.array(rows, float), np.array(targets, float), rcond=None)
+    predicted = np.array(rows, float) @ coef
+    worst = float(np.max(np.abs(predicted / np.array(targets) - 1)))
+    return {"hidden": round(float(coef[0]), 3), "mlp": round(float(coef[1]), 3), "q": round(float(coef[2]), 3),
+            "kv": round(float(coef[3]), 3), "fit_error": round(worst, 4)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="compare with the stored table instead of writing it")
+    args = parser.parse_args()
+    import peft
+    import torch
+    import transformers
+
+    table = {}
+    for model_type in TYPES:
+        try:
+            table[model_type] = fit(model_type)
+        except Exception as exc:  # a type this transformers cannot build tiny: left out, said
+            print(f"{model_type:12s} skipped: {type(exc).__name__}: {str(exc)[:100]}", file=sys.stderr)
+            continue
+        c = table[model_type]
+        if c["fit_error"] > MAX_FIT_ERROR:  # the four widths do not explain it (seq² or width-coupled terms)
+            print(f"{model_type:12s} left out: the linear fit misses a shape by {c['fit_error']:.1%}", file=sys.stderr)
+            del table[model_type]
+            continue
+        terms = f"{c['hidden']:7.2f}·h {c['mlp']:6.2f}·mlp {c['q']:6.2f}·q {c['kv']:6.2f}·kv"
+        print(f"{model_type:12s} {terms}  (fit {c['fit_error']:.1%})")
+    data = {
+        "what": "bytes autograd keeps per token in one decoder layer (bf16, LoRA r=4 on the attention inputs, SDPA): "
+        "hidden·h + mlp·MLP width + q·(heads × head_dim) + kv·(kv heads × head_dim); benchmarks/layer_physics.py",
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        "types": table,
+    }
+    if args.check:
+        stored = json.loads(OUT.read_text())["types"]
+        for name, c in table.items():
+            old = stored.get(name)
+            print(f"{name:12s} stored {old}" if old != c else f"{name:12s} unchanged")
+        return
+    OUT.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {OUT.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The layer-physics table holds at shapes it was not fitted on, and moves only non-Llama layers.
+
+``benchmarks/layer_physics.py`` fits bytes per token per layer = h·hidden + m·MLP + q·(heads × head_dim) +
+k·(kv heads × head_dim) on five tiny shapes per model type. Here the same count on a sixth shape must agree with
+the table, and the memory model must leave a Llama-layout model's activations exactly where they were.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from advisor.memory.layer_physics import coefficients, counted, layer_bytes, layer_width
+from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, activation_unit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("layer_physics_script", REPO / "benchmarks" / "layer_physics.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox"])
+def test_table_predicts_a_shape_it_was_not_fitted_on(model_type: str) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    script = _script()
+    measured, widths = script.layer_bytes(model_type, 384, 1536, 6, 3, 64)
+    c = coefficients()[model_type]
+    predicted = (
+        c["hidden"] * widths["hidden"] + c["mlp"] * widths["mlp"] + c["q"] * widths["q"] + c["kv"] * widths["kv"]
+    )
+    assert predicted == pytest.approx(measured, rel=0.03), (model_type, measured, predicted)
+
+
+def test_llama_layouts_are_unchanged_and_other_layers_scale() -> None:
+    assert layer_width(BENCHMARK_SHAPE) == pytest.approx(BENCHMARK_SHAPE.hidden + BENCHMARK_SHAPE.intermediate)
+    for model_type in ("mistral", "qwen2", "granite", "smollm3", "not-in-the-table"):
+        shape = replace(BENCHMARK_SHAPE, model_type=model_type)
+        assert activation_unit(shape, BENCHMARK_SETUP) == pytest.approx(
+            activation_unit(BENCHMARK_SHAPE, BENCHMARK_SETUP)
+        )
+    gemma2 = replace(BENCHMARK_SHAPE, model_type="gemma2")  # two more fp32 norms per layer: more kept per width
+    neox = replace(BENCHMARK_SHAPE, model_type="gpt_neox")  # an ungated MLP, one LayerNorm pass: less
+    base = activation_unit(BENCHMARK_SHAPE, BENCHMARK_SETUP)
+    assert activation_unit(gemma2, BENCHMARK_SETUP) > 1.1 * base
+    assert activation_unit(neox, BENCHMARK_SETUP) < 0.6 * base
+    assert layer_bytes(gemma2) / layer_bytes(BENCHMARK_SHAPE) == pytest.approx(
+        activation_unit(gemma2, BENCHMARK_SETUP) / base
+    )
+    assert counted("gemma2") and not counted("not-in-the-table")
