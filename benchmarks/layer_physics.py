@@ -11,8 +11,10 @@ projections, batch 2 × 128 tokens, saved-tensor hooks, unique non-parameter sto
 1 layers is one layer), at five shapes that vary hidden, MLP, query and key/value widths independently, and fits
 
     bytes per token per layer = h·hidden + m·MLP + q·(heads × head_dim) + k·(kv heads × head_dim)
+                                (+ r·hidden × experts per token, for a mixture of experts)
 
-by least squares. Eager-only types (Gemma 2) are counted with eager attention and its scores (6 bytes per score,
+by least squares (MLP: the active width, an expert's × experts per token; one more shape at 4 experts per
+token). Eager-only types (Gemma 2) are counted with eager attention and its scores (6 bytes per score,
 the model's own attention term) are taken out. Writes ``advisor/data/layer_physics.json``;
 ``tests/test_layer_physics.py`` checks the table against fresh counts at shapes it was not fitted on.
 
@@ -59,6 +61,10 @@ TYPES: dict[str, dict] = {
     "smollm3": {"pad_token_id": 0},
     "glm": {"pad_token_id": 0},
     "glm4": {"pad_token_id": 0},
+    "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {"num_experts": 4, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 0},
+    "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2},
+    "olmoe": {"num_experts": 4, "num_experts_per_tok": 2, "pad_token_id": 0},
     "starcoder2": {},
     "gpt_neox": {},
     "falcon": {"new_decoder_architecture": True},
@@ -67,12 +73,16 @@ TYPES: dict[str, dict] = {
 }
 TARGETS = {"gpt_neox": ["query_key_value"], "falcon": ["query_key_value"], "gpt2": ["c_attn"], "phi3": ["qkv_proj"]}
 EAGER_ONLY = {"gemma2"}
+MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
 
 
-def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int, layers: int):
+def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int, layers: int, k: int = 2):
     from transformers import AutoConfig
 
     extra = dict(TYPES[model_type])
+    if model_type in MOE_TYPES:  # k experts per token out of 2k
+        extra["num_experts_per_tok"] = k
+        extra["num_local_experts" if model_type == "mixtral" else "num_experts"] = 2 * k
     if model_type == "gpt2":
         values = dict(n_embd=hidden, n_inner=mlp, n_layer=layers, n_head=heads)
     elif model_type == "falcon":
@@ -81,10 +91,14 @@ def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_di
     else:
         values = dict(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads)
         values |= dict(num_key_value_heads=kv, head_dim=head_dim)
+        if model_type in MOE_TYPES:  # every layer an MoE layer with experts of width ``mlp``
+            values |= dict(moe_intermediate_size=mlp, decoder_sparse_step=1, mlp_only_layers=[])
     return AutoConfig.for_model(model_type, vocab_size=VOCAB, **values, **extra)
 
 
-def layer_bytes(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> tuple[float, dict]:
+def layer_bytes(
+    model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int, k: int = 2
+) -> tuple[float, dict]:
     """Saved bytes per token of one layer, and the widths the model actually has (some types ignore head_dim)."""
     import peft
     import torch
@@ -93,7 +107,7 @@ def layer_bytes(model_type: str, hidden: int, mlp: int, heads: int, kv: int, hea
     ids = torch.randint(0, VOCAB, (BATCH, TOKENS), generator=torch.Generator().manual_seed(0))
     counts, widths = [], {}
     for layers in (1, 2):
-        config = _config(model_type, hidden, mlp, heads, kv, head_dim, layers)
+        config = _config(model_type, hidden, mlp, heads, kv, head_dim, layers, k)
         attention = "eager" if model_type in EAGER_ONLY else "sdpa"
         torch.manual_seed(0)
         with warnings.catch_warnings():
@@ -137,22 +151,32 @@ def _widths(model, config, hidden: int, mlp: int, heads: int, kv: int, head_dim:
         real_head_dim = hidden // heads
     if getattr(config, "model_type", "") in ("gpt2", "gpt_neox"):
         real_kv = heads
-    return {"hidden": hidden, "mlp": mlp, "heads": heads, "q": heads * real_head_dim, "kv": real_kv * real_head_dim}
+    active = getattr(config, "num_experts_per_tok", 1) if config.model_type in MOE_TYPES else 1
+    return {
+        "hidden": hidden,
+        "mlp": mlp * active,  # a token's activations span its experts: the memory model's active MLP width
+        "heads": heads,
+        "q": heads * real_head_dim,
+        "kv": real_kv * real_head_dim,
+        "routed": hidden * active if config.model_type in MOE_TYPES else 0,  # a copy of the input per expert
+    }
 
 
 def fit(model_type: str) -> dict:
     import numpy as np
 
-    rows, targets = [], []
-    for shape in SHAPES:
-        per_layer, widths = layer_bytes(model_type, *shape)
-        rows.append([widths["hidden"], widths["mlp"], widths["q"], widths["kv"]])
-        targets.append(per_layer)
-    coef, *_ = np.linalg.lstsq(np.array(rows, float), np.array(targets, float), rcond=None)
-    predicted = np.array(rows, float) @ coef
-    worst = float(np.max(np.abs(predicted / np.array(targets) - 1)))
-    return {"hidden": round(float(coef[0]), 3), "mlp": round(float(coef[1]), 3), "q": round(float(coef[2]), 3),
-            "kv": round(float(coef[3]), 3), "fit_error": round(worst, 4)}  # fmt: skip
+    runs = [layer_bytes(model_type, *shape) for shape in SHAPES]
+    if model_type in MOE_TYPES:  # the routed copies grow with the experts per token
+        runs.append(layer_bytes(model_type, *SHAPES[0], k=4))
+    columns = ("hidden", "mlp", "q", "kv", "routed")
+    rows = np.array([[widths[c] for c in columns] for _, widths in runs], float)
+    targets = np.array([per_layer for per_layer, _ in runs], float)
+    coef, *_ = np.linalg.lstsq(rows, targets, rcond=None)
+    worst = float(np.max(np.abs(rows @ coef / targets - 1)))
+    fitted = {c: round(float(v), 3) for c, v in zip(columns, coef, strict=True)}
+    if not fitted["routed"]:
+        del fitted["routed"]
+    return {**fitted, "fit_error": round(worst, 4)}
 
 
 def main() -> None:

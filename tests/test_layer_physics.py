@@ -27,16 +27,16 @@ def _script():
     return module
 
 
-@pytest.mark.parametrize("model_type", ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox"])
+@pytest.mark.parametrize(
+    "model_type", ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox", "mixtral", "qwen3_moe"]
+)
 def test_table_predicts_a_shape_it_was_not_fitted_on(model_type: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     script = _script()
-    measured, widths = script.layer_bytes(model_type, 384, 1536, 6, 3, 64)
-    c = coefficients()[model_type]
-    predicted = (
-        c["hidden"] * widths["hidden"] + c["mlp"] * widths["mlp"] + c["q"] * widths["q"] + c["kv"] * widths["kv"]
-    )
+    measured, widths = script.layer_bytes(model_type, 384, 1536, 6, 3, 64, k=3)  # (3 experts per token for MoE)
+    c = {"routed": 0.0, **coefficients()[model_type]}
+    predicted = sum(c[w] * widths[w] for w in ("hidden", "mlp", "q", "kv", "routed"))
     assert predicted == pytest.approx(measured, rel=0.03), (model_type, measured, predicted)
 
 
@@ -56,3 +56,6 @@ def test_llama_layouts_are_unchanged_and_other_layers_scale() -> None:
         activation_unit(gemma2, BENCHMARK_SETUP) / base
     )
     assert counted("gemma2") and not counted("not-in-the-table")
+    # a mixture of experts: the routed copies of the input grow with the experts per token
+    moe = replace(BENCHMARK_SHAPE, model_type="mixtral", experts=8, active_experts=2)
+    assert layer_bytes(replace(moe, active_experts=4)) > layer_bytes(moe)
