@@ -7,7 +7,8 @@ with one number per benchmark run fitted from its measured peak.
                                                 the rest fp32 when PEFT's kbit preparation upcasts it)
            + trainable state                    trainable params × (weight + gradient + optimizer states)
            + activations                        tokens × layers × (hidden + active MLP width) × bytes × a_run
-           + logits                             tokens × vocabulary × (head dtype + 12) bytes
+                                                (the width scaled by the architecture's layer physics)
+           + logits                             tokens × vocabulary × (head dtype + 12, + 2 if softcapped) bytes
            + inputs a quantised base keeps      tokens × layers × (3·hidden + active MLP width) × bytes
            + attention scores (eager only)      batch × heads × seq² × 6 bytes per layer kept
            + autocast weight copies (--amp)     the half-precision copies autocast makes and backward keeps
@@ -103,7 +104,8 @@ def benchmark_of(run: BenchmarkRun) -> tuple[ModelShape, MemorySetup]:
 TERMS: dict[str, str] = {
     "base weights": "the frozen model: parameters × bytes (quantised linear layers at their bits)",
     "trainable + grads + optimizer": "trainable parameters × (weight + gradient + optimizer-state bytes)",
-    "activations": "what backward needs, per token and layer: a_run hidden+MLP-wide vectors (fitted per run)",
+    "activations": "what backward needs, per token and layer: a_run hidden+MLP-wide vectors (fitted per run; the "
+    "width scaled by what a layer of this architecture keeps against a Llama layer)",
     "logits": "batch × seq × vocabulary: the head's output, its fp32 copy, log-softmax and its gradient (and "
     "softcapping's tanh output)",
     "quantised-layer inputs": "bitsandbytes/GPTQ/AWQ layers keep their input for backward (no checkpointing)",
