@@ -4,8 +4,9 @@ The card classifier reads text; a repo says more. An adapter whose card names no
 ``adapter_config.json`` says ``LORA`` is a LoRA; with ``use_dora: true`` it is a DoRA; trained on a 4-bit
 base (an ``unsloth/...-bnb-4bit`` base model, or PEFT's old card template listing ``load_in_4bit: True``)
 it is a QLoRA by definition. A Diffusers LoRA repo has ``pytorch_lora_weights.safetensors`` and no PEFT
-config; a kohya/LyCORIS file's tensor names say LoRA (``lora_down``), LoHa (``hada_w1``) or LoKr
-(``lokr_w1``). Each inference is kept as evidence with ``where`` (``config``, ``files``, ``inferred``) and
+config; a kohya/LyCORIS file's tensor names say LoRA (``lora_down``), LoHa (``hada_w1``), LoKr
+(``lokr_w1``), DoRA (``dora_scale``), GLoRA (``a1``/``b1``), OFT (``oft_blocks``) or full differences
+(``diff``). Each inference is kept as evidence with ``where`` (``config``, ``files``, ``inferred``) and
 the rule that fired, so a verdict can be checked by reading it.
 
 Precedence: the config is ground truth for the method family (a card may describe another run, or only
@@ -24,11 +25,17 @@ from hub_scan.records import CardRecord
 from hub_scan.techniques import by_name, family_of, in_vocabulary_order
 
 DIFFUSERS_LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
-# kohya / LyCORIS tensor-name markers, most specific first: LoHa and LoKr files also carry lora_ prefixes.
+# kohya / LyCORIS tensor-name markers (the module names of LyCORIS's and sd-scripts' networks), most specific
+# first: LoHa, LoKr and DoRA files also carry lora_ prefixes, and a DoRA file lora_down/lora_up keys too.
+_KOHYA_PREFIX = r"^(?:lora|oft)_(?:unet|te\d?|transformer)_"
 _KOHYA_KEYS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("loha", re.compile(r"\.hada_w[12]_[ab]\b")),
     ("lokr", re.compile(r"\.lokr_w[12](?:_[ab])?\b")),
-    ("lora", re.compile(r"^(?:lora_unet_|lora_te\d?_|lora_transformer_).*\.lora_(?:down|up)\.weight$")),
+    ("dora", re.compile(_KOHYA_PREFIX + r".*\.dora_scale$")),  # weight decomposition of a LoRA (LyCORIS, sd-scripts)
+    ("glora", re.compile(_KOHYA_PREFIX + r".*\.[ab][12]\.weight$")),
+    ("oft", re.compile(_KOHYA_PREFIX + r".*\.oft_(?:blocks|diag)$")),  # diag-OFT; LyCORIS's BOFT uses the same name
+    ("full", re.compile(_KOHYA_PREFIX + r".*\.diff$")),  # LyCORIS "full": whole weight differences
+    ("lora", re.compile(_KOHYA_PREFIX + r".*\.lora_(?:down|up)\.weight$")),
 )
 
 

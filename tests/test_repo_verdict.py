@@ -118,6 +118,17 @@ def record(card: str, **fields: object) -> CardRecord:
         ),
         ("A style.", {"weight_keys": ("lora_unet_mid_block_attentions_0_proj_in.hada_w1_a",)}, ("loha",), "files"),
         ("A style.", {"weight_keys": ("lora_te_text_model_encoder_layers_0_mlp_fc1.lokr_w1",)}, ("lokr",), "files"),
+        # LyCORIS / sd-scripts: DoRA's dora_scale beside lora_down/up (sorted as a header's names are), GLoRA,
+        # diag-OFT (sd-scripts' oft_ prefix), full weight differences
+        (
+            "A style.",
+            {"weight_keys": ("lora_unet_a_b.alpha", "lora_unet_a_b.dora_scale", "lora_unet_a_b.lora_down.weight")},
+            ("dora",),
+            "files",
+        ),
+        ("A style.", {"weight_keys": ("lora_unet_a_b.a1.weight", "lora_unet_a_b.alpha")}, ("glora",), "files"),
+        ("A style.", {"weight_keys": ("oft_unet_a_b.alpha", "oft_unet_a_b.oft_blocks")}, ("oft",), "files"),
+        ("A style.", {"weight_keys": ("lora_te1_a_b.diff", "lora_te1_a_b.diff_b")}, ("full",), "files"),
         # nothing to go on: no verdict, never a guess
         ("A style.", {"files": ("README.md", "model.safetensors")}, (), None),
     ],
