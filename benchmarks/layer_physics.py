@@ -7,16 +7,19 @@ LayerNorm pass, GPT-2's tanh GELU keeps several MLP-wide tensors. So the memory 
 autograd saves in a layer of the user's architecture against a layer of the benchmark's.
 
 This script counts those bytes on tiny models of each type (random weights, bf16, LoRA r=4 on the attention input
-projections, batch 2 × 128 tokens, saved-tensor hooks, unique non-parameter storages; the difference between 2 and
-1 layers is one layer), at five shapes that vary hidden, MLP, query and key/value widths independently, and fits
+projections, batch 2 × 128 and × 256 tokens, saved-tensor hooks, unique non-parameter storages; the difference
+between 2 and 1 layers is one layer), at six shapes that vary hidden, MLP, query and key/value widths
+independently, and fits
 
     bytes per token per layer = h·hidden + m·MLP + q·(heads × head_dim) + k·(kv heads × head_dim)
-                                (+ r·hidden × experts per token, for a mixture of experts)
+                                (+ n·heads, + r·hidden × experts per token for a mixture of experts)
 
 by least squares (MLP: the active width, an expert's × experts per token; one more shape at 4 experts per
-token). Eager-only types (Gemma 2) are counted with eager attention and its scores (6 bytes per score,
-the model's own attention term) are taken out. Writes ``advisor/data/layer_physics.json``;
-``tests/test_layer_physics.py`` checks the table against fresh counts at shapes it was not fitted on.
+token). What grows with the sequence per token (eager attention's scores, which the model's attention term
+counts; the CPU's math SDPA where a model passes a mask, which GPU kernels do not keep) is taken out by
+counting at two lengths. Eager-only types (Gemma 2) are counted with eager attention. Writes
+``advisor/data/layer_physics.json``; ``tests/test_layer_physics.py`` checks the table against fresh counts at
+shapes it was not fitted on.
 
     python benchmarks/layer_physics.py [--check]
 """
@@ -32,7 +35,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "advisor" / "data" / "layer_physics.json"
 BATCH, TOKENS, VOCAB = 2, 128, 512
-EAGER_SCORE_BYTES = 6
 MAX_FIT_ERROR = 0.03  # a type whose counts the four widths do not explain to 3% is left out (Llama's layer is used)
 # (hidden, MLP, heads, kv heads, head dim): each of hidden, MLP, q and kv width moved on its own from the first
 SHAPES = (
@@ -41,6 +43,7 @@ SHAPES = (
     (512, 1024, 4, 2, 64),
     (256, 1024, 8, 2, 64),
     (256, 1024, 4, 4, 64),
+    (512, 2048, 8, 4, 64),
 )
 # Model types and the config values a tiny one needs beyond the shape; LoRA targets where not q_proj/v_proj.
 TYPES: dict[str, dict] = {
@@ -104,8 +107,8 @@ def layer_bytes(
     import torch
     from transformers import AutoModelForCausalLM
 
-    ids = torch.randint(0, VOCAB, (BATCH, TOKENS), generator=torch.Generator().manual_seed(0))
-    counts, widths = [], {}
+    counts: dict[tuple[int, int], int] = {}
+    widths: dict = {}
     for layers in (1, 2):
         config = _config(model_type, hidden, mlp, heads, kv, head_dim, layers, k)
         attention = "eager" if model_type in EAGER_ONLY else "sdpa"
@@ -117,12 +120,14 @@ def layer_bytes(
                 model, peft.LoraConfig(r=4, target_modules=TARGETS.get(model_type, ["q_proj", "v_proj"]))
             )
         model.train()
-        counts.append(_saved_bytes(model, ids))
+        for tokens in (TOKENS, 2 * TOKENS):
+            ids = torch.randint(0, VOCAB, (BATCH, tokens), generator=torch.Generator().manual_seed(0))
+            counts[(layers, tokens)] = _saved_bytes(model, ids)
         widths = _widths(model, config, hidden, mlp, heads, kv, head_dim)
-    per_layer = (counts[1] - counts[0]) / (BATCH * TOKENS)
-    if model_type in EAGER_ONLY:
-        per_layer -= widths["heads"] * TOKENS * EAGER_SCORE_BYTES
-    return per_layer, widths
+    per_token = {t: (counts[(2, t)] - counts[(1, t)]) / (BATCH * t) for t in (TOKENS, 2 * TOKENS)}
+    # What grows with the sequence per token (scores: eager attention, or the CPU's math SDPA where a model passes
+    # a mask; GPU kernels keep none) is taken out: the per-token part at zero length, from two lengths.
+    return 2 * per_token[TOKENS] - per_token[2 * TOKENS], widths
 
 
 def _saved_bytes(model, ids) -> int:
@@ -168,14 +173,15 @@ def fit(model_type: str) -> dict:
     runs = [layer_bytes(model_type, *shape) for shape in SHAPES]
     if model_type in MOE_TYPES:  # the routed copies grow with the experts per token
         runs.append(layer_bytes(model_type, *SHAPES[0], k=4))
-    columns = ("hidden", "mlp", "q", "kv", "routed")
+    columns = ("hidden", "mlp", "q", "kv", "heads", "routed")
     rows = np.array([[widths[c] for c in columns] for _, widths in runs], float)
     targets = np.array([per_layer for per_layer, _ in runs], float)
     coef, *_ = np.linalg.lstsq(rows, targets, rcond=None)
     worst = float(np.max(np.abs(rows @ coef / targets - 1)))
     fitted = {c: round(float(v), 3) for c, v in zip(columns, coef, strict=True)}
-    if not fitted["routed"]:
-        del fitted["routed"]
+    for column in ("heads", "routed"):  # terms most types do not have
+        if abs(fitted[column]) < 0.5:
+            del fitted[column]
     return {**fitted, "fit_error": round(worst, 4)}
 
 

@@ -28,15 +28,16 @@ def _script():
 
 
 @pytest.mark.parametrize(
-    "model_type", ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox", "mixtral", "qwen3_moe"]
+    "model_type",
+    ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox", "falcon", "gpt2", "starcoder2", "mixtral"],
 )
 def test_table_predicts_a_shape_it_was_not_fitted_on(model_type: str) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     script = _script()
     measured, widths = script.layer_bytes(model_type, 384, 1536, 6, 3, 64, k=3)  # (3 experts per token for MoE)
-    c = {"routed": 0.0, **coefficients()[model_type]}
-    predicted = sum(c[w] * widths[w] for w in ("hidden", "mlp", "q", "kv", "routed"))
+    c = {"heads": 0.0, "routed": 0.0, **coefficients()[model_type]}
+    predicted = sum(c[w] * widths[w] for w in ("hidden", "mlp", "q", "kv", "heads", "routed"))
     assert predicted == pytest.approx(measured, rel=0.03), (model_type, measured, predicted)
 
 

@@ -6,7 +6,7 @@ MLP of GPT-NeoX and Falcon), so the memory model carries ``a_run`` through the b
 each, counted on tiny models by ``benchmarks/layer_physics.py`` (bf16, LoRA on the attention inputs, SDPA):
 
     bytes per token per layer = h·hidden + m·MLP width + q·(heads × head_dim) + k·(kv heads × head_dim)
-                                (+ r·hidden × experts per token for a mixture of experts)
+                                (+ n·heads, + r·hidden × experts per token for a mixture of experts)
 
 A type the table lacks is counted as a Llama layer, and that is said. No torch: this runs on the recommend path.
 """
@@ -41,7 +41,7 @@ def layer_bytes(shape: ModelShape, model_type: str | None = None) -> float:
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     routed = shape.hidden * shape.active_experts if shape.experts > 1 else 0
     own = c["hidden"] * shape.hidden + c["mlp"] * shape.active_mlp + c["q"] * q + c["kv"] * kv
-    return own + c.get("routed", 0.0) * routed
+    return own + c.get("heads", 0.0) * shape.heads + c.get("routed", 0.0) * routed
 
 
 def layer_width(shape: ModelShape) -> float:
