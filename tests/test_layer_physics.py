@@ -27,6 +27,7 @@ def _script():
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model_type",
     ["llama", "qwen3", "gemma2", "gemma3_text", "phi3", "gpt_neox", "falcon", "gpt2", "starcoder2", "mixtral"],
