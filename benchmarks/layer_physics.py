@@ -107,6 +107,8 @@ def layer_bytes(
     import torch
     from transformers import AutoModelForCausalLM
 
+    from advisor.memory.saved_tensors import saved_bytes
+
     counts: dict[tuple[int, int], int] = {}
     widths: dict = {}
     for layers in (1, 2):
@@ -122,30 +124,12 @@ def layer_bytes(
         model.train()
         for tokens in (TOKENS, 2 * TOKENS):
             ids = torch.randint(0, VOCAB, (BATCH, tokens), generator=torch.Generator().manual_seed(0))
-            counts[(layers, tokens)] = _saved_bytes(model, ids)
+            counts[(layers, tokens)] = saved_bytes(model, input_ids=ids)
         widths = _widths(model, config, hidden, mlp, heads, kv, head_dim)
     per_token = {t: (counts[(2, t)] - counts[(1, t)]) / (BATCH * t) for t in (TOKENS, 2 * TOKENS)}
     # What grows with the sequence per token (scores: eager attention, or the CPU's math SDPA where a model passes
     # a mask; GPU kernels keep none) is taken out: the per-token part at zero length, from two lengths.
     return 2 * per_token[TOKENS] - per_token[2 * TOKENS], widths
-
-
-def _saved_bytes(model, ids) -> int:
-    """Unique non-parameter storages autograd saves in one forward pass."""
-    import torch
-
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids)
-    return sum(seen.values())
 
 
 def _widths(model, config, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> dict:

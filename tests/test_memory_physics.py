@@ -101,6 +101,7 @@ def test_softcapping_keeps_tanh_output_of_logits_and_scores() -> None:
     """Gemma 2's final-logit and attention softcapping (x / cap, tanh, × cap) each keep tanh's bf16 output:
     SOFTCAP_BYTES more per logit and, under eager attention, per score."""
     from advisor.memory.model import SOFTCAP_BYTES
+    from advisor.memory.saved_tensors import saved_bytes
 
     layers, heads, vocab = 2, 4, 4096
     ids = torch.randint(0, vocab, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
@@ -114,17 +115,7 @@ def test_softcapping_keeps_tanh_output_of_logits_and_scores() -> None:
         torch.manual_seed(0)
         model = transformers.Gemma2ForCausalLM(config).to(torch.bfloat16)
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        seen: dict[int, int] = {}
-
-        def pack(tensor):
-            if tensor.untyped_storage().data_ptr() not in params:
-                seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model(input_ids=ids, labels=ids)
-        return sum(seen.values())
+        return saved_bytes(model, input_ids=ids, labels=ids)
 
     plain = saved(None, None)
     assert (saved(30.0, None) - plain) / (BATCH * SEQ * vocab) == SOFTCAP_BYTES

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from advisor.cli import app
 from advisor.memory import unet
 from advisor.memory.denoiser import read_denoiser_shape
+from advisor.memory.saved_tensors import saved_bytes
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -87,26 +88,10 @@ def _tiny_unet(name: str, checkpointing: bool = False):
     return model
 
 
-def _saved_bytes(model, *args, **kwargs) -> int:
-    """Unique non-parameter storages autograd saves in one forward pass."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(*args, **kwargs)
-    return sum(seen.values())
-
-
 def _unet_step(model, side: int, batch: int = 2) -> int:
     sample = torch.randn(batch, 4, side, side, dtype=torch.bfloat16)
     text = torch.randn(batch, unet.CLIP_TOKENS, 64, dtype=torch.bfloat16)
-    return _saved_bytes(model, sample, torch.tensor([10] * batch), encoder_hidden_states=text)
+    return saved_bytes(model, sample, torch.tensor([10] * batch), encoder_hidden_states=text)
 
 
 @pytest.mark.parametrize("config", [SD15, SDXL, {**_kwargs(SD15), "layers_per_block": [1, 2, 1, 3]}])
@@ -140,7 +125,7 @@ def test_block_constants_match_what_autograd_saves() -> None:
             ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=32).to(torch.bfloat16).requires_grad_(False)
         )
         x = torch.randn(batch, cin, side, side, dtype=torch.bfloat16, requires_grad=True)
-        saved = _saved_bytes(block, x, torch.randn(batch, 32, dtype=torch.bfloat16))
+        saved = saved_bytes(block, x, torch.randn(batch, 32, dtype=torch.bfloat16))
         assert saved / (batch * side * side * (cin + cout) * 2) == pytest.approx(unet.UNET_RESNET_VECTORS, rel=0.02)
     per_layer = []
     for layers in (1, 2):
@@ -152,7 +137,7 @@ def test_block_constants_match_what_autograd_saves() -> None:
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=LORA_TARGETS))
         x = torch.randn(batch, channels, 64, 64, dtype=torch.bfloat16, requires_grad=True)
         text = torch.randn(batch, unet.CLIP_TOKENS, 64, dtype=torch.bfloat16)
-        per_layer.append(_saved_bytes(model, x, encoder_hidden_states=text) / (batch * 64 * 64 * channels * 2))
+        per_layer.append(saved_bytes(model, x, encoder_hidden_states=text) / (batch * 64 * 64 * channels * 2))
     layer = per_layer[1] - per_layer[0]
     assert layer / (1 + unet.FF_MULT) == pytest.approx(unet.UNET_LAYER_VECTORS, rel=0.05)
     assert per_layer[0] - layer == pytest.approx(unet.UNET_WRAPPER_VECTORS, abs=0.5)
@@ -173,7 +158,7 @@ def test_dit_block_constant_matches_flux2_klein_blocks() -> None:
             guidance_embeds=False,
         ).to(torch.bfloat16)  # fmt: skip
         model = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=targets))
-        saved[(double, single)] = _saved_bytes(
+        saved[(double, single)] = saved_bytes(
             model,
             hidden_states=torch.randn(batch, pixels, 16, dtype=torch.bfloat16),
             encoder_hidden_states=torch.randn(batch, text, 32, dtype=torch.bfloat16),

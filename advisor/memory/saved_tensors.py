@@ -1,0 +1,30 @@
+"""What autograd keeps for backward, counted: the measurement behind the memory model's constants.
+
+The constants of :mod:`advisor.memory.model`, :mod:`advisor.memory.unet` and the layer-physics table are checked
+against what PyTorch itself saves: every tensor a forward pass hands to ``saved_tensors_hooks``, counted once per
+storage (views share one), parameters left out (they are the weights term). The tests and
+``benchmarks/layer_physics.py`` count with this one function. torch is imported inside (never on the recommend
+path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def saved_bytes(model: Any, *args: Any, **kwargs: Any) -> int:
+    """Bytes of the unique non-parameter storages autograd saves while ``model(*args, **kwargs)`` runs forward."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(*args, **kwargs)
+    return sum(seen.values())
