@@ -229,16 +229,12 @@ def build_model(config, setup: dict, device):
 
 def predicted_bytes(row: dict) -> float:
     """The memory model's figure for the row's shape, setup and trainable count (the run's a_run carried)."""
-    from advisor.benchmarks.store import load_snapshot
     from advisor.memory.model import predict
     from advisor.memory.setup import MemorySetup
     from advisor.memory.shapes import shape_from_config
     from advisor.memory.user_adapter import UserAdapter
 
-    runs = {r.id: r for r in load_snapshot().runs}
-    run = runs.get(row["run"]) or next(
-        r for r in load_snapshot().runs if r.benchmark == "MetaMathQA" and r.peft_type is None
-    )
+    run = pick_run(row["method"])
     values = dict(SHAPES[row["shape"]])
     shape = shape_from_config(values, row["shape"], row["total_params"], "counted by torch")
     setup = MemorySetup(

@@ -125,14 +125,14 @@ def layer_bytes(
         for tokens in (TOKENS, 2 * TOKENS):
             ids = torch.randint(0, VOCAB, (BATCH, tokens), generator=torch.Generator().manual_seed(0))
             counts[(layers, tokens)] = saved_bytes(model, input_ids=ids)
-        widths = _widths(model, config, hidden, mlp, heads, kv, head_dim)
+        widths = _widths(config, hidden, mlp, heads, kv, head_dim)
     per_token = {t: (counts[(2, t)] - counts[(1, t)]) / (BATCH * t) for t in (TOKENS, 2 * TOKENS)}
     # What grows with the sequence per token (scores: eager attention, or the CPU's math SDPA where a model passes
     # a mask; GPU kernels keep none) is taken out: the per-token part at zero length, from two lengths.
     return 2 * per_token[TOKENS] - per_token[2 * TOKENS], widths
 
 
-def _widths(model, config, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> dict:
+def _widths(config, hidden: int, mlp: int, heads: int, kv: int, head_dim: int) -> dict:
     """The widths the built model has: types without head_dim use hidden / heads, types without GQA use heads."""
     real_head_dim = getattr(config, "head_dim", None) or hidden // heads
     real_kv = getattr(config, "num_key_value_heads", None) or getattr(config, "num_kv_heads", None) or heads

@@ -478,7 +478,7 @@ def classify_card(
             used = {"qlora"}
 
     if not used:
-        inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, adapter_card)
+        inferred = _infer_without_names(body, lowered, card.body_first_line, all_tags, base_models, adapter_card)
         if inferred is not None:
             evidence.append(inferred)
             used = {inferred.technique}
@@ -508,7 +508,8 @@ def classify_without_names(
     so the technique search is skipped. Same verdict, a fraction of the cost."""
     card, all_tags, library, pipeline, base_models = _card_parts(text, tags, library_name, pipeline_tag)
     body = _COMMENT.sub(_blank, card.body) if "<!--" in card.body else card.body
-    inferred = _infer_without_names(body, card.body_first_line, all_tags, base_models, False)
+    lowered = _lower_same_length(body)
+    inferred = _infer_without_names(body, lowered, card.body_first_line, all_tags, base_models, False)
     found = (inferred.technique,) if inferred is not None else ()
     return CardVerdict(
         techniques=found,
@@ -522,13 +523,12 @@ def classify_without_names(
 
 
 def _infer_without_names(
-    body: str, first_line: int, tags: list[str], base_models: list[str], adapter_card: bool
+    body: str, lowered: str, first_line: int, tags: list[str], base_models: list[str], adapter_card: bool
 ) -> Evidence | None:
     """Full fine-tuning (or QLoRA on a 4-bit base) from what the card says, when it names no technique."""
     if adapter_card:
         return None
     full_sign = next((t for t in tags if t == "generated_from_trainer"), None)
-    lowered = _lower_same_length(body)
     match = _FULL_SIGNS.search(lowered)
     if full_sign is None and match is None:
         return None

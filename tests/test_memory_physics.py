@@ -8,6 +8,8 @@ says it upcasts.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 from advisor.memory.model import EAGER_SCORE_BYTES  # noqa: E402
+from advisor.memory.saved_tensors import saved_storages  # noqa: E402
 
 BATCH, SEQ, LAYERS, HEADS, HIDDEN, VOCAB = 2, 256, 2, 4, 64, 320
 
@@ -42,22 +45,10 @@ def tiny_lora(attention: str, dtype: torch.dtype):
 
 def saved_for_backward(model, autocast: torch.dtype | None = None, keep=lambda t: True) -> tuple[int, int]:
     """Bytes and count of the unique non-parameter storages autograd saves in one forward pass."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params and keep(tensor):
-            seen[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
     ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if autocast is None:
-            model(input_ids=ids, labels=ids)
-        else:
-            with torch.autocast("cpu", dtype=autocast):
-                model(input_ids=ids, labels=ids)
+    context = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with context:
+        seen = saved_storages(model, input_ids=ids, labels=ids, keep=keep)
     return sum(seen.values()), len(seen)
 
 

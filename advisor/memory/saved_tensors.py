@@ -9,11 +9,15 @@ path).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
-def saved_bytes(model: Any, *args: Any, **kwargs: Any) -> int:
-    """Bytes of the unique non-parameter storages autograd saves while ``model(*args, **kwargs)`` runs forward."""
+def saved_storages(
+    model: Any, *args: Any, keep: Callable[[Any], bool] = lambda t: True, **kwargs: Any
+) -> dict[int, int]:
+    """Each unique non-parameter storage autograd saves while ``model(*args, **kwargs)`` runs forward (those
+    ``keep`` accepts), with its bytes. Run it inside ``torch.autocast`` to count an autocast forward."""
     import torch
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -21,10 +25,15 @@ def saved_bytes(model: Any, *args: Any, **kwargs: Any) -> int:
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
+        if storage.data_ptr() not in params and keep(tensor):
             seen[storage.data_ptr()] = storage.nbytes()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(*args, **kwargs)
-    return sum(seen.values())
+    return seen
+
+
+def saved_bytes(model: Any, *args: Any, **kwargs: Any) -> int:
+    """Bytes of the unique non-parameter storages autograd saves in one forward pass."""
+    return sum(saved_storages(model, *args, **kwargs).values())
