@@ -155,7 +155,7 @@ def test_a_malicious_upload_is_refused_in_the_page(space_url: str, space_tmp: Pa
             page.goto(space_url, wait_until="load")  # not networkidle: the page keeps a heartbeat open
             page.get_by_role("tab", name="Convert to LoRA").click()
             page.locator("#adapter-upload input[type=file]").set_input_files(str(evil))
-            page.locator("#adapter-upload").get_by_text("adapter.zip").wait_for(timeout=90_000)  # uploaded
+            _wait_until_uploaded(page, "#adapter-upload", "adapter.zip")
             page.locator("#convert").click()
             page.wait_for_function(
                 "() => (document.querySelector('#convert-message')?.innerText || '').includes('Error')",
@@ -198,6 +198,25 @@ def test_quick_trial_tab_runs_a_trial_in_the_page(space_url: str, space_tmp: Pat
     assert "Winner: lora" in message and "2 steps" in message, message[:500]
     assert first.startswith("lora")
     assert _request_folders_left(space_tmp) == []  # removed once the leaderboard and the zip were sent
+
+
+def _wait_until_uploaded(page, selector: str, name: str) -> None:
+    """Wait until the File component lists the uploaded file, however this Gradio release draws its name.
+
+    Gradio 6.3x splits the name into stem and extension spans (``sums`` ``.jsonl``), so a plain text
+    match misses it; the name cell's aria-label and the download link's ``download`` attribute do not.
+    """
+    page.wait_for_function(
+        """([selector, name]) => {
+            const box = document.querySelector(selector);
+            if (!box) return false;
+            const shown = (box.innerText || '').replace(/\\s+/g, '');
+            return shown.includes(name) || [...box.querySelectorAll('[aria-label], a[download]')].some(
+                (el) => el.getAttribute('aria-label') === name || el.getAttribute('download') === name);
+        }""",
+        arg=[selector, name],
+        timeout=90_000,
+    )
 
 
 def _page_text_has_no_server_path(page, *roots: Path) -> str:
@@ -260,7 +279,7 @@ def test_budget_to_served_adapter_on_a_small_llama_for_vllm(
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.goto(space_url, wait_until="load")
             page.locator("#auto-data input[type=file]").set_input_files(str(upload))
-            page.locator("#auto-data").get_by_text("sums.jsonl").wait_for(timeout=90_000)
+            _wait_until_uploaded(page, "#auto-data", "sums.jsonl")
             page.locator("#auto-model textarea, #auto-model input").first.fill(str(talking_llama))
             for name in ("lora", "ia3"):
                 page.locator("#auto-candidates").get_by_label(name, exact=True).uncheck()
