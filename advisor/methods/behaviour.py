@@ -404,6 +404,13 @@ class MethodProbe:
         quantised = [m for m in adapted.modules() if type(m).__module__.startswith("bitsandbytes")]
         if not quantised:
             return Claim(False, "behaviour", f"the base is no longer {bits}-bit once the adapter is attached")
+        for layer in quantised:
+            # On a CPU with AVX512-BF16, bitsandbytes repacks 4-bit weights in place into an inference-only
+            # layout at the first eval-mode forward, and never back: methods that dequantize the base weight
+            # then read the wrong layout, and a later backward fails. GPUs never take that path, so the probe
+            # keeps the layout the user trains on, on every machine.
+            if hasattr(layer, "support_avx512bf16_for_cpu"):
+                layer.support_avx512bf16_for_cpu = False
         agreement = self._same_effect_as_full_precision(adapted)
         if agreement < MIN_EFFECT_AGREEMENT:
             return Claim(
