@@ -7,6 +7,7 @@ aliases are read and every assumption is listed; an unknown layout is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -116,6 +117,53 @@ def test_config_only_reads_the_known_aliases_and_says_what_it_assumed(tmp_path: 
     assert glm.total_params == pytest.approx(6.24e9, rel=0.01)
     untied = shape_from_config({**CHATGLM3_6B, "tie_word_embeddings": None}, "x")
     assert any("tie_word_embeddings not stated" in a for a in untied.assumptions)
+
+
+# Small versions of transformers' own default configs: the layouts users bring, built by transformers itself.
+SMALL = {
+    "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 1000, "moe_intermediate_size": 128, "num_experts": 4,
+    "num_local_experts": 4, "head_dim": 64, "n_embd": 256, "n_layer": 2, "n_head": 4, "d_model": 256,
+    "n_heads": 4, "n_layers": 2, "ffn_dim": 512, "attention_heads": 4, "num_layers": 2, "pad_token_id": 0,
+}  # fmt: skip
+COUNTED = ["llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3_moe", "gemma2", "phi3", "starcoder2", "olmo2",
+           "cohere", "glm4", "smollm3"]  # fmt: skip
+HEADERS_ONLY = ["gpt2", "gpt_neox", "falcon", "bloom", "opt", "mpt", "xglm", "gpt_bigcode", "jamba", "deepseek_v3"]
+
+
+def _transformers_model(model_type: str) -> tuple[dict, dict[str, list[int]], int]:
+    """The config, the checkpoint's tensors as ``save_pretrained`` writes them (tied weights once, persistent
+    buffers) and the parameter count of the model transformers builds from that config on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(model_type)
+    for key, value in SMALL.items():
+        if hasattr(config, key):
+            with contextlib.suppress(AttributeError):  # a derived property (Falcon's head_dim) follows the others
+                setattr(config, key, value)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    tensors, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            tensors[name] = list(tensor.shape)
+    return config.to_dict(), tensors, sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_type", COUNTED + HEADERS_ONLY)
+def test_headers_and_known_configs_count_what_transformers_builds(model_type: str, tmp_path: Path) -> None:
+    """Headers give the exact count for any layout (MPT's n_heads, XGLM's attention_heads, tied heads);
+    config-only counts of the layouts it claims (a gated or a two-matrix MLP, experts) land within 0.5%."""
+    config, tensors, real = _transformers_model(model_type)
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    write_header_only(folder / "model.safetensors", tensors)
+    assert read_shape(str(folder)).total_params == real
+    if model_type in COUNTED:
+        assert shape_from_config(config, model_type).total_params == pytest.approx(real, rel=0.005)
 
 
 def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 # Config keys across architectures, most common first.
 _KEYS = {
     "hidden": ("hidden_size", "n_embd", "d_model"),
-    "layers": ("num_hidden_layers", "n_layer", "num_layers"),
-    "heads": ("num_attention_heads", "n_head", "num_heads"),
+    "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "attention_heads"),
     "intermediate": ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "ffn_hidden_size"),
     "vocab": ("vocab_size", "padded_vocab_size"),
     "kv_heads": ("num_key_value_heads", "multi_query_group_num", "n_head_kv", "num_kv_heads"),
@@ -67,6 +67,10 @@ COUNTED_FROM_CONFIG = frozenset(
         "stablelm", "exaone", "glm", "glm4", "helium", "smollm3", "qwen2_moe", "qwen3_moe", "olmoe",
     }
 )  # fmt: skip
+
+
+# Counted from config above, but with an MLP of two matrices (up, down) instead of a gated three.
+UNGATED_MLP_MODEL_TYPES = frozenset({"starcoder2"})
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,9 @@ def shape_from_config(
                 "the exact shapes), or go online so the Hub's safetensors metadata can be read"
             )
         total_params = estimate_params(
-            hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied, experts=experts, shared=shared
-        )
+            hidden, intermediate, layers, heads, kv_heads, head_dim, vocab, tied, experts=experts, shared=shared,
+            gated=model_type not in UNGATED_MLP_MODEL_TYPES,
+        )  # fmt: skip
         params_source = "estimated from config.json"
         assumptions.append(f"parameters estimated from config.json ({model_type} layout); no safetensors headers read")
     architecture = (config.get("architectures") or [None])[0]
@@ -315,11 +320,13 @@ def estimate_params(
     *,
     experts: int = 0,
     shared: int = 0,
+    gated: bool = True,
 ) -> int:
     """Llama-style count: attention q/k/v/o, a gated MLP (every expert's, plus the router and shared experts
-    for a mixture of experts), two norms per layer, embeddings (+ untied head)."""
+    for a mixture of experts), two norms per layer, embeddings (+ untied head). ``gated=False``: an MLP of two
+    matrices (StarCoder2's c_fc/c_proj), which a gated count would overstate by a fifth of the model."""
     attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
-    mlp = 3 * hidden * intermediate
+    mlp = (3 if gated else 2) * hidden * intermediate
     if experts > 1:
         mlp = experts * mlp + hidden * experts + 3 * hidden * shared
     per_layer = attention + mlp + 2 * hidden
