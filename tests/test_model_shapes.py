@@ -257,6 +257,30 @@ def test_the_users_lora_is_counted_exactly_as_peft_counts_it(flags: list[str], l
     assert from_file.adapter.trainable == expected and from_file.adapter.counted_by.startswith("PEFT")
 
 
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen3_moe", "deepseek_v2"])
+def test_lora_on_a_mixture_of_experts_is_counted_by_peft(model_type: str, tmp_path: Path) -> None:
+    """transformers 5 stacks the experts (and fuses gate with up); PEFT adapts each stacked parameter with one LoRA,
+    the fused one at twice the rank. The shortcut flags get PEFT's own count there, not a per-layer sum."""
+    import peft
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from advisor.memory.request import memory_request
+
+    config, tensors, _ = _transformers_model(model_type)
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    write_header_only(folder / "model.safetensors", tensors)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    expected = peft.get_peft_model(model, peft.LoraConfig(r=16, target_modules="all-linear"))
+    request = memory_request(str(folder), lora_r=16, target_modules="all-linear")
+    assert request is not None and request.adapter is not None
+    assert request.adapter.trainable == expected.get_nb_trainable_parameters()[0]
+    assert request.adapter.counted_by.startswith("PEFT")
+
+
 def test_the_recommendation_uses_the_users_count_on_lora_rows(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

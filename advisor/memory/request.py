@@ -13,7 +13,7 @@ from advisor.errors import UserError
 from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, IMAGE_BENCHMARK_SETUP, MemoryRequest
 from advisor.memory.setup import MemorySetup, validate_setup
 from advisor.memory.shapes import ModelShape, read_shape_and_tensors
-from advisor.memory.user_adapter import UserAdapter, from_adapter_config, linear_layers, lora_count
+from advisor.memory.user_adapter import UserAdapter, from_adapter_config, shortcut_lora
 
 
 def memory_request(
@@ -140,4 +140,4 @@ def user_adapter(
     targets: list[str] | str = (
         "all-linear" if names == "all-linear" else [t.strip() for t in names.split(",") if t.strip()]
     )
-    return lora_count(linear_layers(shape, tensors), lora_r, targets, use_dora=use_dora)
+    return shortcut_lora(model, shape, tensors, lora_r, targets, use_dora=use_dora)

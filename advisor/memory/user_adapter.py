@@ -55,11 +55,22 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
 
         prefix = block_stack(tensors)
         if prefix:
-            return {
+            layers = {
                 name.removesuffix(".weight"): (shape_[0], shape_[1])
                 for name, shape_ in tensors.items()
                 if name.startswith(prefix + ".") and name.endswith(".weight") and len(shape_) == 2
             }
+            # Stacked experts (transformers 5: ``mlp.experts.gate_up_proj`` of [experts, a, b]): PEFT adapts each
+            # with one LoRA of rank r × experts, r × experts × (a + b) parameters, which (experts·a, experts·b)
+            # dims give through the same r × (out + in).
+            layers.update(
+                {
+                    name: (shape_[0] * shape_[1], shape_[0] * shape_[2])
+                    for name, shape_ in tensors.items()
+                    if name.startswith(prefix + ".") and len(shape_) == 3 and ".experts." in name
+                }
+            )
+            return layers
     heads, kv, dim, hidden, mlp = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden, shape.intermediate
     per_layer = {
         "self_attn.q_proj": (heads * dim, hidden),
@@ -104,6 +115,43 @@ def lora_count(
     )
 
 
+def shortcut_lora(
+    model: str | None,
+    shape: ModelShape,
+    tensors: dict[str, tuple[int, ...]] | None,
+    rank: int,
+    targets: list[str] | str,
+    *,
+    use_dora: bool = False,
+) -> UserAdapter:
+    """``--lora-r/--target-modules``: arithmetic on the linear layers, except on a mixture of experts.
+
+    transformers 5 stacks each layer's experts into 3-D parameters (and fuses gate and up), and PEFT adapts
+    them with one LoRA per stacked parameter, the fused one at twice the rank: no count of per-expert linear
+    layers reproduces that. There PEFT itself counts on the model built on meta, as ``--adapter-config`` does;
+    without torch/peft, or for a model transformers cannot build, the per-layer arithmetic stands, said so."""
+    layers = linear_layers(shape, tensors)
+    try:
+        arithmetic: UserAdapter | UserError = lora_count(layers, rank, targets, use_dora=use_dora)
+    except UserError as exc:  # e.g. only the stacked experts were named: not linear layers in the headers
+        arithmetic = exc
+    if shape.experts <= 1 or not model:
+        if isinstance(arithmetic, UserError):
+            raise arithmetic
+        return arithmetic
+    config = {"peft_type": "LORA", "r": rank, "target_modules": targets, "use_dora": use_dora}
+    try:
+        count = _peft_count(config, model, flag="--lora-r/--target-modules")
+    except _CannotBuild as exc:
+        if isinstance(arithmetic, UserError):
+            raise arithmetic from None
+        note = f"{arithmetic.counted_by}; experts at rank r each, which PEFT may raise for fused gate/up ({exc})"
+        return UserAdapter("LORA", arithmetic.trainable, arithmetic.description, note)
+    shown = targets if isinstance(targets, str) else ",".join(targets)
+    description = f"{'DoRA' if use_dora else 'LoRA'} r={rank} on {shown}"
+    return UserAdapter("LORA", count, description, "PEFT, on the model built on meta (its experts stacked)")
+
+
 def read_adapter_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -141,7 +189,7 @@ class _CannotBuild(Exception):
     """transformers or peft cannot build the model here (not installed, remote code, no config)."""
 
 
-def _peft_count(config: dict[str, Any], model: str | None) -> int:
+def _peft_count(config: dict[str, Any], model: str | None, flag: str = "--adapter-config") -> int:
     try:
         import torch
         from accelerate import init_empty_weights
@@ -168,5 +216,5 @@ def _peft_count(config: dict[str, Any], model: str | None) -> int:
         adapted = get_peft_model(skeleton, peft_config)
     except (ValueError, TypeError, KeyError) as exc:
         first = " ".join(str(exc).split())[:200]
-        raise UserError(f"--adapter-config does not fit {model}: {first}") from None
+        raise UserError(f"{flag} does not fit {model}: {first}") from None
     return sum(math.prod(p.shape) for p in adapted.parameters() if p.requires_grad)
