@@ -17,6 +17,12 @@ for the same shape, setup and trainable count, and its error:
     python benchmarks/gpu_train_memory.py --shape qwen2-1.5b,gemma-2b --runs lora,full \
         --setups b2-s2048-gc,b2-s2048-gc-eager,b1-s2048-eager,b2-s2048-gc-4bit --out issue18.json
 
+The setups that test what the memory model leaves out (each row also records the device's own count,
+``mem_get_info``, so the CUDA context and libraries outside PyTorch's allocator are measured too):
+
+    python benchmarks/gpu_train_memory.py --shape qwen2-1.5b --runs lora \
+        --setups b2-s2048-gc,b1-s2048-gc-varlen,b2-s2048-gc-halfloss --out issue18-gaps.json
+
 Shapes are rebuilt from their config values (``SHAPES``) with random weights; a 4-bit setup saves the random
 model once and loads it back through bitsandbytes (nf4, bf16 compute) and PEFT's kbit preparation, as a QLoRA
 user does. Runs on a CUDA machine; ``--device cpu --shape tiny`` smoke-tests the loop anywhere.
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -100,7 +107,14 @@ SETUPS = {
     "b2-s2048-gc-eager": dict(batch=2, seq=2048, grad_checkpointing=True, attention="eager"),
     "b1-s2048-eager": dict(batch=1, seq=2048, grad_checkpointing=False, attention="eager"),
     "b2-s2048-gc-4bit": dict(batch=2, seq=2048, grad_checkpointing=True, quant="4bit"),
+    # Real data: every step a different length (seq/4 to seq), the cache never released, as in a training
+    # loop without empty_cache: how far max_reserved grows past max_allocated (the fixed-length rows' gap).
+    "b1-s2048-gc-varlen": dict(batch=1, seq=2048, grad_checkpointing=True, lengths="varlen"),
+    # The loss computed on the half-precision logits (remote-code models that do not upcast, run without
+    # autocast, as under DeepSpeed's fp16/bf16 engine): against b2-s2048-gc, what the upcast costs per logit.
+    "b2-s2048-gc-halfloss": dict(batch=2, seq=2048, grad_checkpointing=True, loss="half"),
 }
+VARLEN_STEPS = 24  # enough different lengths for the cache to settle
 
 
 def pick_run(method: str):
@@ -142,10 +156,18 @@ def trial(args: argparse.Namespace) -> dict:
     model.train()
     vocab = config.vocab_size
     step_times = []
-    for step in range(args.steps):
-        tokens = torch.randint(0, vocab, (setup["batch"], setup["seq"]), device=device)
+    varlen = setup.get("lengths") == "varlen"
+    lengths = random.Random(0)
+    for step in range(max(args.steps, VARLEN_STEPS) if varlen else args.steps):
+        seq = lengths.randint(setup["seq"] // 4, setup["seq"]) if varlen else setup["seq"]
+        tokens = torch.randint(0, vocab, (setup["batch"], seq), device=device)
         start = time.perf_counter()
-        loss = model(input_ids=tokens, labels=tokens).loss
+        if setup.get("loss") == "half":  # the logits stay bf16: no upcast, no autocast
+            logits = model(input_ids=tokens).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+            del logits
+        else:
+            loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -177,6 +199,8 @@ def trial(args: argparse.Namespace) -> dict:
             max_allocated_bytes=torch.cuda.max_memory_allocated(),
             reserved_after_steps_bytes=torch.cuda.memory_reserved(),
         )
+        free, total = torch.cuda.mem_get_info()  # the device's view: CUDA context and libraries included
+        row.update(device_used_bytes=total - free, outside_allocator_bytes=total - free - torch.cuda.memory_reserved())
     try:
         import peft
 
@@ -265,6 +289,7 @@ def measure(shape: str, setup: str, run: str, args: argparse.Namespace) -> dict:
             f"  max reserved {measured / gib:6.2f} GiB ({row['predicted_bytes'] / measured - 1:+.1%})"
             f"  allocated {row['max_allocated_bytes'] / gib:6.2f}"
             f"  after steps {row['reserved_after_steps_bytes'] / gib:6.2f}"
+            f"  outside the allocator {row['outside_allocator_bytes'] / gib:5.2f}"
         )
     if row.get("stored_p99_bytes"):
         text += f"  | stored peak {row['stored_peak_bytes'] / gib:6.2f}  p99 {row['stored_p99_bytes'] / gib:6.2f}"
