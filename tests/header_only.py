@@ -11,13 +11,16 @@ import math
 import struct
 from pathlib import Path
 
+ITEM_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "I8": 1, "U8": 1}
 
-def write_header_only(path: Path, shapes: dict[str, list[int]]) -> Path:
-    """``path`` as a BF16 safetensors file holding ``shapes``, data left as a hole."""
+
+def write_header_only(path: Path, shapes: dict[str, list[int] | tuple[list[int], str]]) -> Path:
+    """``path`` as a safetensors file holding ``shapes`` (BF16, or ``(shape, dtype)``), data left as a hole."""
     header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = 2 * math.prod(shape)
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+    for name, spec in shapes.items():
+        shape, dtype = spec if len(spec) == 2 and isinstance(spec[1], str) else (spec, "BF16")
+        size = ITEM_BYTES[dtype] * math.prod(shape)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     blob = json.dumps(header).encode()
     with path.open("wb") as handle:

@@ -75,6 +75,14 @@ def memory_request(
     )
     validate_setup(setup)  # every flag checked before any file or the Hub is read
     shape, tensors = _read_model(model, domain)
+    if shape.checkpoint_quant and setup.quant != shape.checkpoint_quant:
+        if quant is not None:  # the checkpoint decides how the base loads; a contrary flag is a mistake
+            raise UserError(
+                f"--quant {setup.quant}: {model} is saved quantised and loads as --quant {shape.checkpoint_quant}; "
+                f"drop --quant, or pass the unquantised original with --model"
+            )
+        setup = replace(setup, quant=shape.checkpoint_quant)
+        validate_setup(setup)
     if not shape.sdpa:  # transformers has no SDPA path for this model: eager is its default
         if setup.attention == "sdpa" and attention:
             raise UserError(

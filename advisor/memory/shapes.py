@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
+from advisor.memory.prequantized import checkpoint_quant, logical_shapes, read_bnb_shapes
+from advisor.vocabulary import QUANTIZATION
 
 if TYPE_CHECKING:
     from advisor.memory.unet import UNetStage
@@ -100,6 +102,7 @@ class ModelShape:
     attention_softcap: bool = False  # attn_logit_softcapping (Gemma 2): eager attention keeps one more score tensor
     sdpa: bool = True  # False: transformers has no SDPA path for it, so eager attention is its default
     model_type: str = ""  # config.json's model_type: which layer physics (advisor.memory.layer_physics) applies
+    checkpoint_quant: str | None = None  # saved quantised: the --quant it loads as (advisor.memory.prequantized)
 
     @property
     def active_mlp(self) -> int:
@@ -348,12 +351,31 @@ def read_shape_and_tensors(
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(path)
+        quant = _checkpoint_quant(config, model)
         if not entries:
-            return shape_from_config(config, model), None
-        tensors = {name: entry.shape for name, entry in entries.items()}
-        params = sum(entry.numel for entry in entries.values())
-        return shape_from_config(config, model, params, "safetensors headers", tensors), tensors
+            return _with_quant(shape_from_config(config, model), quant, []), None
+        bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
+        stored = {name: entry.shape for name, entry in entries.items()}
+        tensors, params, notes = logical_shapes(stored, quant, bnb_shapes)
+        shape = shape_from_config(config, model, params, "safetensors headers", tensors)
+        return _with_quant(shape, quant, notes), tensors
     return _hub_shape(model, config, revision)
+
+
+def _checkpoint_quant(config: dict[str, Any], model: str) -> str | None:
+    try:
+        return checkpoint_quant(config)
+    except UserError as exc:
+        raise UserError(f"--model {model}: {exc}") from None
+
+
+def _with_quant(shape: ModelShape, quant: str | None, notes: list[str]) -> ModelShape:
+    """The shape of a checkpoint saved quantised: which --quant it loads as, and what its headers could not say."""
+    if quant is None:
+        return shape
+    label = QUANTIZATION[quant].label.format(dtype="half-precision")
+    said = f"saved quantised: it loads, and trains, as --quant {quant} ({label})"
+    return replace(shape, checkpoint_quant=quant, assumptions=(*shape.assumptions, said, *notes))
 
 
 def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]:
@@ -406,13 +428,15 @@ def _hub_shape(
 ) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
     from huggingface_hub import HfApi
 
-    params, source, tensors = None, "", None
+    quant = _checkpoint_quant(config, repo_id)
+    params, source, tensors, notes = None, "", None, []
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
-        params, source = sum(metadata.parameter_count.values()), "Hub safetensors metadata"
-        tensors = {
+        stored = {
             name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()
         }
+        source = "Hub safetensors metadata"
+        tensors, params, notes = logical_shapes(stored, quant)  # the Hub's count would count packed storage
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
-        params, tensors = None, None
-    return shape_from_config(config, repo_id, params, source, tensors), tensors
+        params, tensors, notes = None, None, []
+    return _with_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes), tensors

@@ -1,0 +1,140 @@
+"""Checkpoints saved already quantised (bitsandbytes 4/8-bit, GPTQ, AWQ): their real shapes, and how they load.
+
+QLoRA users often start from such a checkpoint (``unsloth/...-bnb-4bit``, ``...-GPTQ``, ``...-AWQ``). Its headers
+hold packed storage, not weights: a bitsandbytes 4-bit layer is one uint8 column of out × in / 2 bytes, a GPTQ
+layer an int32 ``qweight`` of in × bits / 32 rows, and each comes with companions (absmax, scales, zero points,
+group indices). Counting those elements as parameters undercounts a model by up to half and hides its layer
+widths, so each packed layer is folded back into the ``.weight`` of shape (out, in) it stands for, and the
+companions are dropped. The checkpoint also fixes how the base trains: a 4-bit checkpoint loads 4-bit, whatever
+``--quant`` says, so :func:`checkpoint_quant` gives the ``--quant`` it implies.
+
+No torch: this runs on the recommend path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from advisor.errors import UserError
+from advisor.vocabulary import QUANTIZATION
+
+BNB_4BIT_STATE = ".weight.quant_state.bitsandbytes__"  # + nf4 / fp4: a small uint8 JSON blob with the shape
+BNB_COMPANIONS = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".SCB", ".weight_format")
+GPTQ_COMPANIONS = (".qzeros", ".scales", ".g_idx")
+Shapes = dict[str, tuple[int, ...]]
+
+
+def checkpoint_quant(config: dict[str, Any]) -> str | None:
+    """The ``--quant`` a checkpoint saved quantised loads as; None for a plain checkpoint.
+
+    A quantisation the memory model does not count (FP8, HQQ, compressed-tensors, ...) is refused with the reason
+    rather than priced as bf16.
+    """
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict):
+        text = config.get("text_config")
+        quant = text.get("quantization_config") if isinstance(text, dict) else None
+    if not isinstance(quant, dict):
+        return None
+    method = str(quant.get("quant_method") or "bitsandbytes").lower()
+    if method == "bitsandbytes":
+        if quant.get("load_in_4bit") or quant.get("_load_in_4bit"):
+            return "4bit"
+        if quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
+            return "8bit"
+        return None
+    bits = quant.get("bits", quant.get("w_bit", 4))
+    if method == "gptq" and bits in (4, 8):
+        return f"gptq-{bits}bit"
+    if method == "awq" and bits == 4 and str(quant.get("version", "gemm")).lower() == "gemm":
+        return "awq-4bit"
+    raise UserError(
+        f"the checkpoint is saved quantised with {method} ({bits} bits), which the memory model does not price; "
+        "pass its unquantised original with --model (and --quant for how you load it)"
+    )
+
+
+def logical_shapes(
+    tensors: Shapes,
+    quant: str | None,
+    bnb_shapes: dict[str, tuple[int, int]] | None = None,
+) -> tuple[Shapes, int, list[str]]:
+    """``tensors`` with every packed layer as the ``.weight`` it stands for; the parameter count; assumptions.
+
+    ``bnb_shapes``: a bitsandbytes 4-bit layer's (out, in) from its quant-state blob (read from a local file);
+    without it (Hub metadata gives headers only) the layer's size is still exact (two weights a byte) but its
+    dimensions are unknown, and it is left out of the layers an adapter can be counted on, which is said.
+    """
+    if quant is None:
+        return tensors, _numel(tensors.values()), []
+    out: Shapes = {}
+    params = 0
+    unknown_dims = 0
+    if QUANTIZATION[quant].backend not in ("gptq", "awq"):  # bitsandbytes: 4-bit packed, 8-bit stored as int8
+        for name, shape in tensors.items():
+            if BNB_4BIT_STATE in name or name.endswith(BNB_COMPANIONS) or ".weight." in name:
+                continue  # quant state, absmax, quant map: storage, not parameters
+            layer = name.removesuffix(".weight")
+            is_4bit = name.endswith(".weight") and any(f"{layer}{BNB_4BIT_STATE}{t}" in tensors for t in ("nf4", "fp4"))
+            if not is_4bit:
+                out[name] = shape
+                params += _numel([shape])
+                continue
+            weights = 2 * _numel([shape])  # uint8 storage: two 4-bit weights a byte
+            params += weights
+            dims = (bnb_shapes or {}).get(layer)
+            if dims is not None:
+                out[name] = dims
+            else:
+                unknown_dims += 1
+                out[name] = (weights,)  # its size, dimensions unknown: not a layer an adapter is counted on
+    else:  # GPTQ / AWQ: qweight packs 32 / bits weights per int32
+        bits = 8 if quant == "gptq-8bit" else 4
+        per_int = 32 // bits
+        for name, shape in tensors.items():
+            if name.endswith(GPTQ_COMPANIONS):
+                continue
+            if name.endswith(".qweight") and len(shape) == 2:
+                rows, cols = shape
+                logical = (cols, rows * per_int) if quant.startswith("gptq") else (cols * per_int, rows)
+                out[name.removesuffix(".qweight") + ".weight"] = logical
+                params += logical[0] * logical[1]
+                continue
+            out[name] = shape
+            params += _numel([shape])
+    notes = []
+    if unknown_dims:
+        notes.append(
+            f"{unknown_dims} bitsandbytes 4-bit layers counted by size (two weights a byte); their dimensions sit "
+            "in the weights' quant state, which only a local folder lets the advisor read"
+        )
+    return out, params, notes
+
+
+def read_bnb_shapes(entries: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(out, in) of every bitsandbytes 4-bit layer of a local checkpoint, from its quant-state blob (a few bytes
+    of JSON per layer, read by byte range: no weight is read)."""
+    shapes = {}
+    for name, entry in entries.items():
+        if BNB_4BIT_STATE not in name:
+            continue
+        try:
+            with entry.file.open("rb") as handle:
+                handle.seek(entry.start)
+                state = json.loads(handle.read(entry.end - entry.start))
+            out_features, in_features = (int(d) for d in state["shape"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable blob: the layer is counted by size
+        shapes[name.split(BNB_4BIT_STATE)[0]] = (out_features, in_features)
+    return shapes
+
+
+def _numel(shapes: Any) -> int:
+    total = 0
+    for shape in shapes:
+        count = 1
+        for dim in shape:
+            count *= dim
+        total += count
+    return total

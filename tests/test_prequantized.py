@@ -1,0 +1,176 @@
+"""Checkpoints saved already quantised: real parameter counts and widths from packed headers, and the base they load as.
+
+A bitsandbytes 4-bit checkpoint is saved by transformers itself (bitsandbytes' CPU backend); GPTQ and AWQ
+checkpoints are written as headers in their published layouts (int32 ``qweight`` with scales, zero points and
+group indices). Each is held against the unquantised Llama it stands for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from header_only import write_header_only
+from typer.testing import CliRunner
+
+from advisor.cli import app
+from advisor.errors import UserError
+from advisor.memory.prequantized import checkpoint_quant, logical_shapes
+from advisor.memory.request import memory_request
+from advisor.memory.shapes import read_shape
+
+LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 768,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1024,
+    "tie_word_embeddings": False,
+}
+GROUP = 128
+
+
+def _llama_tensors() -> dict[str, list[int]]:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in LLAMA.items() if k != "architectures"}))
+    return {name: list(p.shape) for name, p in model.state_dict().items()}
+
+
+def _peft_all_linear(r: int) -> int:
+    import peft
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in LLAMA.items() if k != "architectures"}))
+    adapted = peft.get_peft_model(model, peft.LoraConfig(r=r, target_modules="all-linear"))
+    return adapted.get_nb_trainable_parameters()[0]
+
+
+def _packed(method: str, bits: int, folder: Path) -> Path:
+    """The Llama as a GPTQ or AWQ (GEMM) checkpoint: every linear layer of the blocks packed 32 / bits to an int32."""
+    per_int = 32 // bits
+    tensors: dict = {}
+    for name, shape in _llama_tensors().items():
+        if ".layers." not in name or not name.endswith("proj.weight"):
+            tensors[name] = shape
+            continue
+        out_features, in_features = shape
+        layer = name.removesuffix(".weight")
+        if method == "gptq":
+            tensors[f"{layer}.qweight"] = ([in_features // per_int, out_features], "I32")
+            tensors[f"{layer}.g_idx"] = ([in_features], "I32")
+        else:
+            tensors[f"{layer}.qweight"] = ([in_features, out_features // per_int], "I32")
+        tensors[f"{layer}.qzeros"] = ([in_features // GROUP, out_features // per_int], "I32")
+        tensors[f"{layer}.scales"] = ([in_features // GROUP, out_features], "F16")
+    folder.mkdir(parents=True)
+    quant = {"quant_method": method, "bits": bits, "group_size": GROUP}
+    if method == "awq":
+        quant["version"] = "gemm"
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": quant}))
+    write_header_only(folder / "model.safetensors", tensors)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bnb_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The Llama saved by transformers through bitsandbytes, 4-bit NF4 and 8-bit, on CPU."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("bnb")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**{k: v for k, v in LLAMA.items() if k != "architectures"})).save_pretrained(
+        root / "bf16"
+    )
+    configs = {
+        "4bit": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16),
+        "8bit": BitsAndBytesConfig(load_in_8bit=True),
+    }
+    folders = {"bf16": root / "bf16"}
+    for name, config in configs.items():
+        model = AutoModelForCausalLM.from_pretrained(root / "bf16", quantization_config=config, device_map="cpu")
+        model.save_pretrained(root / name)
+        folders[name] = root / name
+    return folders
+
+
+def test_a_bitsandbytes_checkpoint_counts_as_the_model_it_stands_for(bnb_checkpoints: dict[str, Path]) -> None:
+    plain = read_shape(str(bnb_checkpoints["bf16"]))
+    for quant in ("4bit", "8bit"):
+        shape = read_shape(str(bnb_checkpoints[quant]))
+        assert shape.total_params == plain.total_params  # not the packed bytes, not the absmax/SCB companions
+        assert (shape.hidden, shape.intermediate, shape.layers, shape.vocab) == (256, 768, 3, 1024)
+        assert shape.checkpoint_quant == quant
+        assert any(f"loads, and trains, as --quant {quant}" in a for a in shape.assumptions)
+
+
+def test_a_4bit_checkpoint_trains_4bit_and_the_users_lora_counts_on_its_real_layers(
+    bnb_checkpoints: dict[str, Path],
+) -> None:
+    request = memory_request(str(bnb_checkpoints["4bit"]), lora_r=16, target_modules="all-linear")
+    assert request is not None and request.setup.quant == "4bit"  # no --quant: the checkpoint decides
+    assert request.adapter is not None and request.adapter.trainable == _peft_all_linear(16)
+
+
+def test_a_contrary_quant_flag_is_one_line_and_exit_2(bnb_checkpoints: dict[str, Path]) -> None:
+    run = CliRunner().invoke(
+        app, ["--vram", "24", "--task", "math", "--model", str(bnb_checkpoints["4bit"]), "--quant", "none"]
+    )
+    assert run.exit_code == 2
+    assert "saved quantised and loads as --quant 4bit" in run.output and "Traceback" not in run.output
+    assert len(run.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("method", "bits", "quant"), [("gptq", 4, "gptq-4bit"), ("gptq", 8, "gptq-8bit"),
+                                                     ("awq", 4, "awq-4bit")])  # fmt: skip
+def test_gptq_and_awq_checkpoints_unpack_to_their_layers(method: str, bits: int, quant: str, tmp_path: Path) -> None:
+    folder = _packed(method, bits, tmp_path / method)
+    shape = read_shape(str(folder))
+    assert shape.total_params == sum(_numel(s) for s in _llama_tensors().values())
+    assert (shape.hidden, shape.intermediate, shape.checkpoint_quant) == (256, 768, quant)
+    request = memory_request(str(folder), lora_r=8, target_modules="all-linear")
+    assert request is not None and request.setup.quant == quant
+    assert request.adapter is not None and request.adapter.trainable == _peft_all_linear(8)
+
+
+def test_headers_alone_count_a_4bit_layer_by_its_bytes_and_say_its_widths_are_unknown() -> None:
+    """The Hub's metadata gives headers, not the quant-state blob: two weights a byte, widths unknown, said."""
+    stored = {
+        "model.layers.0.mlp.down_proj.weight": (256 * 768 // 2, 1),
+        "model.layers.0.mlp.down_proj.weight.absmax": (256 * 768 // 64,),
+        "model.layers.0.mlp.down_proj.weight.quant_map": (16,),
+        "model.layers.0.mlp.down_proj.weight.quant_state.bitsandbytes__nf4": (79,),
+        "model.embed_tokens.weight": (1024, 256),
+    }
+    tensors, params, notes = logical_shapes(stored, "4bit")
+    assert params == 256 * 768 + 1024 * 256
+    assert set(tensors) == {"model.layers.0.mlp.down_proj.weight", "model.embed_tokens.weight"}
+    assert len(tensors["model.layers.0.mlp.down_proj.weight"]) == 1  # not a layer an adapter is counted on
+    assert notes and "counted by size" in notes[0]
+
+
+def test_a_quantisation_it_cannot_price_is_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="saved quantised with fp8"):
+        checkpoint_quant({"quantization_config": {"quant_method": "fp8", "bits": 8}})
+    folder = tmp_path / "fp8"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": {"quant_method": "fp8"}}))
+    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder)])
+    assert run.exit_code == 2 and "fp8" in run.output and "Traceback" not in run.output
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
