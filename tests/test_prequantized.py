@@ -159,6 +159,34 @@ def test_headers_alone_count_a_4bit_layer_by_its_bytes_and_say_its_widths_are_un
     assert notes and "counted by size" in notes[0]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_4bit_upload_on_the_hub_is_read_from_its_metadata(bnb_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """``--model user/...-bnb-4bit``: the Hub's safetensors metadata (headers only) gives the exact count, the
+    config the widths by projection name, and the user's LoRA is counted on them."""
+    import os
+    import subprocess
+    import sys
+
+    from fake_hub import FakeHub, FakeRepo, HubState
+
+    files = {p.name: p.read_bytes() for p in bnb_checkpoints["4bit"].iterdir() if p.is_file()}
+    state = HubState(models=[FakeRepo(id="user/llama-bnb-4bit", files=files)])
+    args = ["--vram", "24", "--task", "math", "--model", "user/llama-bnb-4bit", "--lora-r", "16",
+            "--target-modules", "all-linear", "--json"]  # fmt: skip
+    with FakeHub(state) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+        run = subprocess.run([sys.executable, "-m", "advisor.cli", *args], env=env, capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    model = result["memory_model"]["model"]
+    assert model["params_source"] == "Hub safetensors metadata" and model["checkpoint_quant"] == "4bit"
+    assert model["total_params"] == read_shape(str(bnb_checkpoints["bf16"])).total_params
+    assert result["memory_model"]["setup"]["quant"] == "4bit"
+    assert any(f"{_peft_all_linear(16):,} trainable" in note for note in result["notes"])
+
+
 def test_a_quantisation_it_cannot_price_is_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="saved quantised with fp8"):
         checkpoint_quant({"quantization_config": {"quant_method": "fp8", "bits": 8}})

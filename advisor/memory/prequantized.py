@@ -14,10 +14,13 @@ No torch: this runs on the recommend path.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
 from advisor.vocabulary import QUANTIZATION
+
+if TYPE_CHECKING:
+    from advisor.memory.shapes import ModelShape
 
 BNB_4BIT_STATE = ".weight.quant_state.bitsandbytes__"  # + nf4 / fp4: a small uint8 JSON blob with the shape
 BNB_COMPANIONS = (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".SCB", ".weight_format")
@@ -106,10 +109,29 @@ def logical_shapes(
     notes = []
     if unknown_dims:
         notes.append(
-            f"{unknown_dims} bitsandbytes 4-bit layers counted by size (two weights a byte); their dimensions sit "
-            "in the weights' quant state, which only a local folder lets the advisor read"
+            f"{unknown_dims} bitsandbytes 4-bit layers read from headers alone: counted by size (two weights a "
+            "byte), their widths taken from the config by projection name where the sizes agree (a local folder "
+            "gives them exactly, from each layer's quant state)"
         )
     return out, params, notes
+
+
+def fill_widths(tensors: Shapes, shape: ModelShape) -> Shapes:
+    """A 4-bit layer counted by size gets its (out, in) from the model's widths when its name says which
+    projection it is and the widths multiply to its size (the Llama-style names nearly every 4-bit upload keeps);
+    any other stays unknown, so an adapter is never counted on a guessed width."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    widths = {
+        "q_proj": (q, shape.hidden), "k_proj": (kv, shape.hidden), "v_proj": (kv, shape.hidden),
+        "o_proj": (shape.hidden, q), "gate_proj": (shape.intermediate, shape.hidden),
+        "up_proj": (shape.intermediate, shape.hidden), "down_proj": (shape.hidden, shape.intermediate),
+    }  # fmt: skip
+    filled = dict(tensors)
+    for name, dims in tensors.items():
+        guess = widths.get(name.removesuffix(".weight").rsplit(".", 1)[-1])
+        if len(dims) == 1 and name.endswith(".weight") and guess and guess[0] * guess[1] == dims[0]:
+            filled[name] = guess
+    return filled
 
 
 def read_bnb_shapes(entries: dict[str, Any]) -> dict[str, tuple[int, int]]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.memory.prequantized import checkpoint_quant, logical_shapes, read_bnb_shapes
+from advisor.memory.prequantized import checkpoint_quant, fill_widths, logical_shapes, read_bnb_shapes
 from advisor.vocabulary import QUANTIZATION
 
 if TYPE_CHECKING:
@@ -439,4 +439,7 @@ def _hub_shape(
         tensors, params, notes = logical_shapes(stored, quant)  # the Hub's count would count packed storage
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
         params, tensors, notes = None, None, []
-    return _with_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes), tensors
+    shape = _with_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes)
+    if tensors is not None and notes:  # 4-bit layers counted by size: their widths where the names say them
+        tensors = fill_widths(tensors, shape)
+    return shape, tensors
