@@ -4,7 +4,8 @@ Two ways in, one count:
 
 - ``--lora-r R --target-modules q_proj,v_proj|all-linear [--use-dora]``: LoRA arithmetic on the
   model's linear layers as the safetensors headers give them (``r × (in + out)`` per adapted layer, plus
-  ``out`` for DoRA's magnitude). No torch: this stays on the recommend path's budget.
+  ``out`` for DoRA's magnitude). No torch: this stays on the recommend path's budget; except on a mixture of
+  experts, whose stacked experts PEFT adapts in its own way, so PEFT counts there (:func:`shortcut_lora`).
 - ``--adapter-config FILE`` (an ``adapter_config.json``, any PEFT method): PEFT itself builds the adapter
   on the model built on the ``meta`` device and counts its trainable parameters (needs the ``[peft]``
   extra; a few seconds, because torch, transformers and peft are imported). A model transformers cannot
