@@ -202,3 +202,43 @@ def _numel(shape: list[int]) -> int:
     for dim in shape:
         count *= dim
     return count
+
+
+def test_a_flux_transformer_saved_4bit_counts_its_weights_and_trains_4bit(tmp_path: Path) -> None:
+    """A diffusers transformer saved through bitsandbytes (packed uint8 blocks, absmax, quant state): the same
+    parameters and layer widths as the bf16 folder, a 4-bit base by default, the same LoRA count."""
+    import torch
+    from safetensors.torch import save_file
+    from test_memory_image import flux_pipeline
+
+    plain, params = flux_pipeline(tmp_path / "plain")
+    quantised = tmp_path / "nf4"
+    flux_pipeline(quantised)
+    from advisor.safetensors_headers import read_header
+
+    tensors = {}
+    for name, entry in read_header(plain / "transformer" / "diffusion_pytorch_model.safetensors").items():
+        shape = list(entry.shape)
+        if "blocks." in name and name.endswith(".weight") and len(shape) == 2:
+            blob = json.dumps({"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": shape}).encode()
+            tensors[name] = torch.zeros(shape[0] * shape[1] // 2, 1, dtype=torch.uint8)
+            tensors[name + ".absmax"] = torch.zeros(shape[0] * shape[1] // 64)
+            tensors[name + ".quant_map"] = torch.zeros(16)
+            tensors[name + ".quant_state.bitsandbytes__nf4"] = torch.tensor(list(blob), dtype=torch.uint8)
+        else:
+            tensors[name] = torch.zeros(shape, dtype=torch.bfloat16)
+    save_file(tensors, quantised / "transformer" / "diffusion_pytorch_model.safetensors")
+    config_path = quantised / "transformer" / "config.json"
+    nf4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "quantization_config": nf4}))
+
+    from advisor.memory.denoiser import read_denoiser_shape
+
+    shape, _ = read_denoiser_shape(str(quantised))
+    assert shape.total_params == params and shape.checkpoint_quant == "4bit"
+    counts = {}
+    for name, folder in (("plain", plain), ("nf4", quantised)):
+        request = memory_request(str(folder), domain="image", lora_r=4, target_modules="to_q")
+        assert request is not None and request.adapter is not None
+        counts[name] = (request.setup.quant, request.adapter.trainable)
+    assert counts == {"plain": ("none", counts["plain"][1]), "nf4": ("4bit", counts["plain"][1])}

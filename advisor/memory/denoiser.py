@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from advisor.errors import UserError
-from advisor.memory.shapes import ModelShape, read_json_object
+from advisor.memory.prequantized import logical_shapes, read_bnb_shapes
+from advisor.memory.shapes import ModelShape, read_json_object, saved_quant, with_saved_quant
 from advisor.memory.unet import CLIP_TOKENS, FF_MULT, VAE_SCALE, module_count, unet_stages
 
 # Prompt tokens the pipelines pad to (their max_sequence_length): FLUX.1/FLUX.2 512; SD3's CLIP 77 + T5 256.
@@ -69,9 +70,12 @@ def read_denoiser_shape(model: str, revision: str | None = None) -> tuple[ModelS
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(folder)
-        tensors = {name: entry.shape for name, entry in entries.items()}
-        params = sum(entry.numel for entry in entries.values()) if entries else None
-        return denoiser_shape(config, model, params, "safetensors headers", tensors), tensors
+        quant = saved_quant(config, model)
+        stored = {name: entry.shape for name, entry in entries.items()}
+        bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
+        tensors, params, notes = logical_shapes(stored, quant, bnb_shapes)
+        shape = denoiser_shape(config, model, params or None, "safetensors headers", tensors)
+        return with_saved_quant(shape, quant, notes), tensors
     if path.exists():
         raise UserError(f"--model {model} is a file; pass the pipeline's folder (with model_index.json) or a Hub id")
     return _hub_denoiser(model, revision)
@@ -174,6 +178,7 @@ def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[
         config = read_json_object(
             Path(hf_hub_download(repo_id, f"{component}/config.json", revision=revision)), repo_id
         )
+    quant = saved_quant(config, repo_id)
     tensors: dict[str, tuple[int, ...]] = {}
     try:
         api = HfApi()
@@ -187,12 +192,6 @@ def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[
             tensors.update({name: tuple(info.shape) for name, info in metadata.tensors.items()})
     except Exception:  # offline or an old endpoint: refused below, with the reason
         tensors = {}
-    params = sum(_numel(shape) for shape in tensors.values()) or None
-    return denoiser_shape(config, repo_id, params, "Hub safetensors metadata", tensors), tensors
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
+    tensors, params, notes = logical_shapes(tensors, quant)  # packed storage counted as the weights it holds
+    shape = denoiser_shape(config, repo_id, params or None, "Hub safetensors metadata", tensors)
+    return with_saved_quant(shape, quant, notes), tensors

@@ -351,25 +351,25 @@ def read_shape_and_tensors(
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(path)
-        quant = _checkpoint_quant(config, model)
+        quant = saved_quant(config, model)
         if not entries:
-            return _with_quant(shape_from_config(config, model), quant, []), None
+            return with_saved_quant(shape_from_config(config, model), quant, []), None
         bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
         stored = {name: entry.shape for name, entry in entries.items()}
         tensors, params, notes = logical_shapes(stored, quant, bnb_shapes)
         shape = shape_from_config(config, model, params, "safetensors headers", tensors)
-        return _with_quant(shape, quant, notes), tensors
+        return with_saved_quant(shape, quant, notes), tensors
     return _hub_shape(model, config, revision)
 
 
-def _checkpoint_quant(config: dict[str, Any], model: str) -> str | None:
+def saved_quant(config: dict[str, Any], model: str) -> str | None:
     try:
         return checkpoint_quant(config)
     except UserError as exc:
         raise UserError(f"--model {model}: {exc}") from None
 
 
-def _with_quant(shape: ModelShape, quant: str | None, notes: list[str]) -> ModelShape:
+def with_saved_quant(shape: ModelShape, quant: str | None, notes: list[str]) -> ModelShape:
     """The shape of a checkpoint saved quantised: which --quant it loads as, and what its headers could not say."""
     if quant is None:
         return shape
@@ -428,7 +428,7 @@ def _hub_shape(
 ) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
     from huggingface_hub import HfApi
 
-    quant = _checkpoint_quant(config, repo_id)
+    quant = saved_quant(config, repo_id)
     params, source, tensors, notes = None, "", None, []
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
@@ -439,7 +439,7 @@ def _hub_shape(
         tensors, params, notes = logical_shapes(stored, quant)  # the Hub's count would count packed storage
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
         params, tensors, notes = None, None, []
-    shape = _with_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes)
+    shape = with_saved_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes)
     if tensors is not None and notes:  # 4-bit layers counted by size: their widths where the names say them
         tensors = fill_widths(tensors, shape)
     return shape, tensors
