@@ -281,6 +281,29 @@ def test_lora_on_a_mixture_of_experts_is_counted_by_peft(model_type: str, tmp_pa
     assert request.adapter.counted_by.startswith("PEFT")
 
 
+def test_a_saved_adapters_own_config_counts_what_training_it_costs(tmp_path: Path) -> None:
+    """The adapter_config.json PEFT writes beside a trained adapter says ``inference_mode: true``; counted as saved,
+    that adapter would train nothing. The count is the training one."""
+    import peft
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from advisor.memory.request import memory_request
+
+    small = {**LLAMA2_7B, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": 1000}  # fmt: skip
+    folder = _header_only_checkpoint(tmp_path / "llama", small, _llama_tensors(small))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in small.items() if k != "architectures"}))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    training = lora.get_nb_trainable_parameters()[0]
+    lora.save_pretrained(tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["inference_mode"] is True  # as PEFT saves it
+    request = memory_request(str(folder), adapter_config=tmp_path / "adapter" / "adapter_config.json")
+    assert request is not None and request.adapter is not None and request.adapter.trainable == training > 0
+
+
 def test_the_recommendation_uses_the_users_count_on_lora_rows(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -212,10 +212,16 @@ def _peft_count(config: dict[str, Any], model: str | None, flag: str = "--adapte
     except Exception as exc:
         raise _CannotBuild(f"transformers cannot build {model} from its config ({type(exc).__name__})") from None
     fields = {k: v for k, v in config.items() if k not in ("base_model_name_or_path", "revision", "auto_mapping")}
+    # A saved adapter's config says inference_mode: true (PEFT writes it so on save), which would build the
+    # adapter frozen and count nothing: the question is what training it costs.
+    fields["inference_mode"] = False
     try:
         peft_config = PeftConfig.from_peft_type(**fields)
         adapted = get_peft_model(skeleton, peft_config)
     except (ValueError, TypeError, KeyError) as exc:
         first = " ".join(str(exc).split())[:200]
         raise UserError(f"{flag} does not fit {model}: {first}") from None
-    return sum(math.prod(p.shape) for p in adapted.parameters() if p.requires_grad)
+    count = sum(math.prod(p.shape) for p in adapted.parameters() if p.requires_grad)
+    if not count:
+        raise UserError(f"{flag} trains nothing on {model}: PEFT built the adapter with no trainable parameter")
+    return count
