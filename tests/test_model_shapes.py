@@ -304,6 +304,29 @@ def test_a_saved_adapters_own_config_counts_what_training_it_costs(tmp_path: Pat
     assert request is not None and request.adapter is not None and request.adapter.trainable == training > 0
 
 
+def test_an_adapter_config_without_a_model_counts_offline_on_the_benchmark_model(tmp_path: Path) -> None:
+    """No --model: the count is on the model the stored runs trained (Llama-3.2-3B), built from the shape kept of
+    it, so no Hub access is needed, for any method."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from advisor.memory.model import BENCHMARK_SHAPE
+    from advisor.memory.request import memory_request
+    from advisor.memory.user_adapter import _benchmark_config
+
+    config = _benchmark_config()
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) == BENCHMARK_SHAPE.total_params
+    oft = {"peft_type": "OFT", "r": 0, "oft_block_size": 32, "target_modules": ["q_proj", "v_proj"]}
+    expected = peft.get_peft_model(model, peft.OFTConfig(**{k: v for k, v in oft.items() if k != "peft_type"}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**oft, "inference_mode": True}))
+    request = memory_request(None, adapter_config=tmp_path / "adapter_config.json")
+    assert request is not None and request.adapter is not None
+    assert request.adapter.trainable == expected.get_nb_trainable_parameters()[0] > 0
+
+
 def test_the_recommendation_uses_the_users_count_on_lora_rows(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -200,13 +200,10 @@ def _peft_count(config: dict[str, Any], model: str | None, flag: str = "--adapte
         raise _CannotBuild("counting with PEFT needs the [peft] extra") from None
     from advisor.torch_runtime import quiet_hf
 
-    if not model:
-        from advisor.memory.model import BENCHMARK_SHAPE
-
-        model = BENCHMARK_SHAPE.name
     try:
         with quiet_hf():
-            hf_config = AutoConfig.from_pretrained(model)
+            hf_config = AutoConfig.from_pretrained(model) if model else _benchmark_config()
+            model = model or hf_config.name_or_path
             with init_empty_weights():
                 skeleton = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
     except Exception as exc:
@@ -225,3 +222,19 @@ def _peft_count(config: dict[str, Any], model: str | None, flag: str = "--adapte
     if not count:
         raise UserError(f"{flag} trains nothing on {model}: PEFT built the adapter with no trainable parameter")
     return count
+
+
+def _benchmark_config() -> Any:
+    """The benchmark model's config, from the shape the memory model keeps of it: no Hub, so an adapter config
+    is counted offline on the model the stored runs trained."""
+    from transformers import LlamaConfig
+
+    from advisor.memory.model import BENCHMARK_SHAPE as b
+
+    config = LlamaConfig(
+        hidden_size=b.hidden, intermediate_size=b.intermediate, num_hidden_layers=b.layers,
+        num_attention_heads=b.heads, num_key_value_heads=b.kv_heads, head_dim=b.head_dim, vocab_size=b.vocab,
+        tie_word_embeddings=b.tied_embeddings,
+    )  # fmt: skip
+    config.name_or_path = b.name
+    return config
