@@ -166,6 +166,21 @@ def test_headers_and_known_configs_count_what_transformers_builds(model_type: st
         assert shape_from_config(config, model_type).total_params == pytest.approx(real, rel=0.005)
 
 
+def test_an_adapter_folder_passed_as_the_model_says_what_to_pass_instead(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    folder = tmp_path / "my-adapter"
+    folder.mkdir()
+    adapter = {"peft_type": "LORA", "r": 8, "base_model_name_or_path": "meta-llama/Llama-3.1-8B"}
+    (folder / "adapter_config.json").write_text(json.dumps(adapter))
+    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder)])
+    assert run.exit_code == 2 and len(run.output.strip().splitlines()) == 1
+    assert "is a PEFT adapter folder" in run.output and "--model (meta-llama/Llama-3.1-8B)" in run.output
+    assert "--adapter-config" in run.output
+
+
 def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:
     config = {
         "model_type": "rwkv",

@@ -387,6 +387,13 @@ def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.is_file():
+            adapter = path / "adapter_config.json"
+            if adapter.is_file():  # a common slip: the trained adapter's folder instead of its base model
+                base = _adapter_base(adapter)
+                raise UserError(
+                    f"--model {model} is a PEFT adapter folder, not a model: pass its base model with --model"
+                    f"{f' ({base})' if base else ''} and the adapter with --adapter-config {adapter}"
+                )
             raise UserError(f"--model {model}: the folder has no config.json")
         return read_json_object(config_path, model)
     if path.exists():
@@ -410,6 +417,15 @@ def read_model_config(model: str, revision: str | None = None) -> dict[str, Any]
     with hub_errors(f"{model}'s config.json (no local folder of that name either)"):
         config_path = hf_hub_download(model, "config.json", revision=revision)
     return read_json_object(Path(config_path), model)
+
+
+def _adapter_base(path: Path) -> str | None:
+    """The base model an adapter_config.json names, if it is readable and names one."""
+    try:
+        base = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return base if isinstance(base, str) and base else None
 
 
 def read_json_object(path: Path, model: str) -> dict[str, Any]:
