@@ -117,19 +117,35 @@ def check_shards(folder: Path) -> None:
 
 
 def read_base_config(name_or_path: str) -> dict[str, Any]:
+    """The base model's config.json; a base saved quantised is refused (see :func:`refuse_quantised_base`)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
             raise UserError(f"base model folder {path} has no config.json; pass the folder of a transformers model.")
         check_shards(path)
-        return read_json(config_file)
+        return refuse_quantised_base(read_json(config_file), name_or_path)
     from huggingface_hub import hf_hub_download
 
     try:
-        return read_json(Path(hf_hub_download(name_or_path, "config.json")))
+        config = read_json(Path(hf_hub_download(name_or_path, "config.json")))
     except Exception as exc:
         raise _hub_error(f"cannot read the base model {name_or_path!r}", exc) from None
+    return refuse_quantised_base(config, name_or_path)
+
+
+def refuse_quantised_base(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """A base saved quantised (``unsloth/...-bnb-4bit``, GPTQ, AWQ) holds packed weights, not the ones an adapter
+    multiplies (OFT, BOFT and HRA rotate them; the LoRA export and its fidelity check are computed on them), and
+    bitsandbytes cannot run it on every CPU: the conversion needs the unquantised model it was made from."""
+    quant = config.get("quantization_config")
+    if isinstance(quant, dict):
+        method = quant.get("quant_method") or "bitsandbytes"
+        raise UserError(
+            f"base model {name!r} is saved quantised ({method}); the conversion needs the unquantised weights the "
+            "adapter multiplies: pass the original model it was quantised from with --base-model"
+        )
+    return config
 
 
 def _hub_error(what: str, exc: Exception) -> UserError:

@@ -408,3 +408,22 @@ def test_a_sharded_base_with_a_missing_shard_is_refused_before_loading(
     assert len(lines) == 1 and f"missing 1 of the {len(shards)} shards" in lines[0] and shards[1].name in lines[0]
     assert not out.exists() and _leftovers(tmp_path) == []
     shutil.rmtree(sharded)
+
+
+def test_a_base_saved_quantised_is_refused_with_what_to_pass(tiny_llama: Path, llama_oft: Path, tmp_path: Path) -> None:
+    """A bitsandbytes 4-bit base (saved by transformers on CPU) holds packed weights, not the ones OFT rotates."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantised = tmp_path / "tiny-llama-bnb-4bit"
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    AutoModelForCausalLM.from_pretrained(tiny_llama, quantization_config=nf4, device_map="cpu").save_pretrained(
+        quantised
+    )
+    out = tmp_path / "lora"
+    result = invoke("convert", llama_oft, out, "--base-model", quantised, "--rank", "4")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is saved quantised (bitsandbytes)" in lines[0] and "--base-model" in lines[0]
+    assert not out.exists()
