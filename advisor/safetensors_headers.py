@@ -82,17 +82,25 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
     return entries
 
 
-def checkpoint_files(folder: Path) -> list[Path]:
+def checkpoint_files(folder: Path, what: str = "model folder") -> list[Path]:
     """The folder's weight files: the shards its index names when it has one (not, e.g., a consolidated copy
-    some repositories ship beside them), else every ``*.safetensors``."""
+    some repositories ship beside them), else every ``*.safetensors``. A shard the index names but the folder
+    lacks (a download cut short) is a one-line error, never a model silently counted without it."""
     files = sorted(folder.glob("*.safetensors"))
-    index = folder / INDEX_NAME
-    if index.is_file():
+    for index in sorted(folder.glob("*.safetensors.index.json")):
         try:
             named = set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values())
         except (OSError, ValueError, AttributeError) as exc:
             raise UserError(f"{index} is unreadable ({exc}); download the checkpoint again.") from None
-        files = [path for path in files if path.name in named]
+        missing = sorted(name for name in named if not (folder / name).is_file())
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise UserError(
+                f"{what} {folder} is missing {len(missing)} of the {len(named)} shards its {index.name} names "
+                f"({shown}); download the whole checkpoint."
+            )
+        if index.name == INDEX_NAME:
+            files = [path for path in files if path.name in named]
     return files
 
 

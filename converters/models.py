@@ -102,18 +102,9 @@ def _class_by_name(name: str) -> Any:
 
 def check_shards(folder: Path) -> None:
     """A sharded checkpoint must have every shard its index names, checked before minutes of loading."""
-    for index in sorted(folder.glob("*.safetensors.index.json")):
-        try:
-            shards = set(read_json(index).get("weight_map", {}).values())
-        except (OSError, ValueError, AttributeError) as exc:
-            raise UserError(f"{index} is unreadable ({exc}); download the checkpoint again.") from None
-        missing = sorted(name for name in shards if not (folder / name).is_file())
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise UserError(
-                f"base model folder {folder} is missing {len(missing)} of the {len(shards)} shards its "
-                f"{index.name} names ({shown}); download the whole checkpoint."
-            )
+    from advisor.safetensors_headers import checkpoint_files
+
+    checkpoint_files(folder, "base model folder")
 
 
 def read_base_config(name_or_path: str) -> dict[str, Any]:

@@ -181,6 +181,31 @@ def test_an_adapter_folder_passed_as_the_model_says_what_to_pass_instead(tmp_pat
     assert "--adapter-config" in run.output
 
 
+def test_a_checkpoint_missing_a_shard_is_refused_not_undercounted(tmp_path: Path) -> None:
+    """A download cut short: the index names a shard the folder lacks. Counting the rest would price a smaller
+    model without a word."""
+    from typer.testing import CliRunner
+
+    from advisor.cli.main import app
+
+    tensors = _llama_tensors({**LLAMA2_7B, "num_hidden_layers": 2})
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2 :]}  # fmt: skip
+    folder = tmp_path / "llama"
+    _header_only_checkpoint(folder, {**LLAMA2_7B, "num_hidden_layers": 2}, {})
+    (folder / "model.safetensors").unlink()
+    for shard, part in halves.items():
+        write_header_only(folder / shard, {name: tensors[name] for name in part})
+    weight_map = {name: shard for shard, part in halves.items() for name in part}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert read_shape(str(folder)).total_params == sum(math.prod(s) for s in tensors.values())
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder)])
+    assert run.exit_code == 2 and len(run.output.strip().splitlines()) == 1
+    assert "missing 1 of the 2 shards" in run.output and "model-00002-of-00002.safetensors" in run.output
+
+
 def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:
     config = {
         "model_type": "rwkv",
