@@ -61,3 +61,44 @@ def test_llama_layouts_are_unchanged_and_other_layers_scale() -> None:
     # a mixture of experts: the routed copies of the input grow with the experts per token
     moe = replace(BENCHMARK_SHAPE, model_type="mixtral", experts=8, active_experts=2)
     assert layer_bytes(replace(moe, active_experts=4)) > layer_bytes(moe)
+
+
+@pytest.mark.slow
+def test_a_vision_language_text_decoder_keeps_what_its_base_decoder_keeps() -> None:
+    """Qwen2-VL's text layers save, per token, exactly what Qwen2's do (counted with autograd, text-only input), so
+    the table's qwen2 row prices them (``SAME_LAYER_AS``)."""
+    pytest.importorskip("peft")
+    import peft
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from advisor.memory.layer_physics import physics_type
+    from advisor.memory.saved_tensors import saved_bytes
+
+    widths = dict(hidden_size=512, intermediate_size=768, num_attention_heads=4, num_key_value_heads=2, vocab_size=1000)
+
+    def vision_language(layers: int):
+        config = AutoConfig.for_model("qwen2_vl")
+        for key, value in {**widths, "num_hidden_layers": layers}.items():
+            setattr(config.text_config, key, value)
+        config.text_config.layer_types = ["full_attention"] * layers
+        config.vision_config.depth = 1
+        return AutoModelForImageTextToText.from_config(config, attn_implementation="sdpa")
+
+    def text_only(layers: int):
+        config = AutoConfig.for_model("qwen2", **widths, num_hidden_layers=layers)
+        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+
+    def per_layer_token(build) -> float:
+        counts = []
+        for layers in (1, 2):
+            torch.manual_seed(0)
+            lora = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+            model = peft.get_peft_model(build(layers).to(torch.bfloat16), lora)
+            model.train()
+            ids = torch.randint(0, 1000, (2, 64), generator=torch.Generator().manual_seed(0))
+            counts.append(saved_bytes(model, input_ids=ids))
+        return (counts[1] - counts[0]) / (2 * 64)
+
+    assert per_layer_token(vision_language) == per_layer_token(text_only) > 0
+    assert physics_type("qwen2_vl_text") == "qwen2" and counted("qwen2_vl_text")

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from advisor.memory.shapes import ModelShape
 
 REFERENCE_TYPE = "llama"  # the benchmark's architecture, which a_run is calibrated on
+# Text decoders of vision-language models that are their base model's decoder layer (transformers builds them from
+# it; only the rotary positions differ, which keep nothing for backward): counted with the base model's row.
+SAME_LAYER_AS = {
+    "qwen2_vl_text": "qwen2",
+    "qwen2_5_vl_text": "qwen2",
+    "qwen3_vl_text": "qwen3",
+    "qwen3_vl_moe_text": "qwen3_moe",
+}
 
 
 @lru_cache(maxsize=1)
@@ -30,14 +38,19 @@ def coefficients() -> dict[str, dict[str, float]]:
     return json.loads((PACKAGE_DATA / "layer_physics.json").read_text(encoding="utf-8"))["types"]
 
 
+def physics_type(model_type: str) -> str:
+    """The table row ``model_type``'s layers are counted with (itself, or the model its decoder layer is)."""
+    return SAME_LAYER_AS.get(model_type, model_type)
+
+
 def counted(model_type: str) -> bool:
-    return model_type in coefficients()
+    return physics_type(model_type) in coefficients()
 
 
 def layer_bytes(shape: ModelShape, model_type: str | None = None) -> float:
     """Bytes per token one layer of ``shape`` keeps, with its own type's coefficients (Llama's if not counted)."""
     table = coefficients()
-    c = table.get(model_type or shape.model_type) or table[REFERENCE_TYPE]
+    c = table.get(physics_type(model_type or shape.model_type)) or table[REFERENCE_TYPE]
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     routed = shape.hidden * shape.active_experts if shape.experts > 1 else 0
     own = c["hidden"] * shape.hidden + c["mlp"] * shape.active_mlp + c["q"] * q + c["kv"] * kv
