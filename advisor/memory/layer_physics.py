@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 REFERENCE_TYPE = "llama"  # the benchmark's architecture, which a_run is calibrated on
 # Text decoders of vision-language models that are their base model's decoder layer (transformers builds them from
 # it; only the rotary positions differ, which keep nothing for backward): counted with the base model's row.
+# Each was counted with autograd against its base (text-only input): the same bytes per token and layer.
 SAME_LAYER_AS = {
     "qwen2_vl_text": "qwen2",
     "qwen2_5_vl_text": "qwen2",
     "qwen3_vl_text": "qwen3",
-    "qwen3_vl_moe_text": "qwen3_moe",
 }
 
 
