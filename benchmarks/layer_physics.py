@@ -73,6 +73,13 @@ TYPES: dict[str, dict] = {
     "falcon": {"new_decoder_architecture": True},
     "phi": {},
     "gpt2": {},
+    "exaone": {},
+    "ernie4_5": {},
+    "hunyuan_v1_dense": {},
+    "seed_oss": {},
+    "arcee": {},
+    "apertus": {},
+    "nemotron": {},
 }
 TARGETS = {"gpt_neox": ["query_key_value"], "falcon": ["query_key_value"], "gpt2": ["c_attn"], "phi3": ["qkv_proj"]}
 EAGER_ONLY = {"gemma2"}
