@@ -68,6 +68,7 @@ TYPES: dict[str, dict] = {
     "qwen2_moe": {"num_experts": 4, "num_experts_per_tok": 2, "shared_expert_intermediate_size": 0},
     "qwen3_moe": {"num_experts": 4, "num_experts_per_tok": 2},
     "olmoe": {"num_experts": 4, "num_experts_per_tok": 2, "pad_token_id": 0},
+    "gpt_oss": {"num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 4096},
     "starcoder2": {},
     "gpt_neox": {},
     "falcon": {"new_decoder_architecture": True},
@@ -82,8 +83,8 @@ TYPES: dict[str, dict] = {
     "nemotron": {},
 }
 TARGETS = {"gpt_neox": ["query_key_value"], "falcon": ["query_key_value"], "gpt2": ["c_attn"], "phi3": ["qkv_proj"]}
-EAGER_ONLY = {"gemma2"}
-MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe"}
+EAGER_ONLY = {"gemma2", "gpt_oss"}
+MOE_TYPES = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "gpt_oss"}
 
 
 def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_dim: int, layers: int, k: int = 2):
@@ -92,7 +93,7 @@ def _config(model_type: str, hidden: int, mlp: int, heads: int, kv: int, head_di
     extra = dict(TYPES[model_type])
     if model_type in MOE_TYPES:  # k experts per token out of 2k
         extra["num_experts_per_tok"] = k
-        extra["num_local_experts" if model_type == "mixtral" else "num_experts"] = 2 * k
+        extra["num_local_experts" if model_type in ("mixtral", "gpt_oss") else "num_experts"] = 2 * k
     if model_type == "gpt2":
         values = dict(n_embd=hidden, n_inner=mlp, n_layer=layers, n_head=heads)
     elif model_type == "falcon":
