@@ -242,3 +242,39 @@ def test_a_flux_transformer_saved_4bit_counts_its_weights_and_trains_4bit(tmp_pa
         assert request is not None and request.adapter is not None
         counts[name] = (request.setup.quant, request.adapter.trainable)
     assert counts == {"plain": ("none", counts["plain"][1]), "nf4": ("4bit", counts["plain"][1])}
+
+
+def test_gpt_oss_mxfp4_experts_count_unpacked_and_train_as_bf16(tmp_path: Path) -> None:
+    """gpt-oss ships its experts in MXFP4 (``*_blocks`` of 16 bytes per 32 values, ``*_scales``); transformers
+    dequantises them for training, so the count is unpacked and the base is priced bf16, not refused."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "gpt_oss", hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, vocab_size=1024, num_local_experts=4, num_experts_per_tok=2,
+        layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    real = sum(p.numel() for p in model.parameters())
+    tensors: dict = {}
+    for name, param in model.state_dict().items():
+        shape = list(param.shape)
+        if name.endswith(("experts.gate_up_proj", "experts.down_proj")):  # [experts, in, out] → out-major blocks
+            experts, inputs, outputs = shape
+            tensors[name + "_blocks"] = ([experts, outputs, inputs // 32, 16], "U8")
+            tensors[name + "_scales"] = ([experts, outputs, inputs // 32], "U8")
+        else:
+            tensors[name] = shape
+    folder = tmp_path / "gpt-oss"
+    folder.mkdir()
+    quant = {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn", "lm_head"]}
+    (folder / "config.json").write_text(json.dumps({**config.to_dict(), "quantization_config": quant}, default=str))
+    write_header_only(folder / "model.safetensors", tensors)
+    shape = read_shape(str(folder))
+    assert shape.total_params == real and shape.checkpoint_quant is None
+    assert any("MXFP4" in a and "bf16" in a for a in shape.assumptions)
+    request = memory_request(str(folder), lora_r=16, target_modules="all-linear")
+    assert request is not None and request.setup.quant == "none"
+    assert request.adapter is not None and request.adapter.counted_by.startswith("PEFT")

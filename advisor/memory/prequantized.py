@@ -28,8 +28,18 @@ GPTQ_COMPANIONS = (".qzeros", ".scales", ".g_idx")
 Shapes = dict[str, tuple[int, ...]]
 
 
+MXFP4 = "mxfp4"  # gpt-oss's experts: stored 4-bit, dequantised to bf16 by transformers for training
+MXFP4_COMPANIONS = ("_scales",)
+
+
+def trains_as(storage: str | None) -> str | None:
+    """The ``--quant`` a checkpoint stored as ``storage`` trains as: its own, except MXFP4, which transformers
+    dequantises for training (``Mxfp4Config(dequantize=True)``, the gpt-oss fine-tuning recipe): a bf16 base."""
+    return None if storage == MXFP4 else storage
+
+
 def checkpoint_quant(config: dict[str, Any]) -> str | None:
-    """The ``--quant`` a checkpoint saved quantised loads as; None for a plain checkpoint.
+    """How a checkpoint saved quantised is stored (a ``--quant`` key, or ``mxfp4``); None for a plain checkpoint.
 
     A quantisation the memory model does not count (FP8, HQQ, compressed-tensors, ...) is refused with the reason
     rather than priced as bf16.
@@ -47,6 +57,8 @@ def checkpoint_quant(config: dict[str, Any]) -> str | None:
         if quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
             return "8bit"
         return None
+    if method == MXFP4:
+        return MXFP4
     bits = quant.get("bits", quant.get("w_bit", 4))
     if method == "gptq" and bits in (4, 8):
         return f"gptq-{bits}bit"
@@ -74,6 +86,18 @@ def logical_shapes(
     out: Shapes = {}
     params = 0
     unknown_dims = 0
+    if quant == MXFP4:  # ``X_blocks`` [..., out, groups, 16 bytes]: 32 four-bit values a group; ``X_scales`` dropped
+        for name, shape in tensors.items():
+            if name.endswith(MXFP4_COMPANIONS) and name.removesuffix("_scales") + "_blocks" in tensors:
+                continue
+            if name.endswith("_blocks") and len(shape) >= 3:
+                logical = (*shape[:-2], shape[-2] * shape[-1] * 2)
+                out[name.removesuffix("_blocks")] = logical
+                params += _numel([logical])
+                continue
+            out[name] = shape
+            params += _numel([shape])
+        return out, params, []
     if QUANTIZATION[quant].backend not in ("gptq", "awq"):  # bitsandbytes: 4-bit packed, 8-bit stored as int8
         for name, shape in tensors.items():
             if BNB_4BIT_STATE in name or name.endswith(BNB_COMPANIONS) or ".weight." in name:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.memory.prequantized import checkpoint_quant, fill_widths, logical_shapes, read_bnb_shapes
+from advisor.memory.prequantized import checkpoint_quant, fill_widths, logical_shapes, read_bnb_shapes, trains_as
 from advisor.vocabulary import QUANTIZATION
 
 if TYPE_CHECKING:
@@ -369,12 +369,17 @@ def saved_quant(config: dict[str, Any], model: str) -> str | None:
         raise UserError(f"--model {model}: {exc}") from None
 
 
-def with_saved_quant(shape: ModelShape, quant: str | None, notes: list[str]) -> ModelShape:
+def with_saved_quant(shape: ModelShape, storage: str | None, notes: list[str]) -> ModelShape:
     """The shape of a checkpoint saved quantised: which --quant it loads as, and what its headers could not say."""
-    if quant is None:
+    if storage is None:
         return shape
-    label = QUANTIZATION[quant].label.format(dtype="half-precision")
-    said = f"saved quantised: it loads, and trains, as --quant {quant} ({label})"
+    quant = trains_as(storage)
+    if quant is None:  # stored quantised, trained dequantised (gpt-oss's MXFP4 experts)
+        said = (f"saved in {storage.upper()}: counted unpacked; transformers dequantises it to bf16 for training "
+                "(Mxfp4Config(dequantize=True)), which is how it is priced")  # fmt: skip
+    else:
+        label = QUANTIZATION[quant].label.format(dtype="half-precision")
+        said = f"saved quantised: it loads, and trains, as --quant {quant} ({label})"
     return replace(shape, checkpoint_quant=quant, assumptions=(*shape.assumptions, said, *notes))
 
 
