@@ -188,13 +188,34 @@ def test_a_4bit_upload_on_the_hub_is_read_from_its_metadata(bnb_checkpoints: dic
 
 
 def test_a_quantisation_it_cannot_price_is_refused_with_the_reason(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="saved quantised with fp8"):
-        checkpoint_quant({"quantization_config": {"quant_method": "fp8", "bits": 8}})
+    with pytest.raises(UserError, match="saved quantised with hqq"):
+        checkpoint_quant({"quantization_config": {"quant_method": "hqq", "bits": 4}})
+    folder = tmp_path / "hqq"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": {"quant_method": "hqq"}}))
+    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder)])
+    assert run.exit_code == 2 and "hqq" in run.output and "Traceback" not in run.output
+
+
+def test_an_fp8_checkpoint_counts_its_weights_without_their_scales(tmp_path: Path) -> None:
+    """DeepSeek-V3 / Qwen3-FP8 layout: float8 weights with per-block ``weight_scale_inv``: one element a weight,
+    the scales dropped, priced as the bf16 base it is dequantised to."""
+    tensors: dict = {}
+    for name, shape in _llama_tensors().items():
+        if ".layers." in name and name.endswith("proj.weight"):
+            tensors[name] = (shape, "U8")  # float8 storage: one byte a weight
+            blocks = [max(1, shape[0] // 128), max(1, shape[1] // 128)]
+            tensors[name.removesuffix(".weight") + ".weight_scale_inv"] = (blocks, "F32")
+        else:
+            tensors[name] = shape
     folder = tmp_path / "fp8"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": {"quant_method": "fp8"}}))
-    run = CliRunner().invoke(app, ["--vram", "24", "--task", "math", "--model", str(folder)])
-    assert run.exit_code == 2 and "fp8" in run.output and "Traceback" not in run.output
+    fp8 = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": fp8}))
+    write_header_only(folder / "model.safetensors", tensors)
+    shape = read_shape(str(folder))
+    assert shape.total_params == sum(_numel(s) for s in _llama_tensors().values())
+    assert shape.checkpoint_quant is None and any("FP8" in a for a in shape.assumptions)
 
 
 def _numel(shape: list[int]) -> int:

@@ -30,12 +30,16 @@ Shapes = dict[str, tuple[int, ...]]
 
 MXFP4 = "mxfp4"  # gpt-oss's experts: stored 4-bit, dequantised to bf16 by transformers for training
 MXFP4_COMPANIONS = ("_scales",)
+FP8 = "fp8"  # DeepSeek-V3, Qwen3-*-FP8: one float8 element per weight, plus per-block scales
+FP8_COMPANIONS = (".weight_scale_inv", ".weight_scale", ".input_scale")
+DEQUANTISED_FOR_TRAINING = (MXFP4, FP8)
 
 
 def trains_as(storage: str | None) -> str | None:
-    """The ``--quant`` a checkpoint stored as ``storage`` trains as: its own, except MXFP4, which transformers
-    dequantises for training (``Mxfp4Config(dequantize=True)``, the gpt-oss fine-tuning recipe): a bf16 base."""
-    return None if storage == MXFP4 else storage
+    """The ``--quant`` a checkpoint stored as ``storage`` trains as: its own, except the float formats
+    transformers dequantises (MXFP4: ``Mxfp4Config(dequantize=True)``, the gpt-oss fine-tuning recipe; FP8):
+    those are priced as the bf16 base they become, LoRA on a float8 base not being modelled."""
+    return None if storage in DEQUANTISED_FOR_TRAINING else storage
 
 
 def checkpoint_quant(config: dict[str, Any]) -> str | None:
@@ -57,8 +61,8 @@ def checkpoint_quant(config: dict[str, Any]) -> str | None:
         if quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
             return "8bit"
         return None
-    if method == MXFP4:
-        return MXFP4
+    if method in DEQUANTISED_FOR_TRAINING:
+        return method
     bits = quant.get("bits", quant.get("w_bit", 4))
     if method == "gptq" and bits in (4, 8):
         return f"gptq-{bits}bit"
@@ -86,6 +90,9 @@ def logical_shapes(
     out: Shapes = {}
     params = 0
     unknown_dims = 0
+    if quant == FP8:  # one float8 element per weight: the shapes are right, the scales are not parameters
+        kept = {name: shape for name, shape in tensors.items() if not name.endswith(FP8_COMPANIONS)}
+        return kept, _numel(kept.values()), []
     if quant == MXFP4:  # ``X_blocks`` [..., out, groups, 16 bytes]: 32 four-bit values a group; ``X_scales`` dropped
         for name, shape in tensors.items():
             if name.endswith(MXFP4_COMPANIONS) and name.removesuffix("_scales") + "_blocks" in tensors:

@@ -375,8 +375,8 @@ def with_saved_quant(shape: ModelShape, storage: str | None, notes: list[str]) -
         return shape
     quant = trains_as(storage)
     if quant is None:  # stored quantised, trained dequantised (gpt-oss's MXFP4 experts)
-        said = (f"saved in {storage.upper()}: counted unpacked; transformers dequantises it to bf16 for training "
-                "(Mxfp4Config(dequantize=True)), which is how it is priced")  # fmt: skip
+        said = (f"saved in {storage.upper()}: counted as the weights it holds and priced as the bf16 base it is "
+                "dequantised to for training (LoRA on a float8/MXFP4 base is not modelled)")  # fmt: skip
     else:
         label = QUANTIZATION[quant].label.format(dtype="half-precision")
         said = f"saved quantised: it loads, and trains, as --quant {quant} ({label})"
