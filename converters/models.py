@@ -128,14 +128,18 @@ def read_base_config(name_or_path: str) -> dict[str, Any]:
 def refuse_quantised_base(config: dict[str, Any], name: str) -> dict[str, Any]:
     """A base saved quantised (``unsloth/...-bnb-4bit``, GPTQ, AWQ) holds packed weights, not the ones an adapter
     multiplies (OFT, BOFT and HRA rotate them; the LoRA export and its fidelity check are computed on them), and
-    bitsandbytes cannot run it on every CPU: the conversion needs the unquantised model it was made from."""
+    bitsandbytes cannot run it on every CPU: the conversion needs the unquantised model it was made from. Float
+    formats transformers dequantises on load (FP8, gpt-oss's MXFP4) pass."""
     quant = config.get("quantization_config")
     if isinstance(quant, dict):
-        method = quant.get("quant_method") or "bitsandbytes"
-        raise UserError(
-            f"base model {name!r} is saved quantised ({method}); the conversion needs the unquantised weights the "
-            "adapter multiplies: pass the original model it was quantised from with --base-model"
-        )
+        from advisor.memory.prequantized import DEQUANTISED_FOR_TRAINING
+
+        method = str(quant.get("quant_method") or "bitsandbytes").lower()
+        if method not in DEQUANTISED_FOR_TRAINING:  # FP8 / MXFP4 load dequantised: their weights are all there
+            raise UserError(
+                f"base model {name!r} is saved quantised ({method}); the conversion needs the unquantised weights "
+                "the adapter multiplies: pass the original model it was quantised from with --base-model"
+            )
     return config
 
 
