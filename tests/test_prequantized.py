@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from advisor.cli import app
 from advisor.errors import UserError
-from advisor.memory.prequantized import checkpoint_quant, logical_shapes
+from advisor.memory.prequantized import checkpoint_storage, logical_shapes
 from advisor.memory.request import memory_request
 from advisor.memory.shapes import read_shape
 
@@ -189,7 +189,7 @@ def test_a_4bit_upload_on_the_hub_is_read_from_its_metadata(bnb_checkpoints: dic
 
 def test_a_quantisation_it_cannot_price_is_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="saved quantised with hqq"):
-        checkpoint_quant({"quantization_config": {"quant_method": "hqq", "bits": 4}})
+        checkpoint_storage({"quantization_config": {"quant_method": "hqq", "bits": 4}})
     folder = tmp_path / "hqq"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({**LLAMA, "quantization_config": {"quant_method": "hqq"}}))

@@ -1,4 +1,4 @@
-"""Checkpoints saved already quantised (bitsandbytes 4/8-bit, GPTQ, AWQ): their real shapes, and how they load.
+"""Checkpoints saved already quantised (bitsandbytes 4/8-bit, GPTQ, AWQ, FP8, MXFP4): real shapes, and how they train.
 
 QLoRA users often start from such a checkpoint (``unsloth/...-bnb-4bit``, ``...-GPTQ``, ``...-AWQ``). Its headers
 hold packed storage, not weights: a bitsandbytes 4-bit layer is one uint8 column of out × in / 2 bytes, a GPTQ
@@ -6,7 +6,7 @@ layer an int32 ``qweight`` of in × bits / 32 rows, and each comes with companio
 group indices). Counting those elements as parameters undercounts a model by up to half and hides its layer
 widths, so each packed layer is folded back into the ``.weight`` of shape (out, in) it stands for, and the
 companions are dropped. The checkpoint also fixes how the base trains: a 4-bit checkpoint loads 4-bit, whatever
-``--quant`` says, so :func:`checkpoint_quant` gives the ``--quant`` it implies.
+``--quant`` says (:func:`trains_as`); FP8 and MXFP4 are float formats transformers dequantises for training.
 
 No torch: this runs on the recommend path.
 """
@@ -42,11 +42,11 @@ def trains_as(storage: str | None) -> str | None:
     return None if storage in DEQUANTISED_FOR_TRAINING else storage
 
 
-def checkpoint_quant(config: dict[str, Any]) -> str | None:
-    """How a checkpoint saved quantised is stored (a ``--quant`` key, or ``mxfp4``); None for a plain checkpoint.
+def checkpoint_storage(config: dict[str, Any]) -> str | None:
+    """How a checkpoint saved quantised is stored: a ``--quant`` key, ``fp8`` or ``mxfp4``; None for a plain one.
 
-    A quantisation the memory model does not count (FP8, HQQ, compressed-tensors, ...) is refused with the reason
-    rather than priced as bf16.
+    A quantisation the memory model does not count (HQQ, compressed-tensors, ...) is refused with the reason rather
+    than priced as bf16.
     """
     quant = config.get("quantization_config")
     if not isinstance(quant, dict):
@@ -76,67 +76,83 @@ def checkpoint_quant(config: dict[str, Any]) -> str | None:
 
 def logical_shapes(
     tensors: Shapes,
-    quant: str | None,
+    storage: str | None,
     bnb_shapes: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[Shapes, int, list[str]]:
-    """``tensors`` with every packed layer as the ``.weight`` it stands for; the parameter count; assumptions.
+    """``tensors`` with every packed layer as the weight it stands for; the parameter count; assumptions.
 
     ``bnb_shapes``: a bitsandbytes 4-bit layer's (out, in) from its quant-state blob (read from a local file);
     without it (Hub metadata gives headers only) the layer's size is still exact (two weights a byte) but its
     dimensions are unknown, and it is left out of the layers an adapter can be counted on, which is said.
     """
-    if quant is None:
+    if storage is None:
         return tensors, _numel(tensors.values()), []
+    if storage == FP8:  # one float8 element per weight: the shapes are right, the scales are not parameters
+        return (*_without(tensors, FP8_COMPANIONS), [])
+    if storage == MXFP4:
+        return (*_unpack_mxfp4(tensors), [])
+    if QUANTIZATION[storage].backend in ("gptq", "awq"):
+        return (*_unpack_int32(tensors, storage), [])
+    return _unpack_bitsandbytes(tensors, bnb_shapes or {})
+
+
+def _without(tensors: Shapes, companions: tuple[str, ...]) -> tuple[Shapes, int]:
+    kept = {name: shape for name, shape in tensors.items() if not name.endswith(companions)}
+    return kept, _numel(kept.values())
+
+
+def _unpack_mxfp4(tensors: Shapes) -> tuple[Shapes, int]:
+    """``X_blocks`` [..., out, groups, 16 bytes] holds 32 four-bit values a group; ``X_scales`` is dropped."""
+    out: Shapes = {}
+    for name, shape in tensors.items():
+        if name.endswith(MXFP4_COMPANIONS) and name.removesuffix("_scales") + "_blocks" in tensors:
+            continue
+        if name.endswith("_blocks") and len(shape) >= 3:
+            out[name.removesuffix("_blocks")] = (*shape[:-2], shape[-2] * shape[-1] * 2)
+        else:
+            out[name] = shape
+    return out, _numel(out.values())
+
+
+def _unpack_int32(tensors: Shapes, storage: str) -> tuple[Shapes, int]:
+    """GPTQ's ``qweight`` [in × bits / 32, out] and AWQ's [in, out × bits / 32] pack 32 / bits weights an int32;
+    zero points, scales and group indices are dropped."""
+    per_int = 32 // (8 if storage == "gptq-8bit" else 4)
+    out: Shapes = {}
+    for name, shape in tensors.items():
+        if name.endswith(GPTQ_COMPANIONS):
+            continue
+        if name.endswith(".qweight") and len(shape) == 2:
+            rows, cols = shape
+            out[name.removesuffix(".qweight") + ".weight"] = (
+                (cols, rows * per_int) if storage.startswith("gptq") else (cols * per_int, rows)
+            )
+        else:
+            out[name] = shape
+    return out, _numel(out.values())
+
+
+def _unpack_bitsandbytes(tensors: Shapes, bnb_shapes: dict[str, tuple[int, int]]) -> tuple[Shapes, int, list[str]]:
+    """4-bit: one uint8 column of two weights a byte, widths from the quant state when read; 8-bit: int8 weights
+    of the real shape. Quant states, absmax, quant maps and SCB are dropped."""
     out: Shapes = {}
     params = 0
     unknown_dims = 0
-    if quant == FP8:  # one float8 element per weight: the shapes are right, the scales are not parameters
-        kept = {name: shape for name, shape in tensors.items() if not name.endswith(FP8_COMPANIONS)}
-        return kept, _numel(kept.values()), []
-    if quant == MXFP4:  # ``X_blocks`` [..., out, groups, 16 bytes]: 32 four-bit values a group; ``X_scales`` dropped
-        for name, shape in tensors.items():
-            if name.endswith(MXFP4_COMPANIONS) and name.removesuffix("_scales") + "_blocks" in tensors:
-                continue
-            if name.endswith("_blocks") and len(shape) >= 3:
-                logical = (*shape[:-2], shape[-2] * shape[-1] * 2)
-                out[name.removesuffix("_blocks")] = logical
-                params += _numel([logical])
-                continue
+    for name, shape in tensors.items():
+        if BNB_4BIT_STATE in name or name.endswith(BNB_COMPANIONS) or ".weight." in name:
+            continue  # quant state, absmax, quant map: storage, not parameters
+        layer = name.removesuffix(".weight")
+        is_4bit = name.endswith(".weight") and any(f"{layer}{BNB_4BIT_STATE}{t}" in tensors for t in ("nf4", "fp4"))
+        if not is_4bit:
             out[name] = shape
             params += _numel([shape])
-        return out, params, []
-    if QUANTIZATION[quant].backend not in ("gptq", "awq"):  # bitsandbytes: 4-bit packed, 8-bit stored as int8
-        for name, shape in tensors.items():
-            if BNB_4BIT_STATE in name or name.endswith(BNB_COMPANIONS) or ".weight." in name:
-                continue  # quant state, absmax, quant map: storage, not parameters
-            layer = name.removesuffix(".weight")
-            is_4bit = name.endswith(".weight") and any(f"{layer}{BNB_4BIT_STATE}{t}" in tensors for t in ("nf4", "fp4"))
-            if not is_4bit:
-                out[name] = shape
-                params += _numel([shape])
-                continue
-            weights = 2 * _numel([shape])  # uint8 storage: two 4-bit weights a byte
-            params += weights
-            dims = (bnb_shapes or {}).get(layer)
-            if dims is not None:
-                out[name] = dims
-            else:
-                unknown_dims += 1
-                out[name] = (weights,)  # its size, dimensions unknown: not a layer an adapter is counted on
-    else:  # GPTQ / AWQ: qweight packs 32 / bits weights per int32
-        bits = 8 if quant == "gptq-8bit" else 4
-        per_int = 32 // bits
-        for name, shape in tensors.items():
-            if name.endswith(GPTQ_COMPANIONS):
-                continue
-            if name.endswith(".qweight") and len(shape) == 2:
-                rows, cols = shape
-                logical = (cols, rows * per_int) if quant.startswith("gptq") else (cols * per_int, rows)
-                out[name.removesuffix(".qweight") + ".weight"] = logical
-                params += logical[0] * logical[1]
-                continue
-            out[name] = shape
-            params += _numel([shape])
+            continue
+        weights = 2 * _numel([shape])  # uint8 storage: two 4-bit weights a byte
+        params += weights
+        dims = bnb_shapes.get(layer)
+        if dims is None:
+            unknown_dims += 1
+        out[name] = dims if dims is not None else (weights,)  # size only: not a layer an adapter is counted on
     notes = []
     if unknown_dims:
         notes.append(

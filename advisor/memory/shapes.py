@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.memory.prequantized import checkpoint_quant, fill_widths, logical_shapes, read_bnb_shapes, trains_as
+from advisor.memory.prequantized import checkpoint_storage, fill_widths, logical_shapes, read_bnb_shapes, trains_as
 from advisor.vocabulary import QUANTIZATION
 
 if TYPE_CHECKING:
@@ -364,7 +364,7 @@ def read_shape_and_tensors(
 
 def saved_quant(config: dict[str, Any], model: str) -> str | None:
     try:
-        return checkpoint_quant(config)
+        return checkpoint_storage(config)
     except UserError as exc:
         raise UserError(f"--model {model}: {exc}") from None
 
