@@ -25,7 +25,7 @@ from typing import Any
 
 from advisor.errors import UserError
 from advisor.memory.prequantized import logical_shapes, read_bnb_shapes
-from advisor.memory.shapes import ModelShape, read_json_object, saved_quant, with_saved_quant
+from advisor.memory.shapes import ModelShape, read_json_object, saved_storage, with_saved_quant
 from advisor.memory.unet import CLIP_TOKENS, FF_MULT, VAE_SCALE, module_count, unet_stages
 
 # Prompt tokens the pipelines pad to (their max_sequence_length): FLUX.1/FLUX.2 512; SD3's CLIP 77 + T5 256.
@@ -70,7 +70,7 @@ def read_denoiser_shape(model: str, revision: str | None = None) -> tuple[ModelS
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(folder)
-        quant = saved_quant(config, model)
+        quant = saved_storage(config, model)
         stored = {name: entry.shape for name, entry in entries.items()}
         bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
         tensors, params, notes = logical_shapes(stored, quant, bnb_shapes)
@@ -178,7 +178,7 @@ def _hub_denoiser(repo_id: str, revision: str | None) -> tuple[ModelShape, dict[
         config = read_json_object(
             Path(hf_hub_download(repo_id, f"{component}/config.json", revision=revision)), repo_id
         )
-    quant = saved_quant(config, repo_id)
+    quant = saved_storage(config, repo_id)
     tensors: dict[str, tuple[int, ...]] = {}
     try:
         api = HfApi()

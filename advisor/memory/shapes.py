@@ -351,7 +351,7 @@ def read_shape_and_tensors(
         from advisor.safetensors_headers import folder_tensors
 
         entries = folder_tensors(path)
-        quant = saved_quant(config, model)
+        quant = saved_storage(config, model)
         if not entries:
             return with_saved_quant(shape_from_config(config, model), quant, []), None
         bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
@@ -362,7 +362,7 @@ def read_shape_and_tensors(
     return _hub_shape(model, config, revision)
 
 
-def saved_quant(config: dict[str, Any], model: str) -> str | None:
+def saved_storage(config: dict[str, Any], model: str) -> str | None:
     try:
         return checkpoint_storage(config)
     except UserError as exc:
@@ -449,7 +449,7 @@ def _hub_shape(
 ) -> tuple[ModelShape, dict[str, tuple[int, ...]] | None]:
     from huggingface_hub import HfApi
 
-    quant = saved_quant(config, repo_id)
+    quant = saved_storage(config, repo_id)
     params, source, tensors, notes = None, "", None, []
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
