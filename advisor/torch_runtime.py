@@ -46,3 +46,24 @@ def quiet_hf() -> Iterator[None]:
             hf_logging.set_verbosity(level)
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+def load_tokenizer_or_none(name_or_path: str) -> object | None:
+    """The model's tokenizer with a pad token, or None when it has none that tokenizes.
+
+    transformers 5 builds an *empty* tokenizer of the model type's class for a folder without vocabulary files
+    (a model saved from a config): it turns every text into zero tokens, which would train on empty batches.
+    Both the trial and the converter then fall back to their own token ids.
+    """
+    try:
+        from transformers import AutoTokenizer
+
+        with quiet_hf():
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if not tokenizer("The quick brown fox.")["input_ids"]:
+            return None
+    except Exception:
+        return None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer

@@ -199,20 +199,12 @@ def choose_class(adapter: AdapterFiles, name: str, config: dict[str, Any]) -> st
 
 def load_tokenizer(name: str) -> tuple[Any | None, list[str]]:
     """The base model's tokenizer with a pad token, or ``None`` and a note (inputs are then random ids)."""
-    try:
-        from transformers import AutoTokenizer
+    from advisor.torch_runtime import load_tokenizer_or_none
 
-        with quiet_hf():
-            tokenizer = AutoTokenizer.from_pretrained(name)
-        if not tokenizer("The quick brown fox.")["input_ids"]:
-            # transformers 5 builds an empty tokenizer of the model type's class when the folder has no
-            # vocabulary files: it turns every text into zero tokens.
-            raise ValueError("the tokenizer has no vocabulary")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        return tokenizer, []
-    except Exception:
+    tokenizer = load_tokenizer_or_none(name)
+    if tokenizer is None:
         return None, ["the base model has no tokenizer: sample inputs are seeded random token ids"]
+    return tokenizer, []
 
 
 def reload_base(base: BaseModel, adapter: AdapterFiles, *, device: str = "cpu") -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,57 @@ def test_norm_layers_map_for_ln_tuning(minilm: Path, tiny_llama: Path) -> None:
     llama_norms = ["input_layernorm", "post_attention_layernorm", "norm"]
     assert map_modules(llama_norms, module_names(str(minilm)), {}) == ["LayerNorm"]
     assert map_modules(llama_norms, module_names(str(tiny_llama)), {}) == llama_norms  # its own names, kept
+
+
+def _fused_model(tmp_path: Path, model_type: str, **widths) -> Path:
+    """A tiny model of a layout that fuses its projections, saved as transformers saves it (random weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    folder = tmp_path / model_type
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, vocab_size=256, **widths)).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("model_type", "widths", "mapped"),
+    [
+        ("gpt2", {"n_embd": 64, "n_layer": 2, "n_head": 2}, {"q_proj": "c_attn", "v_proj": "c_attn",
+                                                            "o_proj": "attn.c_proj", "down_proj": "mlp.c_proj"}),
+        ("phi3", {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "pad_token_id": 0}, {"q_proj": "qkv_proj", "v_proj": "qkv_proj", "gate_proj": "gate_up_proj"}),
+        ("gpt_neox", {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2},
+         {"q_proj": "query_key_value", "down_proj": "dense_4h_to_h"}),
+    ],
+)  # fmt: skip
+def test_fused_projections_stand_for_their_parts(model_type: str, widths: dict, mapped: dict, tmp_path: Path) -> None:
+    """GPT-2's c_attn, Phi-3's qkv_proj/gate_up_proj, GPT-NeoX's query_key_value: the fused layer is adapted
+    where the benchmark named its parts, once, and GPT-2's two c_proj are told apart by their parent."""
+    folder = _fused_model(tmp_path, model_type, **widths)
+    names = module_names(str(folder))
+    seen: dict[str, str] = {}
+    targets = map_modules(["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], names, seen)
+    assert {k: seen[k] for k in mapped} == mapped
+    assert len(targets) == len(set(targets))  # q and v onto one fused layer: adapted once
+    candidate = build_candidate(run_for("lora"), str(folder), "generation", steps=3)
+    assert set(candidate.config.target_modules) <= set(targets) and candidate.config.target_modules
+
+
+@pytest.mark.slow
+def test_a_gpt2_lm_head_model_trains_in_a_trial(tmp_path: Path) -> None:
+    """GPT2LMHeadModel is a causal LM although its name does not say ForCausalLM (and transformers 5's config has
+    no is_decoder): LoRA trains on its fused c_attn."""
+    from advisor.trial.data import load_trial_data
+    from advisor.trial.train import TrainBudget, train_candidate
+
+    folder = _fused_model(tmp_path, "gpt2", n_embd=64, n_layer=2, n_head=2)
+    rows = tmp_path / "sums.jsonl"
+    pairs = [{"prompt": f"What is {i} plus {i}?", "response": f"It is {2 * i}."} for i in range(24)]
+    rows.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    data = load_trial_data(str(rows))
+    candidate = build_candidate(run_for("lora"), str(folder), data.kind, steps=2)
+    result = train_candidate(
+        str(folder), data, "lora", candidate.config, candidate.learning_rate, TrainBudget(steps=2, batch_size=4)
+    )
+    assert result.status == "ok", result.message

@@ -110,7 +110,9 @@ def _peak_rss_bytes() -> int:
 def load_model(model_path: str, data: TrialData, device: str) -> tuple[Any, Any]:
     """The base model for the data's kind (a classifier head sized to its labels) and its tokenizer, if any."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from advisor.torch_runtime import load_tokenizer_or_none
 
     try:
         config = AutoConfig.from_pretrained(model_path)
@@ -120,18 +122,15 @@ def load_model(model_path: str, data: TrialData, device: str) -> tuple[Any, Any]
     if data.kind == "classification":
         model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(data.labels), **kwargs)
     else:
-        if not any(a.endswith("ForCausalLM") for a in (config.architectures or [])) and not config.is_decoder:
+        from advisor.model_kinds import is_causal_lm_config
+
+        if not is_causal_lm_config(config.to_dict()):  # GPT2LMHeadModel too; transformers 5 configs lack is_decoder
             raise UserError(
                 f"--model {model_path} is not a causal LM ({config.architectures}); text generation data "
                 "needs one (or give the data a label column for classification)"
             )
         model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError):
-        tokenizer = None  # a model built from a config (tests, random weights): byte-level ids below
-    if tokenizer is not None and tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer = load_tokenizer_or_none(model_path)  # None: a model built from a config; byte-level ids below
     if getattr(model.config, "pad_token_id", None) is None and tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
