@@ -155,7 +155,9 @@ def check_lora(
         return CheckReport(str(shown), target, [finding], None, 0)
     base = base or base_info(config.get("base_model_name_or_path"))
     findings: list[Finding] = []
-    modules, ranks = _check_tensors(tensors, base, findings, target, config.get("modules_to_save") or [])
+    modules, ranks = _check_tensors(
+        tensors, base, findings, target, config.get("modules_to_save") or [], bool(config.get("fan_in_fan_out"))
+    )
     _check_dora(config, tensors, findings, target, shown)
     _check_config(config, ranks, findings, target)
     max_rank = max(ranks.values()) if ranks else None
@@ -217,7 +219,12 @@ def _check_dora(
 
 
 def _check_tensors(
-    tensors: dict[str, Any], base: BaseInfo, findings: list[Finding], target: str, modules_to_save: list[str]
+    tensors: dict[str, Any],
+    base: BaseInfo,
+    findings: list[Finding],
+    target: str,
+    modules_to_save: list[str],
+    fan_in_fan_out: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     import torch
 
@@ -270,7 +277,7 @@ def _check_tensors(
                 findings.append(Finding("error", f"{path}: factors must be float (got {t.dtype})"))
             elif not torch.isfinite(t).all():
                 findings.append(Finding("error", f"{path}: factors contain NaN or Inf"))
-        _check_shape(path, a, b, "lora_embedding_A" in parts, base, findings)
+        _check_shape(path, a, b, "lora_embedding_A" in parts, base, findings, fan_in_fan_out)
     if biases:
         level = "error" if target == "vllm" else "info"
         findings.append(
@@ -296,7 +303,11 @@ def _check_tensors(
     return modules, ranks
 
 
-def _check_shape(path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, findings: list[Finding]) -> None:
+def _check_shape(
+    path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, findings: list[Finding], fan_in_fan_out: bool = False
+) -> None:
+    """The factors' (out, in) against the base weight's shape; with ``fan_in_fan_out`` (GPT-2's Conv1D stores its
+    weight as (in, out)) the base shape is read the other way round."""
     if not base.weight_shapes or a.dim() != 2:
         return
     shape = _base_shape(path, base)
@@ -305,6 +316,8 @@ def _check_shape(path: str, a: Any, b: Any, embedding: bool, base: BaseInfo, fin
         return
     got = (int(a.shape[1]), int(b.shape[0])) if embedding else (int(b.shape[0]), int(a.shape[1]))
     want = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else tuple(shape)
+    if fan_in_fan_out and not embedding and len(want) == 2:
+        want = (want[1], want[0])
     if got != want:
         findings.append(Finding("error", f"{path}: LoRA shape {got} does not match the base weight {want}"))
 

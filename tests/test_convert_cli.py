@@ -427,3 +427,22 @@ def test_a_base_saved_quantised_is_refused_with_what_to_pass(tiny_llama: Path, l
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is saved quantised (bitsandbytes)" in lines[0] and "--base-model" in lines[0]
     assert not out.exists()
+
+
+def test_a_gpt2_lora_on_conv1d_layers_passes_the_shape_check(tmp_path: Path) -> None:
+    """GPT-2's Conv1D stores its weight as (in, out) and PEFT saves the LoRA with fan_in_fan_out: true; the
+    factors' (out, in) must be read against the transposed base shape, not reported as mismatched."""
+    import peft
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = tmp_path / "gpt2"
+    config = AutoConfig.for_model("gpt2", vocab_size=256, n_embd=64, n_layer=2, n_head=2)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(base)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["c_attn", "mlp.c_proj"]))
+    lora.save_pretrained(tmp_path / "lora")
+    result = invoke("check-lora", tmp_path / "lora", "--for", "peft", "--base-model", base)
+    assert result.exit_code == 0, result.output
+    assert "does not match the base weight" not in result.output and "ready for peft" in result.stdout
