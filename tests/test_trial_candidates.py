@@ -136,3 +136,26 @@ def test_a_gpt2_lm_head_model_trains_in_a_trial(tmp_path: Path) -> None:
         str(folder), data, "lora", candidate.config, candidate.learning_rate, TrainBudget(steps=2, batch_size=4)
     )
     assert result.status == "ok", result.message
+
+
+@pytest.mark.parametrize(
+    ("model_type", "extra", "expected"),
+    [
+        ("deberta-v2", {}, ["query_proj", "key_proj", "value_proj", "attention.output.dense", "intermediate.dense",
+                            "output.dense"]),
+        ("modernbert", {"global_attn_every_n_layers": 1, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2,
+                        "cls_token_id": 1, "sep_token_id": 2}, ["Wqkv", "attn.Wo", "Wi", "mlp.Wo"]),
+        ("albert", {"embedding_size": 64}, ["query", "key", "value", "attention.dense", "ffn", "ffn_output"]),
+    ],
+)  # fmt: skip
+def test_classifier_encoders_map_every_role(model_type: str, extra: dict, expected: list[str]) -> None:
+    """DeBERTa-v3, ModernBERT and ALBERT (common classification bases) name their projections their own way."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    widths = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = AutoConfig.for_model(model_type, vocab_size=256, **widths, **extra)
+    with torch.device("meta"):
+        names = [n for n, _ in AutoModelForSequenceClassification.from_config(config).named_modules() if n]
+    roles = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert map_modules(roles, names, {}) == expected
