@@ -89,3 +89,40 @@ def test_bad_files(tmp_path: Path) -> None:
         load_trial_data(str(SAMPLE_DATASET), label_column="nope")
     with pytest.raises(UserError, match="eval-fraction"):
         load_trial_data(str(SAMPLE_DATASET), eval_fraction=1.5)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_conversations_learn_the_last_assistant_turn(tmp_path: Path) -> None:
+    """TRL's / OpenAI's ``messages`` and ShareGPT's ``conversations``: the turns before the last assistant turn are
+    the prompt, that turn is learned; content given as parts keeps its text."""
+    messages = [
+        {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"{i} plus {i}?"},
+                      {"role": "assistant", "content": [{"type": "text", "text": f"It is {2 * i}."}]}]}
+        for i in range(20)
+    ]  # fmt: skip
+    data = load_trial_data(_jsonl(tmp_path / "messages.jsonl", messages))
+    assert data.kind == "generation" and data.columns == ("messages",)
+    first = next(e for e in data.train + data.eval if e.target == "It is 0.")
+    assert first.text == "system: Be brief.\nuser: 0 plus 0?\nassistant:"
+    sharegpt = [{"conversations": [{"from": "human", "value": f"Hi {i}"}, {"from": "gpt", "value": f"Hello {i}"},
+                                   {"from": "human", "value": "Bye"}]} for i in range(20)]  # fmt: skip
+    data = load_trial_data(_jsonl(tmp_path / "sharegpt.jsonl", sharegpt))
+    row = next(e for e in data.train + data.eval if e.target == "Hello 3")
+    assert row.text == "human: Hi 3\nassistant:"  # the turn after the last answer has nothing to learn
+
+
+@pytest.mark.parametrize(
+    ("turns", "message"),
+    [
+        ([{"role": "user", "content": "Hi"}], "has no assistant turn to learn from"),
+        ("Hi there", "must be a list of {role, content} turns"),
+    ],
+)
+def test_a_conversation_without_an_answer_is_refused_by_row(turns: object, message: str, tmp_path: Path) -> None:
+    rows = [{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]}] * 19
+    with pytest.raises(UserError, match=f"row 20: .*{message.replace('{', '.').replace('}', '.')}"):
+        load_trial_data(_jsonl(tmp_path / "bad.jsonl", [*rows, {"messages": turns}]))

@@ -5,8 +5,10 @@ seeded permutation fixed by ``seed`` alone (not by file order or hashing). Two s
 understood, from the column names:
 
 - classification: a text column plus a label column (``text``/``sentence`` + ``label``);
-- text generation: a ``text`` column, or prompt/response pairs (``prompt``/``response``,
-  ``instruction``/``output``, ``question``/``answer``, ``input``/``output``).
+- text generation: a ``text`` column, prompt/response pairs (``prompt``/``response``,
+  ``instruction``/``output``, ``question``/``answer``, ``input``/``output``), or conversations (``messages``
+  of {role, content} as TRL and OpenAI write them, ShareGPT's ``conversations`` of {from, value}): the last
+  assistant turn is learned, the turns before it are the prompt.
 
 Files: ``.jsonl``, ``.json`` (a list of objects), ``.csv``, ``.parquet``; anything else that looks
 like ``OWNER/NAME`` is a Hub dataset, read from its parquet files. Every problem is a
@@ -31,6 +33,9 @@ MIN_EVAL_ROWS = 4
 TEXT_COLUMNS = ("text", "sentence", "content", "review")
 LABEL_COLUMNS = ("label", "labels", "category", "class")
 PAIR_COLUMNS = (("prompt", "response"), ("instruction", "output"), ("question", "answer"), ("input", "output"))
+# Conversations: TRL's / OpenAI's ``messages`` ({role, content}) and ShareGPT's ``conversations`` ({from, value}).
+CHAT_COLUMNS = ("messages", "conversations")
+ASSISTANT_ROLES = ("assistant", "gpt", "model", "bot")
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,9 @@ def recognise(
         index = {n: i for i, n in enumerate(labels)}
         examples = [Example(_clean(row.get(text)), label=index[n]) for row, n in zip(rows, names, strict=True)]
         return "classification", (text, label), examples, labels
+    chat = next((c for c in CHAT_COLUMNS if c in columns), None)
+    if chat and not text_column:
+        return "generation", (chat,), [_conversation(row.get(chat), source, i) for i, row in enumerate(rows, 1)], ()
     pair = next(((p, r) for p, r in PAIR_COLUMNS if p in columns and r in columns), None)
     if pair and not text_column:
         examples = [Example(_clean(row.get(pair[0])), target=_clean(row.get(pair[1]))) for row in rows]
@@ -173,9 +181,32 @@ def recognise(
     if text:
         return "generation", (text,), [Example(_clean(row.get(text))) for row in rows], ()
     raise UserError(
-        f"{source}: no columns to train on. Expected 'text' (+ 'label' for classification) or prompt/response "
-        f"pairs ({', '.join('/'.join(p) for p in PAIR_COLUMNS)}); found: {', '.join(columns) or 'none'}"
+        f"{source}: no columns to train on. Expected 'text' (+ 'label' for classification), prompt/response "
+        f"pairs ({', '.join('/'.join(p) for p in PAIR_COLUMNS)}) or a conversation ({' or '.join(CHAT_COLUMNS)}); "
+        f"found: {', '.join(columns) or 'none'}"
     )
+
+
+def _conversation(turns: Any, source: str, row: int) -> Example:
+    """A conversation as prompt + response: every turn before the last assistant turn, one ``role: content`` line
+    each (the same plain rendering for every candidate; no model's chat template), and that turn to learn."""
+    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+        raise UserError(f"{source} row {row}: a conversation must be a list of {{role, content}} turns")
+    parsed = [
+        (_clean(t.get("role", t.get("from"))).lower(), _turn_text(t.get("content", t.get("value")))) for t in turns
+    ]
+    last = max((i for i, (role, _) in enumerate(parsed) if role in ASSISTANT_ROLES), default=None)
+    if last is None:
+        raise UserError(f"{source} row {row}: the conversation has no assistant turn to learn from")
+    prompt = "".join(f"{role}: {text}\n" for role, text in parsed[:last]) + "assistant:"
+    return Example(prompt, target=parsed[last][1])
+
+
+def _turn_text(content: Any) -> str:
+    """A turn's text: a string, or the text parts of a list of content parts (images and audio are left out)."""
+    if isinstance(content, list):
+        return " ".join(_clean(part.get("text")) for part in content if isinstance(part, dict) and part.get("text"))
+    return _clean(content)
 
 
 def split(examples: list[Example], eval_fraction: float, seed: int) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
