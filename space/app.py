@@ -91,7 +91,9 @@ def _auto_tab() -> None:
     )
     with gr.Row():
         vram = gr.Number(label="GPU memory budget (GiB)", value=24, minimum=0, elem_id="auto-vram")
-        data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, or prompt/response)", elem_id="auto-data")
+        data = gr.File(
+            label="Data (.jsonl/.csv/.parquet: text + label, prompt/response, or messages)", elem_id="auto-data"
+        )
         model = gr.Textbox(
             label="Model (Hub id or folder)", value=callbacks.default_trial_model(), elem_id="auto-model"
         )
@@ -199,7 +201,7 @@ def _trial_tab() -> None:
         f"{callbacks.SPACE_MAX_ROWS:,} rows. Without an upload the shipped sentiment sample is used."
     )
     with gr.Row():
-        trial_data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, or prompt/response)")
+        trial_data = gr.File(label="Data (.jsonl/.csv/.parquet: text + label, prompt/response, or messages)")
         trial_model = gr.Textbox(label="Model (Hub id or folder)", value=callbacks.default_trial_model())
     with gr.Row():
         trial_candidates = gr.CheckboxGroup(
