@@ -130,16 +130,17 @@ def refuse_quantised_base(config: dict[str, Any], name: str) -> dict[str, Any]:
     multiplies (OFT, BOFT and HRA rotate them; the LoRA export and its fidelity check are computed on them), and
     bitsandbytes cannot run it on every CPU: the conversion needs the unquantised model it was made from. Float
     formats transformers dequantises on load (FP8, gpt-oss's MXFP4) pass."""
-    quant = config.get("quantization_config")
-    if isinstance(quant, dict):
-        from advisor.memory.prequantized import DEQUANTISED_FOR_TRAINING
+    from advisor.memory.prequantized import DEQUANTISED_FOR_TRAINING, checkpoint_storage
 
-        method = str(quant.get("quant_method") or "bitsandbytes").lower()
-        if method not in DEQUANTISED_FOR_TRAINING:  # FP8 / MXFP4 load dequantised: their weights are all there
-            raise UserError(
-                f"base model {name!r} is saved quantised ({method}); the conversion needs the unquantised weights "
-                "the adapter multiplies: pass the original model it was quantised from with --base-model"
-            )
+    try:
+        storage = checkpoint_storage(config)  # the memory model's reading of quantization_config, one place
+    except UserError:  # a format the memory model does not price (HQQ, ...): packed all the same
+        storage = "an unpriced format"
+    if storage is not None and storage not in DEQUANTISED_FOR_TRAINING:  # FP8 / MXFP4 load dequantised
+        raise UserError(
+            f"base model {name!r} is saved quantised ({storage}); the conversion needs the unquantised weights "
+            "the adapter multiplies: pass the original model it was quantised from with --base-model"
+        )
     return config
 
 

@@ -425,7 +425,7 @@ def test_a_base_saved_quantised_is_refused_with_what_to_pass(tiny_llama: Path, l
     result = invoke("convert", llama_oft, out, "--base-model", quantised, "--rank", "4")
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is saved quantised (bitsandbytes)" in lines[0] and "--base-model" in lines[0]
+    assert len(lines) == 1 and "is saved quantised (4bit)" in lines[0] and "--base-model" in lines[0]
     assert not out.exists()
 
 
