@@ -461,6 +461,6 @@ def _hub_shape(
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
         params, tensors, notes = None, None, []
     shape = with_saved_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes)
-    if tensors is not None and notes:  # 4-bit layers counted by size: their widths where the names say them
+    if tensors is not None and quant == "4bit":  # layers counted by size: their widths where the names say them
         tensors = fill_widths(tensors, shape)
     return shape, tensors
