@@ -12,6 +12,7 @@ No imports beyond the standard library and :mod:`advisor.errors`: the recommend 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from advisor.errors import UserError
 
@@ -113,17 +114,40 @@ MEMORY_MODES: tuple[str, ...] = ("peak", "train")
 # [sequence × sequence] scores; eager attention keeps them (fp32 softmax output and its cast) per layer.
 ATTENTION_CHOICES: tuple[str, ...] = ("sdpa", "flash", "eager")
 
-# --optimizer: optimizer-state bytes per trainable parameter, and how the setup line and --explain say it.
-OPTIMIZERS: dict[str, tuple[float, str]] = {
-    "adamw": (8.0, "AdamW: two fp32 moments"),
-    "adamw-8bit": (2.0, "8-bit AdamW (bitsandbytes): two 8-bit moments"),
-    "paged-adamw": (8.0, "paged AdamW: two fp32 moments, counted resident (paging only moves them under pressure)"),
-    "paged-adamw-8bit": (
+
+# --optimizer: what each optimizer keeps per trainable parameter, and what its step allocates on top.
+class Optimizer(NamedTuple):
+    """``state_bytes``: optimizer-state bytes per trainable parameter (fp32 states; full fine-tuning keeps them in
+    the weights' dtype). ``step_moments``: how many moment-sized temporaries its step holds at once: torch's
+    default AdamW (``foreach``) computes ``sqrt(exp_avg_sq)`` for every parameter in one list before it updates
+    any, a copy of the second moment; fused kernels (torch ``fused=True``, bitsandbytes, Adafactor's per-matrix
+    loop) update in place."""
+
+    state_bytes: float
+    description: str
+    step_moments: float = 0.0
+
+
+OPTIMIZERS: dict[str, Optimizer] = {
+    "adamw": Optimizer(
+        8.0,
+        "AdamW (torch's default foreach kernels): two fp32 moments; its step holds a copy of the second moment",
+        1.0,
+    ),
+    "adamw-fused": Optimizer(
+        8.0,
+        "fused AdamW (torch fused=True; the Trainer's adamw_torch_fused): two fp32 moments, updated in place",
+    ),
+    "adamw-8bit": Optimizer(2.0, "8-bit AdamW (bitsandbytes): two 8-bit moments"),
+    "paged-adamw": Optimizer(
+        8.0, "paged AdamW: two fp32 moments, counted resident (paging only moves them under pressure)"
+    ),
+    "paged-adamw-8bit": Optimizer(
         2.0,
         "paged 8-bit AdamW: two 8-bit moments, counted resident (paging only moves them under pressure)",
     ),
-    "adafactor": (0.0, "Adafactor: factored second moments (a row and a column per matrix), no first moment"),
-    "sgd": (0.0, "SGD without momentum: no state"),
+    "adafactor": Optimizer(0.0, "Adafactor: factored second moments (a row and a column per matrix), no first moment"),
+    "sgd": Optimizer(0.0, "SGD without momentum: no state"),
 }
 
 # --sharding: how several GPUs share the model (per-GPU figures; --batch-size is per GPU).

@@ -43,7 +43,7 @@ from advisor.memory.model import (  # noqa: E402
 from advisor.memory.shapes import shape_from_config  # noqa: E402
 from advisor.memory.user_adapter import UserAdapter, linear_layers, lora_count  # noqa: E402
 
-UNITS = {"GB": 1e9, "GiB": GIB}
+UNITS = {"GB": 1e9, "GiB": GIB, "MiB": 2**20}
 
 
 def leave_one_out(mode: str, benchmark: str = "MetaMathQA") -> list[dict]:

@@ -75,6 +75,24 @@ def test_amp_over_fp32_weights() -> None:
     assert "autocast weight copies" not in full  # counted once, with the trainable state
 
 
+def test_the_optimizer_step_adds_what_exceeds_the_backward_transients() -> None:
+    """torch's foreach AdamW holds a copy of the second moment during its step, after backward freed the
+    activations: a full fine-tuning of a checkpointed model at a short length peaks there, an adapter never."""
+    full = ("full", "lr_0.00001")
+    short = replace(BENCHMARK_SETUP, batch_size=1, seq_len=256, grad_checkpointing=True)
+    stepped = terms(short, full)
+    transients = sum(stepped[k] for k in ("activations", "logits"))
+    assert stepped["optimizer step"] == pytest.approx(SHAPE.total_params * 2 - transients)  # a bf16 moment copy
+    assert "optimizer step" not in terms(replace(short, optimizer="adamw-fused"), full)  # updated in place
+    assert "optimizer step" not in terms(replace(short, seq_len=4096), full)  # backward's logits are larger
+    assert "optimizer step" not in terms(short)  # an adapter's moments are tiny
+    assert "optimizer step" not in terms(BENCHMARK_SETUP, full)  # the stored run: calibration unaffected
+    fsdp = terms(replace(short, gpus=4, sharding="fsdp"), full)
+    assert fsdp.get("optimizer step", 0) < stepped["optimizer step"] / 2  # each GPU steps on its shard
+    offloaded = terms(replace(short, gpus=4, sharding="zero3", offload="cpu"), full)
+    assert "optimizer step" not in offloaded  # the step runs on the CPU
+
+
 @pytest.mark.parametrize(
     ("optimizer", "per_param"), [("adamw", 16), ("adamw-8bit", 10), ("paged-adamw-8bit", 10), ("sgd", 8)]
 )

@@ -69,7 +69,7 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
             f"--amp {setup.amp}: fp32 weights; autocast computes in {setup.amp} and keeps the half copy of each "
             "weight a matmul used until backward"
         )
-    lines.append(f"optimizer: {OPTIMIZERS[setup.optimizer][1]}")
+    lines.append(f"optimizer: {OPTIMIZERS[setup.optimizer].description}")
     if shape.experts > 1:
         lines.append(
             f"mixture of experts: all {shape.experts} experts per layer are held; each token's activations span "

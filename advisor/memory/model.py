@@ -13,6 +13,9 @@ with one number per benchmark run fitted from its measured peak.
            + attention scores (eager only)      batch × heads × seq² × 6 bytes per layer kept
            + autocast weight copies (--amp)     the half-precision copies autocast makes and backward keeps
            + gathered layers (fsdp / zero3)     two layers' full parameters, all-gathered around their use
+           + optimizer step                     what the step allocates beyond the backward pass's transients
+                                                (torch's foreach AdamW: a copy of the second moment; it runs
+                                                after backward has freed the activations, so only the excess)
 
 A diffusion transformer's tokens are its latent patches plus the prompt's; a UNet (``advisor.memory.unet``) is
 summed over its resolution stages, each module in the same units through what autograd saves in it.
@@ -113,7 +116,18 @@ TERMS: dict[str, str] = {
     "softcapping's tanh output)",
     "autocast weight copies": "--amp: the half-precision copy of each weight a matmul used, kept for backward",
     "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use",
+    "optimizer step": "what the optimizer step allocates (torch's foreach AdamW: a copy of the second moment) beyond "
+    "the backward pass's transients, which are freed before the step runs",
 }
+# The terms that live only between a step's forward and its backward's end: the optimizer step reuses their memory.
+TRANSIENT_TERMS = (
+    "activations",
+    "logits",
+    "quantised-layer inputs",
+    "attention scores",
+    "autocast weight copies",
+    "gathered layers",
+)
 
 
 @dataclass(frozen=True)
@@ -199,7 +213,7 @@ def trainable_state_bytes(
     weights and gradients) to CPU memory.
     """
     params = trainable_params(run, shape, adapter)
-    states_per_param = OPTIMIZERS[setup.optimizer][0]
+    states_per_param = OPTIMIZERS[setup.optimizer].state_bytes
     if _is_full(run):
         weight, grad = 0.0, float(setup.weight_bytes)
         states = states_per_param * setup.weight_bytes / 4  # torch keeps states in the parameters' dtype
@@ -219,6 +233,24 @@ def trainable_state_bytes(
         if not _is_full(run):
             weight = 0.0 if setup.offload == "cpu" else weight / gpus
     return params * (weight + grad + states)
+
+
+def optimizer_step_bytes(
+    run: BenchmarkRun, shape: ModelShape, setup: MemorySetup, adapter: UserAdapter | None = None
+) -> float:
+    """The temporaries of one optimizer step. torch's AdamW (``foreach``, its default on a GPU) takes
+    ``sqrt(exp_avg_sq)`` of every parameter in one list before it updates any: a second-moment-sized copy, in the
+    states' dtype (fp32 for adapters, the weights' dtype for full fine-tuning). Negligible for an adapter, a
+    whole bf16 copy of the model for full fine-tuning. Sharded optimizers step on their shard; offloaded ones on
+    the CPU."""
+    moments = OPTIMIZERS[setup.optimizer].step_moments
+    if not moments or (setup.shards_optimizer and setup.offload == "cpu"):
+        return 0.0
+    moment_bytes = OPTIMIZERS[setup.optimizer].state_bytes / 2
+    if _is_full(run):
+        moment_bytes *= setup.weight_bytes / 4  # torch keeps states in the parameters' dtype
+    temporaries = trainable_params(run, shape, adapter) * moment_bytes * moments
+    return temporaries / setup.gpus if setup.shards_optimizer else temporaries
 
 
 def activation_unit(shape: ModelShape, setup: MemorySetup) -> float:
@@ -313,7 +345,11 @@ def fixed_bytes(
 
 
 def activation_factor(run: BenchmarkRun, mode: str) -> float | None:
-    """``a_run``: the value that makes the model reproduce the run's measured figure on its own setup."""
+    """``a_run``: the value that makes the model reproduce the run's measured figure on its own setup.
+
+    The optimizer step is left out: on every stored run its temporaries are smaller than the backward pass's
+    transients (an adapter's are tiny; the full fine-tuning run's bf16 moment copy, 6 GiB, is half its
+    activations), so its term is zero there."""
     figure = measured(run, mode)
     if figure is None:
         return None
@@ -341,6 +377,8 @@ def predict(
         raise UserError(f"{run.id} has no {setup.mode} memory figure to calibrate on; use --memory peak")
     terms = fixed_bytes(run, shape, setup, adapter)
     terms["activations"] = activation_bytes(factor, shape, setup)
+    transients = sum(terms[key] for key in TRANSIENT_TERMS)
+    terms["optimizer step"] = max(0.0, optimizer_step_bytes(run, shape, setup, adapter) - transients)
     always = ("base weights", "trainable + grads + optimizer", "activations", "logits" if shape.vocab else "")
     ordered = {key: terms[key] for key in TERMS if terms[key] > 0 or key in always}
     return Breakdown(ordered, factor)

@@ -37,3 +37,42 @@ def saved_storages(
 def saved_bytes(model: Any, *args: Any, **kwargs: Any) -> int:
     """Bytes of the unique non-parameter storages autograd saves in one forward pass."""
     return sum(saved_storages(model, *args, **kwargs).values())
+
+
+def peak_new_bytes(fn: Callable[[], Any]) -> int:
+    """The peak bytes of the storages ``fn`` creates and still holds, counted as the ops run (an output is freed
+    when its last tensor dies): what a step allocates on top of what already exists, e.g. an optimizer step's
+    temporaries. In-place results and views of existing storages are not new."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class NewStorages(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[int, int] = {}
+            self.now = self.peak = 0
+
+        def _free(self, pointer: int) -> None:
+            self.now -= self.live.pop(pointer, 0)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            inputs = tree_flatten((args, kwargs))[0]
+            existing = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+            out = func(*args, **(kwargs or {}))
+            for tensor in tree_flatten(out)[0]:
+                if not isinstance(tensor, torch.Tensor):
+                    continue
+                pointer = tensor.untyped_storage().data_ptr()
+                if pointer and pointer not in existing and pointer not in self.live:
+                    self.live[pointer] = tensor.untyped_storage().nbytes()
+                    self.now += self.live[pointer]
+                    weakref.finalize(tensor, self._free, pointer)
+            self.peak = max(self.peak, self.now)
+            return out
+
+    with NewStorages() as counter:
+        fn()
+    return counter.peak
