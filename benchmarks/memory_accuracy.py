@@ -9,9 +9,13 @@
     own fine-tuning profile, ms-swift's benchmark tables) and this project's H100 runs at other
     batch/seq/checkpointing, each predicted from the model's config, the setup the source states
     (quantisation, attention, dtype, checkpointing) and the LoRA it trained, counted on the model's
-    shapes, over PEFT's LoRA rank-32 run's activation factor. Units are converted (GB = 1e9, GiB = 2^30);
-    "allocated" figures are compared as they are (the model predicts reserved memory, a few % above),
-    and so are figures that include the CUDA context or allocator fragmentation (not modelled).
+    shapes, over PEFT's LoRA rank-32 run's activation factor (full fine-tuning rows: over PEFT's full
+    fine-tuning run). ms-swift's benchmark is in twice: as first published (Dec 2023: most steps at the
+    length cap) and as re-run (Jan 2024: lengths spread under the cap over a longer run, so its reserved
+    high-water mark carries cached blocks of earlier lengths, which the model does not predict). Units are
+    converted (GB = 1e9, GiB = 2^30, MiB = 2^20); "allocated" figures are compared as they are (the model
+    predicts reserved memory, a few % above), and so are figures that include the CUDA context or allocator
+    fragmentation (not modelled).
 
 Run: ``python benchmarks/memory_accuracy.py [--json]``.
 """
@@ -189,7 +193,8 @@ def main() -> None:
     for r in outside:
         attention = f" {r['attention']}" if r.get("attention", "sdpa") != "sdpa" else ""
         length = f"{r['resolution']}px" if r.get("resolution") else f"s{r['seq']}"
-        what = f"{r['model']} {r['quant']} b{r['batch']} {length}{' gc' if r['gc'] else ''}{attention}"
+        method = "full" if "full-finetuning" in r["run"] else (f"lora r{r['lora']['r']}" if "lora" in r else "lora")
+        what = f"{r['model']} {method} {r['quant']} b{r['batch']} {length}{' gc' if r['gc'] else ''}{attention}"
         print(
             f"      {r['source']:8s} {what:48s} {r['measured_gib']:6.2f} GiB ({r['figure']}), "
             f"predicted {r['predicted_gib']:6.2f} ({r['error']:+.1%})"

@@ -168,6 +168,7 @@ def test_explain_and_json_list_every_term_and_assumption() -> None:
     assert "Term attention scores:" in text and "Term gathered layers:" in text
     assert "Assumed: 4 GPUs, figures per GPU, --batch-size per GPU; ZeRO-3" in text
     assert "Assumed: the loss holds the whole batch × seq × vocabulary logits" in text  # chunking: out of scope
+    assert "expandable_segments:True" in text  # what a reserved figure on varied lengths can add, and the fix
     data = json.loads(runner.invoke(app, [*args, "--json"]).output)["memory_model"]
     assert data["setup"]["sharding"] == "zero3" and data["setup"]["gpus"] == 4 and data["setup"]["per_gpu"]
     assert "attention scores" in data["terms"] and any("eager attention" in a for a in data["assumptions"])

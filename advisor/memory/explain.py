@@ -22,6 +22,13 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
         if setup.mode == "peak"
         else "a 99th-percentile step (calibrated on the stored p99 figures)"
     )
+    lines.append(
+        "the figure is PyTorch's reserved memory at that step, as PEFT's benchmark records it; on data whose lengths "
+        "vary under --seq-len, a long run that never empties "
+        "the cache can show more in torch.cuda.max_memory_reserved or nvidia-smi (blocks cut for earlier lengths "
+        "stay cached), which PyTorch frees before it runs out; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+        "keeps them from piling up"
+    )
     if shape.kind == "unet":
         from advisor.memory.unet import latent_side
 
