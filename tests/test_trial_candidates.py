@@ -159,3 +159,24 @@ def test_classifier_encoders_map_every_role(model_type: str, extra: dict, expect
         names = [n for n, _ in AutoModelForSequenceClassification.from_config(config).named_modules() if n]
     roles = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert map_modules(roles, names, {}) == expected
+
+
+def test_a_container_named_like_a_projection_is_not_a_target() -> None:
+    """DBRX's ``ffn`` holds its router and stacked experts (ALBERT's ``ffn`` is a Linear): roles resolve to leaf
+    modules only, so a trial on DBRX adapts its attention rather than failing inside PEFT on a container."""
+    import torch
+    from transformers import DbrxConfig, DbrxModel
+
+    config = DbrxConfig(
+        d_model=64,
+        n_heads=4,
+        n_layers=2,
+        max_seq_len=64,
+        vocab_size=128,
+        attn_config={"kv_n_heads": 2, "rope_theta": 10000.0},
+        ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4, "moe_top_k": 1},
+    )
+    with torch.device("meta"):
+        names = [n for n, _ in DbrxModel(config).named_modules() if n]
+    roles = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert map_modules(roles, names, {}) == ["Wqkv", "out_proj"]

@@ -121,10 +121,20 @@ def module_names(model_path: str) -> list[str]:
 
 
 def resolve_role(role: str, names: list[str]) -> str | None:
+    """The user's name for a role, matched on leaf modules only: a name can also be a container elsewhere
+    (DBRX's ``ffn`` holds the router and the experts; ALBERT's ``ffn`` is the up projection), and PEFT
+    cannot adapt a container."""
+    leaves = leaf_names(names)
     for leaf in ROLE_NAMES[role]:
-        if any(n == leaf or n.endswith("." + leaf) for n in names):
+        if any(n == leaf or n.endswith("." + leaf) for n in leaves):
             return leaf
     return None
+
+
+def leaf_names(names: list[str]) -> list[str]:
+    """The names with no module under them."""
+    parents = {name.rsplit(".", 1)[0] for name in names if "." in name}
+    return [name for name in names if name not in parents]
 
 
 def map_modules(wanted: Any, names: list[str], module_map: dict[str, str]) -> Any:
