@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from advisor.cli import app
 from advisor.errors import UserError
-from advisor.memory.prequantized import checkpoint_storage, logical_shapes
+from advisor.memory.prequantized import checkpoint_storage, fill_widths, logical_shapes
 from advisor.memory.request import memory_request
 from advisor.memory.shapes import read_shape
 
@@ -157,6 +157,30 @@ def test_headers_alone_count_a_4bit_layer_by_its_bytes_and_say_its_widths_are_un
     assert set(tensors) == {"model.layers.0.mlp.down_proj.weight", "model.embed_tokens.weight"}
     assert len(tensors["model.layers.0.mlp.down_proj.weight"]) == 1  # not a layer an adapter is counted on
     assert notes and "counted by size" in notes[0]
+
+
+def test_fused_and_older_projection_names_get_their_widths_where_the_sizes_agree() -> None:
+    """Phi-3's qkv_proj/gate_up_proj, GPT-2's two c_proj (attention: hidden × hidden, MLP: hidden × intermediate,
+    told apart by size), ChatGLM's dense_h_to_4h; a norm's 1-D weight and a layer whose size disagrees stay as
+    they are (never a guessed width)."""
+    from advisor.memory.model import BENCHMARK_SHAPE as shape  # hidden 3072, MLP 8192, q 3072, k/v 1024
+
+    h, i = shape.hidden, shape.intermediate
+    sized = {
+        "layers.0.self_attn.qkv_proj.weight": (h + 2 * 1024) * h,
+        "layers.0.mlp.gate_up_proj.weight": 2 * i * h,
+        "h.0.attn.c_proj.weight": h * h,
+        "h.0.mlp.c_proj.weight": h * i,
+        "layers.0.mlp.dense_h_to_4h.weight": 2 * i * h,
+        "layers.0.input_layernorm.weight": h,
+        "layers.0.mlp.down_proj.weight": h * i + 1,
+    }
+    filled = fill_widths({name: (n,) for name, n in sized.items()}, shape)
+    assert filled["layers.0.self_attn.qkv_proj.weight"] == (h + 2 * 1024, h)
+    assert filled["layers.0.mlp.gate_up_proj.weight"] == (2 * i, h)
+    assert filled["h.0.attn.c_proj.weight"] == (h, h) and filled["h.0.mlp.c_proj.weight"] == (h, i)
+    assert filled["layers.0.mlp.dense_h_to_4h.weight"] == (2 * i, h)
+    assert filled["layers.0.input_layernorm.weight"] == (h,) and filled["layers.0.mlp.down_proj.weight"] == (h * i + 1,)
 
 
 @pytest.mark.slow

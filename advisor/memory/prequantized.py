@@ -165,19 +165,30 @@ def _unpack_bitsandbytes(tensors: Shapes, bnb_shapes: dict[str, tuple[int, int]]
 
 def fill_widths(tensors: Shapes, shape: ModelShape) -> Shapes:
     """A 4-bit layer counted by size gets its (out, in) from the model's widths when its name says which
-    projection it is and the widths multiply to its size (the Llama-style names nearly every 4-bit upload keeps);
-    any other stays unknown, so an adapter is never counted on a guessed width."""
+    projection it is and the widths multiply to its size: Llama-style names, which nearly every 4-bit upload
+    keeps, and the fused or older names (GPT-2's c_attn, GPT-NeoX's query_key_value, Baichuan's W_pack, Phi-3's
+    qkv_proj and gate_up_proj, ChatGLM's dense_h_to_4h, Mixtral's w1/w2/w3). A name with several readings (c_proj,
+    dense, w2) takes the first whose size agrees. Any other layer stays unknown, so an adapter is never counted
+    on a guessed width."""
+    h, i = shape.hidden, shape.intermediate
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    widths = {
-        "q_proj": (q, shape.hidden), "k_proj": (kv, shape.hidden), "v_proj": (kv, shape.hidden),
-        "o_proj": (shape.hidden, q), "gate_proj": (shape.intermediate, shape.hidden),
-        "up_proj": (shape.intermediate, shape.hidden), "down_proj": (shape.hidden, shape.intermediate),
+    qkv, up, gated = (q + 2 * kv, h), (i, h), (2 * i, h)
+    readings: dict[str, tuple[tuple[int, int], ...]] = {
+        "q_proj": ((q, h),), "k_proj": ((kv, h),), "v_proj": ((kv, h),), "o_proj": ((h, q),),
+        "gate_proj": (up,), "up_proj": (up,), "down_proj": ((h, i),),
+        "c_attn": (qkv,), "qkv_proj": (qkv,), "query_key_value": (qkv,), "W_pack": (qkv,), "Wqkv": (qkv,),
+        "gate_up_proj": (gated,), "dense_h_to_4h": (up, gated), "dense_4h_to_h": ((h, i),),
+        "c_fc": (up,), "fc1": (up,), "fc2": ((h, i),), "w1": (up,), "w3": (up,), "w2": ((h, i),),
+        "out_proj": ((h, q),), "dense": ((h, q),), "c_proj": ((h, q), (h, i)),
     }  # fmt: skip
     filled = dict(tensors)
     for name, dims in tensors.items():
-        guess = widths.get(name.removesuffix(".weight").rsplit(".", 1)[-1])
-        if len(dims) == 1 and name.endswith(".weight") and guess and guess[0] * guess[1] == dims[0]:
-            filled[name] = guess
+        if len(dims) != 1 or not name.endswith(".weight"):
+            continue
+        for out_in in readings.get(name.removesuffix(".weight").rsplit(".", 1)[-1], ()):
+            if out_in[0] * out_in[1] == dims[0]:
+                filled[name] = out_in
+                break
     return filled
 
 
