@@ -166,6 +166,26 @@ def test_headers_and_known_configs_count_what_transformers_builds(model_type: st
         assert shape_from_config(config, model_type).total_params == pytest.approx(real, rel=0.005)
 
 
+def test_a_checkpoint_that_also_stores_a_tied_head_counts_it_once(tmp_path: Path) -> None:
+    """Some exports write lm_head.weight although tie_word_embeddings is true; transformers ties it to the
+    embeddings on load, so the model holds one matrix, and that is said."""
+    config, tensors, real = _transformers_model("llama")
+    assert config["tie_word_embeddings"] is False
+    config["tie_word_embeddings"] = True
+    tied_real = real - config["vocab_size"] * config["hidden_size"]
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+    folder = tmp_path / "tied"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    write_header_only(folder / "model.safetensors", tensors)
+    shape = read_shape(str(folder))
+    assert shape.tied_embeddings and shape.total_params == tied_real
+    assert any("counted once" in a for a in shape.assumptions)
+    del config["tie_word_embeddings"]  # not stated: a stored head is a separate head, as the headers say
+    (folder / "config.json").write_text(json.dumps(config, default=str))
+    assert read_shape(str(folder)).total_params == real and not read_shape(str(folder)).tied_embeddings
+
+
 def test_an_adapter_folder_passed_as_the_model_says_what_to_pass_instead(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -216,6 +236,21 @@ def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:
     }
     with pytest.raises(UserError, match=r"rwkv is not a layout the memory model can count from config\.json alone"):
         shape_from_config(config, "RWKV/rwkv-4-1b5")
+
+
+@pytest.mark.parametrize(
+    ("config_class", "reason"),
+    [("T5Config", "is an encoder-decoder"), ("BartConfig", "is an encoder-decoder"),
+     ("MambaConfig", "state-space or recurrent"), ("RwkvConfig", "state-space or recurrent")],
+)  # fmt: skip
+def test_models_the_memory_model_does_not_price_are_refused_for_what_they_are(config_class: str, reason: str) -> None:
+    """T5 has every field a decoder has (d_model, num_layers, num_heads): it must not be priced as one; Mamba
+    and RWKV have no attention heads, which is the reason to give, not a missing field."""
+    import transformers
+
+    config = getattr(transformers, config_class)().to_dict()
+    with pytest.raises(UserError, match=reason):
+        shape_from_config(config, config_class)
 
 
 def test_the_recommend_view_prints_the_assumptions(tmp_path: Path) -> None:

@@ -72,6 +72,9 @@ COUNTED_FROM_CONFIG = frozenset(
 
 
 # Counted from config above, but with an MLP of two matrices (up, down) instead of a gated three.
+# Models without attention layers: refused with that reason rather than "lacks num_attention_heads".
+RECURRENT_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm"})
+RECURRENT_KEYS = frozenset({"state_size", "ssm_state_size", "d_state", "ssm_cfg", "rescale_every"})
 UNGATED_MLP_MODEL_TYPES = frozenset({"starcoder2"})
 
 
@@ -169,6 +172,16 @@ def shape_from_config(
         values["intermediate"] //= 2  # Qwen (v1) states intermediate_size as twice the MLP width
         assumptions.append("Qwen (v1) config: the MLP width is half its intermediate_size")
     missing = [f"{'/'.join(_KEYS[k])}" for k in ("hidden", "layers", "heads", "vocab") if values[k] is None]
+    if cfg.get("is_encoder_decoder") is True or {"encoder_layers", "decoder_layers"} <= set(cfg):
+        raise UserError(
+            f"--model {name}: {model_type or 'this model'} is an encoder-decoder (seq2seq) model; the memory model "
+            "prices decoder-only language models and FLUX/SD3/SDXL denoisers"
+        )
+    if missing and values["heads"] is None and (model_type in RECURRENT_MODEL_TYPES or RECURRENT_KEYS & set(cfg)):
+        raise UserError(
+            f"--model {name}: {model_type or 'this model'} is a state-space or recurrent model without attention "
+            "layers; the memory model prices transformer layers (decoder-only language models, denoisers)"
+        )
     if missing:
         raise UserError(
             f"--model {name}: its config.json lacks {', '.join(missing)}; the memory model needs a "
@@ -184,8 +197,15 @@ def shape_from_config(
     head_dim = values["head_dim"] or hidden // heads
     stated = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
     tied = bool(stated) if stated is not None else True
-    if "tied" in read:
+    if "tied" in read and not (read["tied"] is False and stated is True):
         tied = read["tied"]
+    elif "tied" in read:  # the checkpoint stores a head the config ties: transformers loads one matrix
+        if total_params is not None:
+            total_params -= vocab * hidden
+        assumptions.append(
+            "its checkpoint also stores an LM head, which tie_word_embeddings: true makes transformers tie to the "
+            "embeddings: counted once"
+        )
     elif stated is None:
         assumptions.append("tie_word_embeddings not stated: the LM head is assumed to share the embeddings")
     experts, active, shared = _experts(cfg, values, read, assumptions)
