@@ -286,6 +286,13 @@ def _stacks(tensors: dict[str, tuple[int, ...]]) -> dict[str, dict[int, int]]:
     return stacks
 
 
+def block_stacks(tensors: dict[str, tuple[int, ...]]) -> list[str]:
+    """The prefix of every block stack that is not inside another one (``model.layers``, a vision tower's
+    ``vision_model.encoder.layers``), and not a numbered group inside a block (``experts.0``)."""
+    prefixes = sorted(_stacks(tensors))
+    return [p for p in prefixes if not any(p.startswith(q + ".") for q in prefixes if q != p)]
+
+
 def block_stack(tensors: dict[str, tuple[int, ...]]) -> str | None:
     """The prefix of the model's block stack (``model.layers``), the repeated group holding the most parameters."""
     stacks = _stacks(tensors)

@@ -52,14 +52,16 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
             if block.search(name) and name.endswith(".weight") and len(dims) == 2
         }
     if tensors:
-        from advisor.memory.shapes import block_stack
+        from advisor.memory.shapes import block_stacks
 
-        prefix = block_stack(tensors)
-        if prefix:
+        prefixes = tuple(prefix + "." for prefix in block_stacks(tensors))
+        if prefixes:
+            # Every block stack: PEFT matches target names anywhere, so a vision-language model's vision tower (its
+            # own q_proj/k_proj/v_proj, its MLP) is adapted too, by name or by all-linear.
             layers = {
                 name.removesuffix(".weight"): (shape_[0], shape_[1])
                 for name, shape_ in tensors.items()
-                if name.startswith(prefix + ".") and name.endswith(".weight") and len(shape_) == 2
+                if name.startswith(prefixes) and name.endswith(".weight") and len(shape_) == 2
             }
             # Stacked experts (transformers 5: ``mlp.experts.gate_up_proj`` of [experts, a, b]): PEFT adapts each
             # with one LoRA of rank r × experts, r × experts × (a + b) parameters, which (experts·a, experts·b)
@@ -68,7 +70,7 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
                 {
                     name: (shape_[0] * shape_[1], shape_[0] * shape_[2])
                     for name, shape_ in tensors.items()
-                    if name.startswith(prefix + ".") and len(shape_) == 3 and ".experts." in name
+                    if name.startswith(prefixes) and len(shape_) == 3 and ".experts." in name
                 }
             )
             return layers
