@@ -150,8 +150,9 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": Optimizer(0.0, "SGD without momentum: no state"),
 }
 
-# --sharding: how several GPUs share the model (per-GPU figures; --batch-size is per GPU).
-SHARDING_CHOICES: tuple[str, ...] = ("ddp", "fsdp", "zero2", "zero3")
+# --sharding: how several GPUs share the model (per-GPU figures; --batch-size is per GPU). mp: naive model
+# parallelism, consecutive layers on consecutive GPUs (device_map="auto"), one GPU computing at a time.
+SHARDING_CHOICES: tuple[str, ...] = ("ddp", "fsdp", "zero2", "zero3", "mp")
 OFFLOAD_CHOICES: tuple[str, ...] = ("none", "cpu")
 AMP_CHOICES: tuple[str, ...] = ("fp16", "bf16")
 

@@ -94,6 +94,8 @@ def published() -> list[dict]:
             dtype=row.get("dtype", "bf16"),
             optimizer=row.get("optimizer", "adamw"),
             resolution=row.get("resolution"),
+            gpus=row.get("gpus", 1),
+            sharding=row.get("sharding", "none"),
         )
         adapter = None
         if "lora" in row:  # the row's own LoRA, counted on the model's linear layers (fused qkv = q, k, v)
@@ -194,7 +196,8 @@ def main() -> None:
         attention = f" {r['attention']}" if r.get("attention", "sdpa") != "sdpa" else ""
         length = f"{r['resolution']}px" if r.get("resolution") else f"s{r['seq']}"
         method = "full" if "full-finetuning" in r["run"] else (f"lora r{r['lora']['r']}" if "lora" in r else "lora")
-        what = f"{r['model']} {method} {r['quant']} b{r['batch']} {length}{' gc' if r['gc'] else ''}{attention}"
+        gpus = f" {r['gpus']}x{r['sharding']}" if r.get("gpus", 1) > 1 else ""
+        what = f"{r['model']} {method} {r['quant']} b{r['batch']} {length}{' gc' if r['gc'] else ''}{attention}{gpus}"
         print(
             f"      {r['source']:8s} {what:48s} {r['measured_gib']:6.2f} GiB ({r['figure']}), "
             f"predicted {r['predicted_gib']:6.2f} ({r['error']:+.1%})"

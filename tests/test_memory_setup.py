@@ -93,6 +93,22 @@ def test_the_optimizer_step_adds_what_exceeds_the_backward_transients() -> None:
     assert "optimizer step" not in offloaded  # the step runs on the CPU
 
 
+def test_naive_model_parallelism_splits_the_layers_and_leaves_the_head_and_logits_on_the_last_gpu() -> None:
+    """--sharding mp (device_map="auto"): each GPU holds 1/N of the layers, with their adapters and activations;
+    the last also holds the head and the whole batch's logits, which the figure is for."""
+    setup = replace(BENCHMARK_SETUP, batch_size=1, seq_len=2048, grad_checkpointing=True)
+    one, two = terms(setup), terms(replace(setup, gpus=2, sharding="mp"))
+    head = SHAPE.vocab * SHAPE.hidden * 2
+    assert two["base weights"] == pytest.approx((one["base weights"] - head) / 2 + head)  # tied: one V×H matrix
+    assert two["trainable + grads + optimizer"] == pytest.approx(one["trainable + grads + optimizer"] / 2)
+    assert two["logits"] == one["logits"]  # the whole batch's, on the last GPU
+    checkpoints = setup.tokens * SHAPE.layers * SHAPE.hidden * 2
+    assert one["activations"] - two["activations"] == pytest.approx(checkpoints / 2)  # its layers' inputs
+    plain = replace(setup, grad_checkpointing=False)
+    assert terms(replace(plain, gpus=4, sharding="mp"))["activations"] == pytest.approx(terms(plain)["activations"] / 4)
+    assert "gathered layers" not in two  # nothing is all-gathered
+
+
 @pytest.mark.parametrize(
     ("optimizer", "per_param"), [("adamw", 16), ("adamw-8bit", 10), ("paged-adamw-8bit", 10), ("sgd", 8)]
 )

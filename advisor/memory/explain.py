@@ -132,6 +132,12 @@ def _attention(setup: MemorySetup) -> str:
 def _parallel(setup: MemorySetup) -> list[str]:
     if setup.gpus == 1:
         return ["one GPU"]
+    if setup.sharding == "mp":
+        return [
+            f"{setup.gpus} GPUs in naive model parallelism (device_map='auto'): each holds 1/{setup.gpus} of the "
+            "layers (their weights, adapters, activations) and computes in turn; the figure is the last GPU's, which "
+            "also holds the head and the whole batch's logits (the first holds the embeddings instead)"
+        ]
     what = {
         "ddp": "every GPU holds the whole model and a second copy of the gradients (DDP's all-reduce buckets)",
         "zero2": "ZeRO-2: gradients and optimizer states split across the GPUs, weights whole on each",

@@ -168,8 +168,13 @@ def unsharded_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
 
 
 def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
-    """Per GPU: the whole model, or its 1/N shard under fsdp/zero3 (nothing when those offload to CPU)."""
+    """Per GPU: the whole model, or its 1/N shard under fsdp/zero3 (nothing when those offload to CPU); under mp
+    the last GPU's 1/N of the layers and the head (the first GPU's embeddings are the same size)."""
     whole = unsharded_weight_bytes(shape, setup)
+    if setup.sharding == "mp":
+        rest = _rest_bytes(shape, setup)
+        one_matrix = rest * shape.vocab * shape.hidden / shape.embedding_params if shape.embedding_params else 0.0
+        return (whole - rest) * setup.layer_share + one_matrix
     if not setup.shards_params:
         return whole
     return 0.0 if setup.offload == "cpu" else whole / setup.gpus
@@ -222,6 +227,11 @@ def trainable_state_bytes(
     else:
         weight, grad, states = float(ADAPTER_BYTES), float(ADAPTER_BYTES), states_per_param
     gpus = setup.gpus
+    if setup.sharding == "mp":  # each GPU trains its own layers' parameters (full fine-tuning: and one V×H matrix)
+        mine = params * setup.layer_share
+        if _is_full(run):
+            mine += shape.vocab * shape.hidden * (1 - setup.layer_share)
+        return mine * (weight + grad + states)
     if setup.sharding == "ddp":
         grad *= 2  # the gradients and DDP's bucket copy of them
     if setup.shards_optimizer:
@@ -249,7 +259,7 @@ def optimizer_step_bytes(
     moment_bytes = OPTIMIZERS[setup.optimizer].state_bytes / 2
     if _is_full(run):
         moment_bytes *= setup.weight_bytes / 4  # torch keeps states in the parameters' dtype
-    temporaries = trainable_params(run, shape, adapter) * moment_bytes * moments
+    temporaries = trainable_params(run, shape, adapter) * moment_bytes * moments * setup.layer_share
     return temporaries / setup.gpus if setup.shards_optimizer else temporaries
 
 
@@ -278,7 +288,8 @@ def quantised_input_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     outputs, the attention output and the MLP product, per layer and token."""
     if setup.quant == "none" or setup.grad_checkpointing:
         return 0.0
-    return setup.tokens * shape.layers * (3 * shape.hidden + shape.active_mlp) * setup.activation_bytes
+    kept = setup.tokens * shape.layers * (3 * shape.hidden + shape.active_mlp) * setup.activation_bytes
+    return kept * setup.layer_share
 
 
 def checkpoint_bytes_per_token_layer(shape: ModelShape, setup: MemorySetup) -> float:
@@ -291,13 +302,13 @@ def checkpoint_bytes_per_token_layer(shape: ModelShape, setup: MemorySetup) -> f
 def activation_bytes(factor: float, shape: ModelShape, setup: MemorySetup) -> float:
     unit = activation_unit(shape, setup)
     if not setup.grad_checkpointing:
-        return factor * unit
+        return factor * unit * setup.layer_share  # mp: each GPU keeps its own layers' activations
     if shape.stages:  # each ResNet and transformer layer is checkpointed; the largest is recomputed at the peak
         side, element = _latent_side(setup), setup.activation_bytes
         kept = unet.checkpointed_bytes(shape.stages, setup.batch_size, side, element)
         return kept + factor * unet.largest_module_unit(shape.stages, setup.batch_size, side, element)
     # Checkpointing keeps every layer's input, and recomputes one layer's activations at a time.
-    checkpoints = setup.tokens * shape.layers * checkpoint_bytes_per_token_layer(shape, setup)
+    checkpoints = setup.tokens * shape.layers * checkpoint_bytes_per_token_layer(shape, setup) * setup.layer_share
     return checkpoints + factor * unit / shape.layers
 
 
@@ -315,7 +326,7 @@ def attention_score_bytes(shape: ModelShape, setup: MemorySetup) -> float:
     per_layer = setup.batch_size * shape.heads * setup.seq_len**2
     softcap = SOFTCAP_BYTES if shape.attention_softcap else 0
     if not setup.grad_checkpointing:
-        return per_layer * shape.layers * (EAGER_SCORE_BYTES + softcap)
+        return per_layer * shape.layers * (EAGER_SCORE_BYTES + softcap) * setup.layer_share
     return max(0.0, per_layer * (EAGER_RECOMPUTE_BYTES + softcap) - logit_bytes(shape, setup))
 
 
@@ -326,7 +337,7 @@ def autocast_copy_bytes(run: BenchmarkRun, shape: ModelShape, setup: MemorySetup
     if not setup.amp or setup.quant != "none" or _is_full(run):
         return 0.0
     copies = linear_params(shape) * DTYPE_BYTES[setup.amp]
-    return copies / shape.layers if setup.grad_checkpointing else copies
+    return copies / shape.layers if setup.grad_checkpointing else copies * setup.layer_share
 
 
 def fixed_bytes(

@@ -75,6 +75,12 @@ class MemorySetup:
     def shards_optimizer(self) -> bool:
         return self.sharding in ("fsdp", "zero2", "zero3")
 
+    @property
+    def layer_share(self) -> float:
+        """The fraction of the block stack (its weights, adapters, activations) on one GPU: 1/N under naive model
+        parallelism, where each GPU holds consecutive layers and the batch passes through them in turn."""
+        return 1 / self.gpus if self.sharding == "mp" else 1.0
+
     def describe(self) -> str:
         quant = QUANTIZATION[self.quant].label.format(dtype=self.compute_dtype)
         if self.amp:
@@ -84,7 +90,9 @@ class MemorySetup:
         parts = [quant, f"batch {self.batch_size}", length, checkpointing, self.optimizer]
         if self.attention != "sdpa":
             parts.append(f"{self.attention} attention")
-        if self.gpus > 1:
+        if self.sharding == "mp":
+            parts.append(f"{self.gpus} GPUs, mp (layers split across them; figure for the last GPU)")
+        elif self.gpus > 1:
             offload = ", optimizer offloaded to CPU" if self.offload == "cpu" else ""
             parts.append(f"{self.gpus} GPUs, {self.sharding}{offload} (per-GPU figure, batch per GPU)")
         return ", ".join(parts)
