@@ -96,6 +96,7 @@ def published() -> list[dict]:
             resolution=row.get("resolution"),
             gpus=row.get("gpus", 1),
             sharding=row.get("sharding", "none"),
+            offload=row.get("offload", "none"),
         )
         adapter = None
         if "lora" in row:  # the row's own LoRA, counted on the model's linear layers (fused qkv = q, k, v)
@@ -196,7 +197,8 @@ def main() -> None:
         attention = f" {r['attention']}" if r.get("attention", "sdpa") != "sdpa" else ""
         length = f"{r['resolution']}px" if r.get("resolution") else f"s{r['seq']}"
         method = "full" if "full-finetuning" in r["run"] else (f"lora r{r['lora']['r']}" if "lora" in r else "lora")
-        gpus = f" {r['gpus']}x{r['sharding']}" if r.get("gpus", 1) > 1 else ""
+        offload = " offload" if r.get("offload", "none") != "none" else ""
+        gpus = f" {r['gpus']}x{r['sharding']}{offload}" if r.get("gpus", 1) > 1 else ""
         what = f"{r['model']} {method} {r['quant']} b{r['batch']} {length}{' gc' if r['gc'] else ''}{attention}{gpus}"
         print(
             f"      {r['source']:8s} {what:48s} {r['measured_gib']:6.2f} GiB ({r['figure']}), "

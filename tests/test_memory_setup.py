@@ -132,9 +132,12 @@ def test_several_gpus_per_gpu_figures() -> None:
     assert zero3["base weights"] == pytest.approx(one["base weights"] / 4)
     assert zero3["gathered layers"] == pytest.approx(2 * LINEAR * 2 / SHAPE.layers)
     assert zero3["activations"] == one["activations"]  # batch is per GPU
+    root = SHAPE.embedding_params * 2  # FSDP's root unit (embeddings, head): whole from forward to backward's end
+    fsdp = terms(replace(BENCHMARK_SETUP, gpus=4, sharding="fsdp"))
+    assert fsdp["gathered layers"] == pytest.approx(zero3["gathered layers"] + root * 3 / 4)  # beyond its shard
     offloaded = terms(replace(BENCHMARK_SETUP, gpus=4, sharding="fsdp", offload="cpu"))
     assert offloaded["base weights"] == 0 and offloaded["trainable + grads + optimizer"] == 0
-    assert offloaded["gathered layers"] == zero3["gathered layers"]
+    assert offloaded["gathered layers"] == pytest.approx(zero3["gathered layers"] + root)  # its shard is on the CPU
 
 
 @pytest.mark.parametrize(

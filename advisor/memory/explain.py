@@ -142,7 +142,8 @@ def _parallel(setup: MemorySetup) -> list[str]:
         "ddp": "every GPU holds the whole model and a second copy of the gradients (DDP's all-reduce buckets)",
         "zero2": "ZeRO-2: gradients and optimizer states split across the GPUs, weights whole on each",
         "zero3": "ZeRO-3: weights, gradients and optimizer states split; two layers gathered in full at a time",
-        "fsdp": "FSDP full sharding: weights, gradients and optimizer states split; two layers gathered at a time",
+        "fsdp": "FSDP full sharding: weights, gradients and optimizer states split; two layers gathered at a time, and "
+        "the root unit (embeddings, head) whole from forward to the end of backward",
     }[setup.sharding]
     lines = [f"{setup.gpus} GPUs, figures per GPU, --batch-size per GPU; {what}"]
     if setup.offload == "cpu":

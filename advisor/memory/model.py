@@ -115,7 +115,8 @@ TERMS: dict[str, str] = {
     "attention scores": "eager attention: batch × heads × seq² scores saved per layer (fp32 softmax + cast; "
     "softcapping's tanh output)",
     "autocast weight copies": "--amp: the half-precision copy of each weight a matmul used, kept for backward",
-    "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use",
+    "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use (fsdp: and its root "
+    "unit, the embeddings and head, whole for the step)",
     "optimizer step": "what the optimizer step allocates (torch's foreach AdamW: a copy of the second moment) beyond "
     "the backward pass's transients, which are freed before the step runs",
 }
@@ -181,11 +182,19 @@ def base_weight_bytes(shape: ModelShape, setup: MemorySetup) -> float:
 
 
 def gathered_layer_bytes(shape: ModelShape, setup: MemorySetup) -> float:
-    """fsdp/zero3 all-gather each layer's full parameters around its forward and backward (plus a prefetch)."""
+    """fsdp/zero3 all-gather each layer's full parameters around its forward and backward (plus a prefetch).
+
+    FSDP also gathers its root unit, what no decoder-layer unit wraps (the embeddings, the head, the final
+    norm), and keeps it whole from forward to the end of backward (the root is not resharded after forward):
+    the rest of it beyond this GPU's shard, or all of it when the shards live on the CPU. ZeRO-3 gathers
+    those only around their use."""
     if not setup.shards_params:
         return 0.0
-    per_layer = (unsharded_weight_bytes(shape, setup) - _rest_bytes(shape, setup)) / shape.layers
-    return GATHERED_LAYERS * per_layer
+    rest = _rest_bytes(shape, setup)
+    layers = GATHERED_LAYERS * (unsharded_weight_bytes(shape, setup) - rest) / shape.layers
+    if setup.sharding != "fsdp":
+        return layers
+    return layers + (rest if setup.offload == "cpu" else rest * (1 - 1 / setup.gpus))
 
 
 def _rest_bytes(shape: ModelShape, setup: MemorySetup) -> float:
