@@ -35,7 +35,9 @@ The other terms are physics of the code that runs, not fitted: eager attention s
 output and its bf16 cast for backward (6 bytes per score); bitsandbytes/GPTQ/AWQ layers keep their input;
 PEFT's ``prepare_model_for_kbit_training`` upcasts a bitsandbytes or AWQ model's unquantised parameters to
 fp32 (so the residual stream, and the checkpoints of it, become fp32 too); autocast saves the half copy
-of each weight a matmul used; ZeRO/FSDP divide what they shard by the number of GPUs.
+of each weight a matmul used; ZeRO/FSDP divide what they shard by the number of GPUs (FSDP keeps its root
+unit, the embeddings and head, whole for the step); naive model parallelism (mp) gives each GPU 1/N of the
+layers, and the last one the head and the logits.
 
 No torch: this runs on the recommend path.
 """
