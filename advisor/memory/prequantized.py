@@ -14,10 +14,11 @@ No torch: this runs on the recommend path.
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import UserError
-from advisor.vocabulary import QUANTIZATION
+from advisor.vocabulary import FUSED_QKV, QUANTIZATION, ROLE_NAMES
 
 if TYPE_CHECKING:
     from advisor.memory.shapes import ModelShape
@@ -165,27 +166,27 @@ def _unpack_bitsandbytes(tensors: Shapes, bnb_shapes: dict[str, tuple[int, int]]
 
 def fill_widths(tensors: Shapes, shape: ModelShape) -> Shapes:
     """A 4-bit layer counted by size gets its (out, in) from the model's widths when its name says which
-    projection it is and the widths multiply to its size: Llama-style names, which nearly every 4-bit upload
-    keeps, and the fused or older names (GPT-2's c_attn, GPT-NeoX's query_key_value, Baichuan's W_pack, Phi-3's
-    qkv_proj and gate_up_proj, ChatGLM's dense_h_to_4h, Mixtral's w1/w2/w3). A name with several readings (c_proj,
-    dense, w2) takes the first whose size agrees. Any other layer stays unknown, so an adapter is never counted
-    on a guessed width."""
+    projection it is (:data:`advisor.vocabulary.ROLE_NAMES`, the names the trial maps roles by) and those widths
+    multiply to its size. A fused q/k/v (GPT-2's c_attn, Baichuan's W_pack, ...) is q + 2 × kv wide, a name that
+    is both gate and up (Phi-3's gate_up_proj) twice the MLP width, and an up projection may be that wide too
+    (ChatGLM's dense_h_to_4h). Any other layer stays unknown, so an adapter is never counted on a guessed width."""
     h, i = shape.hidden, shape.intermediate
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    qkv, up, gated = (q + 2 * kv, h), (i, h), (2 * i, h)
-    readings: dict[str, tuple[tuple[int, int], ...]] = {
-        "q_proj": ((q, h),), "k_proj": ((kv, h),), "v_proj": ((kv, h),), "o_proj": ((h, q),),
-        "gate_proj": (up,), "up_proj": (up,), "down_proj": ((h, i),),
-        "c_attn": (qkv,), "qkv_proj": (qkv,), "query_key_value": (qkv,), "W_pack": (qkv,), "Wqkv": (qkv,),
-        "gate_up_proj": (gated,), "dense_h_to_4h": (up, gated), "dense_4h_to_h": ((h, i),),
-        "c_fc": (up,), "fc1": (up,), "fc2": ((h, i),), "w1": (up,), "w3": (up,), "w2": ((h, i),),
-        "out_proj": ((h, q),), "dense": ((h, q),), "c_proj": ((h, q), (h, i)),
-    }  # fmt: skip
     filled = dict(tensors)
     for name, dims in tensors.items():
         if len(dims) != 1 or not name.endswith(".weight"):
             continue
-        for out_in in readings.get(name.removesuffix(".weight").rsplit(".", 1)[-1], ()):
+        path = name.removesuffix(".weight")
+        matched = {role: leaf for role in ("q", "k", "v", "o", "gate", "up", "down")
+                   for leaf in ROLE_NAMES[role] if path == leaf or path.endswith("." + leaf)}  # fmt: skip
+        readings: list[tuple[int, int]] = []
+        if any(leaf in FUSED_QKV for leaf in matched.values()):
+            readings.append((q + 2 * kv, h))
+        elif {"gate", "up"} <= set(matched):
+            readings.append((2 * i, h))
+        readings += {"q": [(q, h)], "k": [(kv, h)], "v": [(kv, h)], "o": [(h, q)], "gate": [(i, h)],
+                     "up": [(i, h), (2 * i, h)], "down": [(h, i)]}.get(next(iter(matched), ""), [])  # fmt: skip
+        for out_in in readings:
             if out_in[0] * out_in[1] == dims[0]:
                 filled[name] = out_in
                 break
@@ -211,10 +212,4 @@ def read_bnb_shapes(entries: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 
 def _numel(shapes: Any) -> int:
-    total = 0
-    for shape in shapes:
-        count = 1
-        for dim in shape:
-            count *= dim
-        total += count
-    return total
+    return sum(math.prod(shape) for shape in shapes)

@@ -17,6 +17,7 @@ No torch, no transformers: this runs on the recommend path.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -72,10 +73,10 @@ COUNTED_FROM_CONFIG = frozenset(
 
 
 # Counted from config above, but with an MLP of two matrices (up, down) instead of a gated three.
+UNGATED_MLP_MODEL_TYPES = frozenset({"starcoder2"})
 # Models without attention layers: refused with that reason rather than "lacks num_attention_heads".
 RECURRENT_MODEL_TYPES = frozenset({"mamba", "mamba2", "falcon_mamba", "rwkv", "xlstm"})
 RECURRENT_KEYS = frozenset({"state_size", "ssm_state_size", "d_state", "ssm_cfg", "rescale_every"})
-UNGATED_MLP_MODEL_TYPES = frozenset({"starcoder2"})
 
 
 @dataclass(frozen=True)
@@ -278,11 +279,8 @@ def _stacks(tensors: dict[str, tuple[int, ...]]) -> dict[str, dict[int, int]]:
     for name, shape in tensors.items():
         match = _BLOCK.match(name)
         if match:
-            count = 1
-            for dim in shape:
-                count *= dim
             per_layer = stacks.setdefault(match.group(1), {})
-            per_layer[int(match.group(2))] = per_layer.get(int(match.group(2)), 0) + count
+            per_layer[int(match.group(2))] = per_layer.get(int(match.group(2)), 0) + math.prod(shape)
     return stacks
 
 

@@ -13,47 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from advisor.errors import UserError
+from advisor.vocabulary import ROLE_NAMES
 
-# Role -> leaf names architectures use for it, most specific first. "o" before "down": BERT's
-# attention output is "attention.output.dense", its MLP output "output.dense".
-# DeBERTa-v2/v3 names its projections query_proj/key_proj/value_proj, ALBERT its MLP ffn/ffn_output, ModernBERT
-# attn.Wqkv/attn.Wo/mlp.Wi/mlp.Wo. Models that fuse projections (GPT-2's c_attn, Phi-3's qkv_proj and
-# gate_up_proj, GPT-NeoX/Falcon/Bloom's query_key_value, MPT's and ModernBERT's Wqkv, Baichuan's W_pack) come
-# last: a separate projection is preferred where one exists, else the fused one stands for its parts, as LoRA
-# users of those models target it. GPT-2's two c_proj layers are told apart by their parent (attn.c_proj,
-# mlp.c_proj), which PEFT's suffix matching accepts.
-FUSED_QKV = ("qkv_proj", "c_attn", "query_key_value", "Wqkv", "W_pack")
-ROLE_NAMES: dict[str, tuple[str, ...]] = {
-    "q": ("q_proj", "query", "query_proj", "to_q", "q_lin", "wq", "q", *FUSED_QKV),
-    "k": ("k_proj", "key", "key_proj", "to_k", "k_lin", "wk", "k", *FUSED_QKV),
-    "v": ("v_proj", "value", "value_proj", "to_v", "v_lin", "wv", "v", *FUSED_QKV),
-    "o": (
-        "o_proj",
-        "attention.output.dense",
-        "out_proj",
-        "to_out.0",
-        "out_lin",
-        "wo",
-        "attn.c_proj",
-        "attention.dense",
-        "self_attention.dense",
-        "attn.Wo",
-    ),
-    "gate": ("gate_proj", "w1", "gate_up_proj", "Wi"),
-    "up": ("up_proj", "intermediate.dense", "fc1", "lin1", "c_fc", "w3", "ffn", "gate_up_proj", "dense_h_to_4h", "Wi"),
-    "down": ("down_proj", "output.dense", "fc2", "lin2", "w2", "ffn_output", "mlp.c_proj", "dense_4h_to_h", "mlp.Wo"),
-    "norm": (
-        "input_layernorm",
-        "post_attention_layernorm",
-        "LayerNorm",
-        "layer_norm",
-        "ln_1",
-        "ln_2",
-        "norm1",
-        "norm2",
-    ),
-    "final_norm": ("norm", "ln_f", "final_layer_norm", "LayerNorm"),
-}
 LLAMA_ROLE = {
     "q_proj": "q",
     "k_proj": "k",
