@@ -51,6 +51,7 @@ from advisor.benchmarks.definitions import BENCHMARKS
 from advisor.benchmarks.records import GIB, BenchmarkRun
 from advisor.errors import UserError
 from advisor.memory import unet
+from advisor.memory.adapter_matrices import adapter_matrix_bytes
 from advisor.memory.layer_physics import layer_width
 from advisor.memory.setup import DTYPE_BYTES, MemorySetup
 from advisor.memory.shapes import ModelShape
@@ -117,6 +118,9 @@ TERMS: dict[str, str] = {
     "attention scores": "eager attention: batch × heads × seq² scores saved per layer (fp32 softmax + cast; "
     "softcapping's tanh output)",
     "autocast weight copies": "--amp: the half-precision copy of each weight a matmul used, kept for backward",
+    "adapter matrices": "what the method builds per adapted layer whatever the tokens (HRA's Householder products, "
+    "LoHa/LoKr/FourierFT's delta weight, DoRA's norms): counted with autograd per run on one layer, summed over the "
+    "layers it adapts here (one block's under gradient checkpointing)",
     "gathered layers": "fsdp/zero3: two layers' parameters all-gathered in full around their use (fsdp: and its root "
     "unit, the embeddings and head, whole for the step)",
     "optimizer step": "what the optimizer step allocates (torch's foreach AdamW: a copy of the second moment) beyond "
@@ -125,6 +129,7 @@ TERMS: dict[str, str] = {
 # The terms that live only between a step's forward and its backward's end: the optimizer step reuses their memory.
 TRANSIENT_TERMS = (
     "activations",
+    "adapter matrices",
     "logits",
     "quantised-layer inputs",
     "attention scores",
@@ -362,6 +367,7 @@ def fixed_bytes(
         "quantised-layer inputs": quantised_input_bytes(shape, setup),
         "attention scores": attention_score_bytes(shape, setup),
         "autocast weight copies": autocast_copy_bytes(run, shape, setup),
+        "adapter matrices": adapter_matrix_bytes(run, shape, setup.grad_checkpointing, setup.layer_share),
         "gathered layers": gathered_layer_bytes(shape, setup),
     }
 

@@ -74,8 +74,14 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
                 }
             )
             return layers
+    per_layer = llama_layer(shape)
+    return {f"model.layers.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
+
+
+def llama_layer(shape: ModelShape) -> dict[str, tuple[int, int]]:
+    """One decoder layer's linears in the Llama layout of ``shape``: name → (out, in)."""
     heads, kv, dim, hidden, mlp = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden, shape.intermediate
-    per_layer = {
+    return {
         "self_attn.q_proj": (heads * dim, hidden),
         "self_attn.k_proj": (kv * dim, hidden),
         "self_attn.v_proj": (kv * dim, hidden),
@@ -84,10 +90,13 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
         "mlp.up_proj": (mlp, hidden),
         "mlp.down_proj": (hidden, mlp),
     }
-    return {f"model.layers.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
 
 
-def _matches(path: str, targets: list[str] | str) -> bool:
+def targets_match(path: str, targets: list[str] | str | None) -> bool:
+    """PEFT's rule: a list matches a module path by its whole name or a dotted suffix; a string is a regex over the
+    whole path ("all-linear": every linear)."""
+    if targets is None:
+        return False
     if targets == "all-linear":
         return True
     if isinstance(targets, str):
@@ -103,7 +112,7 @@ def lora_count(
     """LoRA's trainable parameters on ``layers``; a :class:`UserError` when the targets match none."""
     if rank < 1:
         raise UserError(f"--lora-r must be a positive integer (got {rank})")
-    chosen = {path: dims for path, dims in layers.items() if _matches(path, targets)}
+    chosen = {path: dims for path, dims in layers.items() if targets_match(path, targets)}
     if not chosen:
         example = ", ".join(sorted({p.rsplit(".", 1)[-1] for p in layers})[:8])
         raise UserError(

@@ -1,0 +1,139 @@
+"""Adapters that build matrices the size of the layers they adapt: memory that grows with the layer, not the tokens.
+
+HRA multiplies (r + 2) fp32 d_in × d_in Householder products per layer and keeps them for backward; LoHa, LoKr,
+FourierFT, WaveFT, PEANuT and MiSS's "bat" build the whole delta weight; OSF and RandLoRA factors of the smaller
+width; DoRA builds W + ΔW for its norm and frees it again. What each stored run allocates per adapted layer beyond
+its per-token activations was counted with autograd on one PEFT-wrapped linear layer
+(``benchmarks/adapter_matrices.py``, ``advisor/data/adapter_matrices.json``), in two parts, each fitting
+
+    bytes = a·d_in² + b·d_in·d_out + c·d_out² + m·min(d_in, d_out)² + p·min·d_in + e·d_in + f·d_out + g
+
+to the byte (integer bytes per element: HRA's 132·d_in² held is its 33 fp32 products):
+
+- held: kept from the layer's forward to its backward, like activations: every adapted layer's at once without
+  gradient checkpointing, the recomputed block's with it;
+- transient: built and freed again within the layer's own forward or backward (DoRA's W + ΔW, FourierFT's complex
+  spectrum): one layer's worth at a time.
+
+The per-token activation factor cannot carry either to another model: FLUX.2's HRA run holds 34 GiB of them in one
+double-stream block, whatever the batch or resolution; OSF's run holds 15.6 GiB of U and V factors on Llama-3.2-3B.
+The layers are the user's model's own where the memory model knows its layout (a decoder's Llama-named linears
+from its shape), FLUX.2's block layout scaled to the model's widths for a diffusion transformer, and a UNet's
+transformer layers' attention projections, as the run's target names match them. No torch: this runs on the
+recommend path.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from advisor.benchmarks.records import BenchmarkRun
+from advisor.memory.shapes import ModelShape
+from advisor.memory.user_adapter import llama_layer, targets_match
+from advisor.paths import PACKAGE_DATA
+
+# FLUX.2's transformer blocks (diffusers' Flux2Transformer2DModel): each linear's (d_in, d_out) as multiples of
+# (hidden, MLP width), so the layout scales to another diffusion transformer's widths. Double-stream blocks hold
+# the image and text streams' attention and gated MLPs; single-stream blocks one fused projection.
+DIT_BLOCKS: dict[str, tuple[float, dict[str, tuple[tuple[int, int], tuple[int, int]]]]] = {
+    # block kind: (its share of the blocks, {linear: ((d_in in hidden, MLP), (d_out in hidden, MLP))})
+    "transformer_blocks": (
+        5 / 25,
+        {
+            **{f"attn.{name}": ((1, 0), (1, 0)) for name in ("to_q", "to_k", "to_v", "to_out.0")},
+            **{f"attn.{name}": ((1, 0), (1, 0)) for name in ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")},
+            **{f"{ff}.linear_in": ((1, 0), (0, 2)) for ff in ("ff", "ff_context")},
+            **{f"{ff}.linear_out": ((0, 1), (1, 0)) for ff in ("ff", "ff_context")},
+        },
+    ),
+    "single_transformer_blocks": (
+        20 / 25,
+        {"attn.to_qkv_mlp_proj": ((1, 0), (3, 2)), "attn.to_out": ((1, 1), (1, 0))},
+    ),
+}
+# A UNet's transformer layer (diffusers' BasicTransformerBlock): self- and cross-attention projections at the
+# stage's width (cross-attention's keys and values read the text width, taken as the stage's); its GEGLU MLP is
+# named ff.net.*, which no image run targets.
+UNET_LAYER = tuple(f"{attn}.{name}" for attn in ("attn1", "attn2") for name in ("to_q", "to_k", "to_v", "to_out.0"))
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, dict[str, dict[str, float]]]:
+    """Run id → {"held": coefficients, "transient": coefficients}, for the runs that have either."""
+    data = json.loads((PACKAGE_DATA / "adapter_matrices.json").read_text(encoding="utf-8"))
+    return {
+        run_id: {"held": row["held"], "transient": row["transient"]}
+        for run_id, row in data["runs"].items()
+        if any(row["held"].values()) or any(row["transient"].values())
+    }
+
+
+def layer_bytes(coefficients: dict[str, float], d_in: int, d_out: int) -> float:
+    """What one adapted ``d_in → d_out`` layer keeps beyond its per-token activations."""
+    low = min(d_in, d_out)
+    c = coefficients
+    value = (
+        c["in2"] * d_in * d_in
+        + c["in_out"] * d_in * d_out
+        + c["out2"] * d_out * d_out
+        + c["min2"] * low * low
+        + c["min_in"] * low * d_in
+        + c["in"] * d_in
+        + c["out"] * d_out
+        + c["one"]
+    )
+    return max(0.0, value)
+
+
+def blocks(shape: ModelShape) -> list[tuple[float, dict[str, tuple[int, int]]]]:
+    """The model's blocks as (how many, {linear path: (d_in, d_out)}) per kind of block."""
+    if shape.kind == "dit":
+
+        def width(multiple: tuple[int, int]) -> int:
+            return multiple[0] * shape.hidden + multiple[1] * shape.intermediate
+
+        return [
+            (share * shape.layers, {f"{kind}.0.{name}": (width(i), width(o)) for name, (i, o) in layers.items()})
+            for kind, (share, layers) in DIT_BLOCKS.items()
+        ]
+    if shape.kind == "unet":
+        return [
+            (stage.transformer_layers, {f"{stage.name}.0.{name}": (stage.channels,) * 2 for name in UNET_LAYER})
+            for stage in shape.stages
+            if stage.transformer_layers
+        ]
+    layer = {f"model.layers.0.{name}": (d_in, d_out) for name, (d_out, d_in) in llama_layer(shape).items()}
+    return [(shape.layers, layer)]
+
+
+def held_and_transient(
+    run: BenchmarkRun, shape: ModelShape, grad_checkpointing: bool, layer_share: float
+) -> tuple[float, float]:
+    """What the run's adapted layers on ``shape`` hold from forward to backward at once (the largest block's under
+    gradient checkpointing, one block being recomputed at a time; else every adapted layer's, on this GPU's
+    ``layer_share`` of the layers), and what the largest of them builds and frees again in its own forward or
+    backward (DoRA's W + ΔW for the norm, FourierFT's complex spectrum), one layer's at a time."""
+    row = _table().get(run.id)
+    if not row:
+        return 0.0, 0.0
+    targets = (run.peft_config or {}).get("target_modules")
+    adapted = [
+        (count, [dims for path, dims in layers.items() if targets_match(path, targets)])
+        for count, layers in blocks(shape)
+    ]
+    per_block = [(count, sum(layer_bytes(row["held"], i, o) for i, o in dims)) for count, dims in adapted]
+    transient = max((layer_bytes(row["transient"], i, o) for _, dims in adapted for i, o in dims), default=0.0)
+    if grad_checkpointing:
+        return max((block for _, block in per_block), default=0.0), transient
+    return sum(count * block for count, block in per_block) * layer_share, transient
+
+
+def adapter_matrix_bytes(run: BenchmarkRun, shape: ModelShape, grad_checkpointing: bool, layer_share: float) -> float:
+    """The run's weight-shaped tensors on ``shape`` at the step's peak: held + one layer's transient."""
+    return sum(held_and_transient(run, shape, grad_checkpointing, layer_share))
+
+
+def counted(run: BenchmarkRun) -> bool:
+    """Whether the run keeps any weight-shaped tensors (the term is shown only then)."""
+    return run.id in _table()
