@@ -85,6 +85,10 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
     lines += _parallel(setup)
     if request.adapter is not None:
         lines.append(f"your adapter: {request.adapter.description} ({request.adapter.counted_by})")
+        lines.append(
+            "the matrices a method builds per adapted layer (HRA, BOFT, LoHa, OSF, ...: 'adapter matrices') are "
+            "counted for the stored run's configuration (its rank, block sizes and target names), not your adapter's"
+        )
     return lines
 
 
