@@ -16,7 +16,7 @@ import pytest
 
 from advisor.benchmarks.store import load_snapshot
 from advisor.memory.adapter_matrices import (
-    DIT_BLOCKS,
+    DIT_LAYOUTS,
     adapter_matrix_bytes,
     blocks,
     counted,
@@ -119,26 +119,53 @@ def _coefficients(run_id: str) -> dict[str, float]:
     return _table()[run_id]
 
 
-def test_dit_layout_is_flux2s() -> None:
-    """DIT_BLOCKS, in multiples of (hidden, MLP width), are FLUX.2-klein's linears (diffusers, on the meta device)."""
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "mlp"),
+    [
+        (
+            "Flux2Transformer2DModel",
+            {"num_layers": 5, "num_single_layers": 20, "joint_attention_dim": 7680, "guidance_embeds": False},
+            9216,
+        ),
+        ("FluxTransformer2DModel", {"num_layers": 19, "num_single_layers": 38}, 12288),
+        ("SD3Transformer2DModel", {"num_layers": 24, "caption_projection_dim": 3072, "pos_embed_max_size": 64}, 12288),
+    ],
+)
+def test_dit_layouts_are_diffusers_own(cls: str, kwargs: dict, mlp: int) -> None:
+    """Each DiT layout, in multiples of (hidden, MLP width), is its diffusers class's linears (on the meta device;
+    FLUX.2-klein's, FLUX.1's and an SD3 at 24 heads × 128), and its shares give the class's block counts."""
     torch = pytest.importorskip("torch")
     diffusers = pytest.importorskip("diffusers")
     with torch.device("meta"):
-        model = diffusers.Flux2Transformer2DModel(
-            num_layers=5, num_single_layers=20, attention_head_dim=128, num_attention_heads=24, mlp_ratio=3.0,
-            joint_attention_dim=7680, guidance_embeds=False,
-        )  # fmt: skip
-    real = {}
+        model = getattr(diffusers, cls)(attention_head_dim=128, num_attention_heads=24, **kwargs)
+    real: dict[str, tuple[int, int]] = {}
+    counts: dict[str, int] = {}
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and ".0." in name:
-            kind, _, rest = name.partition(".0.")
-            real[f"{kind}.0.{rest}"] = (module.in_features, module.out_features)
-    ours = {}
-    for _count, layers in blocks(IMAGE_BENCHMARK_SHAPE):
+        kind, _, rest = name.partition(".")
+        index, _, path = rest.partition(".")
+        if index.isdigit():
+            counts[kind] = max(counts.get(kind, 0), int(index) + 1)
+            if isinstance(module, torch.nn.Linear) and index == "0":
+                real[f"{kind}.0.{path}"] = (module.in_features, module.out_features)
+    shape = replace(IMAGE_BENCHMARK_SHAPE, architecture=cls, intermediate=mlp, layers=sum(counts.values()))
+    ours: dict[str, tuple[int, int]] = {}
+    for count, layers in blocks(shape):
         ours.update(layers)
+        kind = next(iter(layers)).split(".")[0]
+        assert count == pytest.approx(counts[kind])
     assert ours == real
-    assert sum(share for share, _ in DIT_BLOCKS.values()) == pytest.approx(1.0)
-    assert sum(count for count, _ in blocks(IMAGE_BENCHMARK_SHAPE)) == pytest.approx(25)
+    assert sum(share for share, _ in DIT_LAYOUTS[cls].values()) == pytest.approx(1.0)
+
+
+def test_flux1_is_counted_on_its_own_layers() -> None:
+    """FLUX.2's run targets named for FLUX.2 (linear_in, to_qkv_mlp_proj) match none of FLUX.1's MLPs, so HRA on
+    FLUX.1 holds only the attention projections of a double block: far less than FLUX.2's layout would say."""
+    run = _runs()["image-gen/hra/flux2-klein-default"]
+    flux1 = replace(IMAGE_BENCHMARK_SHAPE, architecture="FluxTransformer2DModel", intermediate=12288, layers=57)
+    as_flux2 = replace(flux1, architecture="Flux2Transformer2DModel")
+    held = held_and_transient(run, flux1, True, 1.0)[0]
+    assert held == pytest.approx(8 * layer_bytes(_coefficients(run.id)["held"], 3072, 3072))
+    assert held < held_and_transient(run, as_flux2, True, 1.0)[0] / 3
 
 
 @pytest.mark.slow

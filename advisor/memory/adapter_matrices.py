@@ -18,9 +18,9 @@ to the byte (integer bytes per element: HRA's 132·d_in² held is its 33 fp32 pr
 The per-token activation factor cannot carry either to another model: FLUX.2's HRA run holds 34 GiB of them in one
 double-stream block, whatever the batch or resolution; OSF's run holds 15.6 GiB of U and V factors on Llama-3.2-3B.
 The layers are the user's model's own where the memory model knows its layout (a decoder's Llama-named linears
-from its shape), FLUX.2's block layout scaled to the model's widths for a diffusion transformer, and a UNet's
-transformer layers' attention projections, as the run's target names match them. No torch: this runs on the
-recommend path.
+from its shape; a diffusion transformer's blocks by its diffusers class, FLUX.2, FLUX.1 or SD3, scaled to its
+widths; a UNet's transformer layers' attention projections), as the run's target names match them. No torch: this
+runs on the recommend path.
 """
 
 from __future__ import annotations
@@ -33,24 +33,64 @@ from advisor.memory.shapes import ModelShape
 from advisor.memory.user_adapter import llama_layer, targets_match
 from advisor.paths import PACKAGE_DATA
 
-# FLUX.2's transformer blocks (diffusers' Flux2Transformer2DModel): each linear's (d_in, d_out) as multiples of
-# (hidden, MLP width), so the layout scales to another diffusion transformer's widths. Double-stream blocks hold
-# the image and text streams' attention and gated MLPs; single-stream blocks one fused projection.
-DIT_BLOCKS: dict[str, tuple[float, dict[str, tuple[tuple[int, int], tuple[int, int]]]]] = {
-    # block kind: (its share of the blocks, {linear: ((d_in in hidden, MLP), (d_out in hidden, MLP))})
-    "transformer_blocks": (
-        5 / 25,
-        {
-            **{f"attn.{name}": ((1, 0), (1, 0)) for name in ("to_q", "to_k", "to_v", "to_out.0")},
-            **{f"attn.{name}": ((1, 0), (1, 0)) for name in ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")},
-            **{f"{ff}.linear_in": ((1, 0), (0, 2)) for ff in ("ff", "ff_context")},
-            **{f"{ff}.linear_out": ((0, 1), (1, 0)) for ff in ("ff", "ff_context")},
-        },
-    ),
-    "single_transformer_blocks": (
-        20 / 25,
-        {"attn.to_qkv_mlp_proj": ((1, 0), (3, 2)), "attn.to_out": ((1, 1), (1, 0))},
-    ),
+# A diffusion transformer's blocks by its diffusers class: each linear's (d_in, d_out) as multiples of (hidden, MLP
+# width), so the layout scales to the model's widths, and each kind of block's share of the blocks (the family's
+# released sizes: FLUX.2-klein 5 double + 20 single, FLUX.1 19 + 38, SD3 all joint). Checked against diffusers'
+# own classes on the meta device (tests/test_adapter_matrices.py). Another class is counted as FLUX.2's.
+Layout = dict[str, tuple[float, dict[str, tuple[tuple[int, int], tuple[int, int]]]]]
+_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+_SQUARE = ((1, 0), (1, 0))
+_GELU_MLP = {  # FLUX.1's and SD3's FeedForward: proj to the MLP width, GELU, back
+    f"{ff}.{name}": dims
+    for ff in ("ff", "ff_context")
+    for name, dims in (("net.0.proj", ((1, 0), (0, 1))), ("net.2", ((0, 1), (1, 0))))
+}
+DIT_LAYOUTS: dict[str, Layout] = {
+    "Flux2Transformer2DModel": {  # attention and gated MLPs of both streams; modulation lives outside the blocks
+        "transformer_blocks": (
+            5 / 25,
+            {
+                **{f"attn.{name}": _SQUARE for name in _ATTENTION},
+                **{f"{ff}.linear_in": ((1, 0), (0, 2)) for ff in ("ff", "ff_context")},
+                **{f"{ff}.linear_out": ((0, 1), (1, 0)) for ff in ("ff", "ff_context")},
+            },
+        ),
+        "single_transformer_blocks": (
+            20 / 25,
+            {"attn.to_qkv_mlp_proj": ((1, 0), (3, 2)), "attn.to_out": ((1, 1), (1, 0))},
+        ),
+    },
+    "FluxTransformer2DModel": {
+        "transformer_blocks": (
+            19 / 57,
+            {
+                "norm1.linear": ((1, 0), (6, 0)),
+                "norm1_context.linear": ((1, 0), (6, 0)),
+                **{f"attn.{name}": _SQUARE for name in _ATTENTION},
+                **_GELU_MLP,
+            },
+        ),
+        "single_transformer_blocks": (
+            38 / 57,
+            {
+                "norm.linear": ((1, 0), (3, 0)),
+                "proj_mlp": ((1, 0), (0, 1)),
+                "proj_out": ((1, 1), (1, 0)),
+                **{f"attn.{name}": _SQUARE for name in ("to_q", "to_k", "to_v")},
+            },
+        ),
+    },
+    "SD3Transformer2DModel": {
+        "transformer_blocks": (
+            1.0,
+            {
+                "norm1.linear": ((1, 0), (6, 0)),
+                "norm1_context.linear": ((1, 0), (6, 0)),
+                **{f"attn.{name}": _SQUARE for name in _ATTENTION},
+                **_GELU_MLP,
+            },
+        )
+    },
 }
 # A UNet's transformer layer (diffusers' BasicTransformerBlock): self- and cross-attention projections at the
 # stage's width (cross-attention's keys and values read the text width, taken as the stage's); its GEGLU MLP is
@@ -93,9 +133,10 @@ def blocks(shape: ModelShape) -> list[tuple[float, dict[str, tuple[int, int]]]]:
         def width(multiple: tuple[int, int]) -> int:
             return multiple[0] * shape.hidden + multiple[1] * shape.intermediate
 
+        layout = DIT_LAYOUTS.get(shape.architecture or "", DIT_LAYOUTS["Flux2Transformer2DModel"])
         return [
             (share * shape.layers, {f"{kind}.0.{name}": (width(i), width(o)) for name, (i, o) in layers.items()})
-            for kind, (share, layers) in DIT_BLOCKS.items()
+            for kind, (share, layers) in layout.items()
         ]
     if shape.kind == "unet":
         return [
