@@ -24,7 +24,7 @@ from advisor.memory.adapter_matrices import (
     layer_bytes,
 )
 from advisor.memory.denoiser import IMAGE_BENCHMARK_SHAPE, image_tokens
-from advisor.memory.model import BENCHMARK_SETUP, BENCHMARK_SHAPE, benchmark_of, predict
+from advisor.memory.model import BENCHMARK_SHAPE, benchmark_of, predict
 from advisor.memory.setup import MemorySetup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +168,35 @@ def test_flux1_is_counted_on_its_own_layers() -> None:
     assert held < held_and_transient(run, as_flux2, True, 1.0)[0] / 3
 
 
+TINY_SHAPE = replace(
+    BENCHMARK_SHAPE, hidden=512, intermediate=1024, layers=2, heads=8, kv_heads=4, head_dim=64, vocab=128
+)
+
+
+def _tiny_peft_llama(run):
+    """A tiny Llama of TINY_SHAPE (GQA, an MLP wider than the hidden) under the run's own config and targets, in
+    train mode, every layer's input needing a gradient, as in all but the first layer of a real stack (and in all
+    of them under gradient checkpointing): the table was counted so."""
+    import torch
+    import transformers
+    from peft import get_peft_model
+
+    config = transformers.LlamaConfig(
+        hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+        vocab_size=128, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    base = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+    peft_config = _script().one_layer_config(run)
+    peft_config.target_modules = set(run.peft_config["target_modules"])
+    if run.peft_type == "OSF":  # its rank pattern names the run's model's modules; the default rank is its own
+        peft_config.rank_pattern = {}
+    model = get_peft_model(base, peft_config)
+    model.train()
+    model.enable_input_require_grads()
+    return model
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "run_id",
@@ -181,30 +210,15 @@ def test_flux1_is_counted_on_its_own_layers() -> None:
     ],
 )
 def test_table_holds_on_a_whole_peft_model(run_id: str) -> None:
-    """A tiny Llama (GQA, an MLP wider than the hidden) under the run's own config and targets: what autograd keeps
-    that does not grow with the tokens equals the term summed over its adapted layers."""
+    """A whole tiny PEFT model, every adapted layer at once: what autograd keeps that does not grow with the tokens
+    equals the table's held part summed over the layers the run's targets match."""
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
     from advisor.memory.saved_tensors import saved_bytes
 
     run = _runs()[run_id]
-    config = transformers.LlamaConfig(
-        hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
-        vocab_size=128, max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    base = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
-    script = _script()
-    peft_config = script.one_layer_config(run)
-    peft_config.target_modules = set(run.peft_config["target_modules"])
-    if run.peft_type == "OSF":  # its rank pattern names the run's model's modules; the default rank is its own
-        peft_config.rank_pattern = {}
-    model = peft.get_peft_model(base, peft_config)
-    model.train()
-    # Every layer's input needs a gradient, as in all but the first layer of a real stack (and in all of them under
-    # gradient checkpointing): the table was counted so
-    model.enable_input_require_grads()
+    model = _tiny_peft_llama(run)
     buffers = {b.untyped_storage().data_ptr() for b in model.buffers()}
     counts = []
     for tokens in (8, 16):
@@ -215,35 +229,19 @@ def test_table_holds_on_a_whole_peft_model(run_id: str) -> None:
             )
         )
     fixed = 2 * counts[0] - counts[1]
-    shape = replace(
-        BENCHMARK_SHAPE, hidden=512, intermediate=1024, layers=2, heads=8, kv_heads=4, head_dim=64, vocab=128
-    )
-    predicted = held_and_transient(run, shape, grad_checkpointing=False, layer_share=1.0)[0]
+    predicted = held_and_transient(run, TINY_SHAPE, grad_checkpointing=False, layer_share=1.0)[0]
     # Attention's T×T parts make the intercept a little negative; they are a few kB against the matrices' MBs
     assert predicted == pytest.approx(fixed, rel=0.03), (fixed, predicted)
-    assert BENCHMARK_SETUP.grad_checkpointing is False
 
 
 def _tiny_llama_fixed_peak(run) -> int:
     """The peak of new storages over a tiny Llama's forward and backward under the run's adapter, the part that
     does not grow with the tokens, less the adapter's gradients (the trainable-state term)."""
     import torch
-    import transformers
-    from peft import get_peft_model
 
     from advisor.memory.saved_tensors import peak_new_bytes
 
-    config = transformers.LlamaConfig(
-        hidden_size=512, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
-        vocab_size=128, max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    base = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
-    peft_config = _script().one_layer_config(run)
-    peft_config.target_modules = set(run.peft_config["target_modules"])
-    model = get_peft_model(base, peft_config)
-    model.train()
-    model.enable_input_require_grads()
+    model = _tiny_peft_llama(run)
     gradients = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     peaks = []
     for tokens in (8, 16):
@@ -273,9 +271,6 @@ def test_held_plus_one_transient_is_a_whole_models_peak(run_id: str) -> None:
     measured = _tiny_llama_fixed_peak(runs[run_id]) - _tiny_llama_fixed_peak(
         runs["MetaMathQA/lora/llama-3.2-3B-rank32"]
     )
-    shape = replace(
-        BENCHMARK_SHAPE, hidden=512, intermediate=1024, layers=2, heads=8, kv_heads=4, head_dim=64, vocab=128
-    )
-    held, transient = held_and_transient(runs[run_id], shape, grad_checkpointing=False, layer_share=1.0)
+    held, transient = held_and_transient(runs[run_id], TINY_SHAPE, grad_checkpointing=False, layer_share=1.0)
     assert held + transient == pytest.approx(measured, rel=0.15), (measured, held, transient)
     assert abs(held + transient - measured) < abs(held + 4 * transient - measured)  # not one per adapted layer
