@@ -6,11 +6,16 @@ training and conversion spawn processes, and the memory a user needs is theirs t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -61,3 +66,19 @@ def run_measured(
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} failed ({proc.returncode}): {err[-2000:]}")
     return time.perf_counter() - start, peak, out
+
+
+@contextlib.contextmanager
+def worktree(ref: str | None) -> Iterator[Path | None]:
+    """A temporary, detached git worktree of this repository at ``ref`` (removed afterwards), or None: how a
+    benchmark runs the code as it was before a change beside today's, on the same inputs."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)

@@ -17,7 +17,12 @@
     predicts reserved memory, a few % above), and so are figures that include the CUDA context or allocator
     fragmentation (not modelled).
 
-Run: ``python benchmarks/memory_accuracy.py [--json]``.
+``--baseline REF`` also predicts every outside figure with the memory model as it was at commit REF (for example
+``a7185ba^``, the model issue 18 was filed against), run from a temporary git worktree on the same rows, for
+the rows its CLI could express (a bitsandbytes or unquantised base, one GPU, no attention or precision knobs,
+the row's stored run as the adapter), and prints both models' errors on those rows, per source.
+
+Run: ``python benchmarks/memory_accuracy.py [--json] [--baseline REF]``.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from measure import worktree  # noqa: E402
 
 from advisor.benchmarks.records import GIB  # noqa: E402
 from advisor.benchmarks.store import load_snapshot  # noqa: E402
@@ -132,6 +142,71 @@ def published() -> list[dict]:
     return rows
 
 
+# Run inside a worktree of an older commit: its own memory model predicts the rows on stdin (null: it cannot).
+BASELINE_DRIVER = r"""
+import json, sys
+from advisor.benchmarks.store import load_snapshot
+from advisor.memory import model as m
+from advisor.memory.shapes import shape_from_config
+from advisor.vocabulary import QUANTIZATION
+runs = {r.id: r for r in load_snapshot().runs}
+out = []
+for row in json.load(sys.stdin):
+    try:
+        if row["quant"] not in QUANTIZATION or row["run"] not in runs:
+            raise ValueError("not expressible")
+        shape = shape_from_config(row["config"], row["model"]) if row["config"] else m.BENCHMARK_SHAPE
+        setup = m.MemorySetup(batch_size=row["batch"], seq_len=row["seq"], quant=row["quant"],
+                              grad_checkpointing=row["gc"])
+        out.append(m.predict(runs[row["run"]], shape, setup).total / 2**30)
+    except Exception:
+        out.append(None)
+print(json.dumps(out))
+"""
+
+
+def baseline_predictions(tree: Path, rows: list[dict]) -> list[float | None]:
+    """The older commit's predictions (GiB) for the outside rows its CLI could express, else None."""
+    data = json.loads((REPO / "benchmarks/data/published_memory.json").read_text())
+    expressible = [
+        r.get("kind") != "dit" and r.get("gpus", 1) == 1 and r.get("attention", "sdpa") in ("sdpa", "flash")
+        and r.get("dtype", "bf16") == "bf16" and r.get("optimizer", "adamw") == "adamw" and "amp" not in r
+        for r in rows
+    ]  # fmt: skip
+    payload = [
+        {
+            "model": r["model"],
+            "config": data["models"].get(r["model"]) if r["source"] != "h100" else None,
+            "run": r["run"] if ok else "",
+            "quant": r["quant"],
+            "batch": r["batch"],
+            "seq": r["seq"],
+            "gc": r["gc"],
+        }
+        for r, ok in zip(rows, expressible, strict=True)
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", BASELINE_DRIVER], input=json.dumps(payload), capture_output=True, text=True,
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"--baseline: the memory model at that commit could not be run ({last})")
+    return json.loads(result.stdout)
+
+
+def compare_with_baseline(rows: list[dict]) -> dict:
+    """Both models' errors on the rows the baseline could predict, overall and per source."""
+    both = [r for r in rows if "baseline_error" in r]
+
+    def pair(chosen: list[dict]) -> dict:
+        old = summary([{"error": r["baseline_error"]} for r in chosen])
+        return {"n": len(chosen), "baseline": old, "ours": summary(chosen)}
+
+    sources = sorted({r["source"] for r in both})
+    return {"all": pair(both), "by_source": {s: pair([r for r in both if r["source"] == s]) for s in sources}}
+
+
 def summary(rows: list[dict]) -> dict:
     errors = sorted(abs(r["error"]) for r in rows)
     return {
@@ -145,10 +220,18 @@ def summary(rows: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--baseline", metavar="REF", help="also the memory model as it was at this commit")
     args = parser.parse_args()
     loo = {mode: leave_one_out(mode) for mode in ("peak", "train")}
     loo_image = leave_one_out("peak", "image-gen")
     outside = published()
+    if args.baseline:
+        with worktree(args.baseline) as tree:
+            assert tree is not None
+            for row, old in zip(outside, baseline_predictions(tree, outside), strict=True):
+                if old is not None:
+                    row["baseline_predicted_gib"] = round(old, 3)
+                    row["baseline_error"] = round(old / row["measured_gib"] - 1, 4)
     report = {
         "leave_one_out": {mode: {**summary(rows), "target": "median ≤ 3%"} for mode, rows in loo.items()},
         "leave_one_out_image": {**summary(loo_image), "target": "median ≤ 3%"},
@@ -157,6 +240,7 @@ def main() -> None:
             source: summary([r for r in outside if r["source"] == source])
             for source in sorted({r["source"] for r in outside})
         },
+        **({"baseline": {"ref": args.baseline, **compare_with_baseline(outside)}} if args.baseline else {}),
         "rows": {
             "leave_one_out_peak": loo["peak"],
             "leave_one_out_train": loo["train"],
@@ -193,6 +277,16 @@ def main() -> None:
             f"      {source:8s} n={t['n']}, median |error| {t['median_abs_error']:.1%}, p90 {t['p90_abs_error']:.1%}, "
             f"max {t['max_abs_error']:.1%}"
         )
+    if args.baseline:
+        base = report["baseline"]
+        print(f"(b) against the model at {args.baseline}, on the {base['all']['n']} rows its CLI could express:")
+        for name, pair in [("all", base["all"]), *base["by_source"].items()]:
+            old, ours = pair["baseline"], pair["ours"]
+            print(
+                f"      {name:14s} n={pair['n']:3d}  at {args.baseline}: median {old['median_abs_error']:.1%}, "
+                f"p90 {old['p90_abs_error']:.1%}   ours: median {ours['median_abs_error']:.1%}, "
+                f"p90 {ours['p90_abs_error']:.1%}"
+            )
     for r in outside:
         attention = f" {r['attention']}" if r.get("attention", "sdpa") != "sdpa" else ""
         length = f"{r['resolution']}px" if r.get("resolution") else f"s{r['seq']}"

@@ -30,18 +30,15 @@ than before (``--before``) and than without the prefilter.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from card_mix import ordinary_cards
-from measure import run_measured
+from measure import run_measured, worktree
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CARDS = REPO.parent / "shared" / "model-cards"
@@ -175,7 +172,7 @@ def main() -> None:
         raise SystemExit(f"needs a folder of real cards (<repo>/README.md): {args.cards_from} is missing")
     mixes = ("peft", "realistic") if args.mix == "both" else (args.mix,)
     print(f"cores: {os.cpu_count()}; {len(keyword_patterns())} technique keyword regexes in the baseline")
-    with tempfile.TemporaryDirectory() as tmp, _worktree(args.before) as before:
+    with tempfile.TemporaryDirectory() as tmp, worktree(args.before) as before:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for mix in mixes:
@@ -210,21 +207,6 @@ def main() -> None:
             )
             if before:
                 print(f"[{mix}] ratio ours/at {args.before} {rate['ours'] / rate['before']:.2f} (target >= 1)")
-
-
-@contextlib.contextmanager
-def _worktree(ref: str | None) -> Iterator[Path | None]:
-    """A temporary, detached git worktree of this repository at ``ref`` (removed afterwards), or None."""
-    if ref is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
-        try:
-            yield tree
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
 
 
 if __name__ == "__main__":
