@@ -33,7 +33,6 @@ the held polynomial over the layers each run holds at once and adds the largest 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import warnings
@@ -45,112 +44,28 @@ OUT = REPO / "advisor" / "data" / "adapter_matrices.json"
 
 WIDTHS = (512, 768, 1024, 1536)
 HELD_OUT = ((2048, 1024), (1024, 3072))  # (d_in, d_out)
-TOKENS = (8, 16)
 # Prompt-style methods adapt no linear layer; LayerNorm tuning trains norms; trainable tokens an embedding.
 NOT_LINEAR = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT", "TRAINABLE_TOKENS", "LN_TUNING"}
-# Config fields that name modules of the run's model, or patterns over its layers: replaced for the one layer.
-MODEL_SPECIFIC = {
-    "target_modules", "layers_to_transform", "layers_pattern", "modules_to_save", "exclude_modules",
-    "rank_pattern", "alpha_pattern", "target_parameters", "base_model_name_or_path", "revision", "task_type",
-    "peft_version", "auto_mapping", "inference_mode", "peft_type", "trainable_token_indices",
-}  # fmt: skip
-FEATURES = ("in2", "in_out", "out2", "min2", "min_in", "in", "out", "one")
-
-
-def features(d_in: int, d_out: int) -> list[float]:
-    """The terms a layer's fixed bytes are a sum of: its weight's shape, squared widths (HRA's d_in × d_in
-    products), and the smaller width's (OSF's and RandLoRA's min(d_in, d_out)-sized factors). min·d_out is left
-    out: it is d_in·d_out + min² − min·d_in, so the fit would not be unique."""
-    low = min(d_in, d_out)
-    return [d_in * d_in, d_in * d_out, d_out * d_out, low * low, low * d_in, d_in, d_out, 1]
 
 
 def one_layer_config(run):
     """The run's PEFT config for a model whose only linear layer is named ``proj``."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from advisor.memory.adapter_matrix_count import one_layer_config as config_for
 
-    cls = PEFT_TYPE_TO_CONFIG_MAPPING[run.peft_type]
-    names = {f.name for f in dataclasses.fields(cls)}
-    fields = {k: v for k, v in run.peft_config.items() if k in names and k not in MODEL_SPECIFIC}
-    if fields.get("feedforward_modules"):  # IA³: the layer is one of its feed-forward modules
-        fields["feedforward_modules"] = ["proj"]
-    if isinstance(fields.get("use_bdlora"), dict):  # block-diagonal LoRA: the layer is a B-side (output) target
-        fields["use_bdlora"] = {**fields["use_bdlora"], "target_modules_bd_a": [], "target_modules_bd_b": ["proj"]}
-    fields.pop("progressbar", None)
-    return cls(target_modules=["proj"], **fields)
-
-
-def fixed_bytes(run, d_in: int, d_out: int) -> tuple[int, int]:
-    """What one adapted ``d_in → d_out`` layer holds for backward, and what its forward and backward allocate on
-    top of that and of its adapter's gradients at their peak, counting only what does not grow with the tokens."""
-    import torch
-    from peft import get_peft_model
-
-    from advisor.memory.saved_tensors import peak_new_bytes, saved_bytes
-
-    class OneLayer(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(d_in, d_out, bias=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.proj(x)
-
-    torch.manual_seed(0)
-    model = get_peft_model(OneLayer().to(torch.bfloat16), one_layer_config(run))
-    model.train()
-    buffers = {b.untyped_storage().data_ptr() for b in model.buffers()}
-    gradients = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-
-    def kept(tensor: torch.Tensor) -> bool:  # a buffer (VeRA's shared projections) is resident, not saved
-        return tensor.layout != torch.strided or tensor.untyped_storage().data_ptr() not in buffers
-
-    held, peaks = [], []
-    for tokens in TOKENS:
-        x = torch.randn(1, tokens, d_in, dtype=torch.bfloat16, requires_grad=True)
-        held.append(saved_bytes(model, x, keep=kept, held_only=True))
-
-        def step(x: torch.Tensor = x) -> None:
-            model(x).float().sum().backward()
-
-        model.zero_grad(set_to_none=True)
-        peaks.append(peak_new_bytes(step))
-
-    def intercept(counts: list[int]) -> int:
-        return round(counts[0] - TOKENS[0] * (counts[1] - counts[0]) / (TOKENS[1] - TOKENS[0]))
-
-    fixed_held = intercept(held)
-    return fixed_held, max(0, intercept(peaks) - fixed_held - gradients)
-
-
-def _fit(shapes: list[tuple[int, int]], counts: list[int]) -> tuple[list[float], float]:
-    import numpy as np
-
-    if not any(counts):
-        return [0.0] * len(FEATURES), 0.0
-    scale = np.array(features(1024, 1024), dtype=float)  # conditioning: features near 1 at the fitted widths
-    design = np.array([features(i, o) for i, o in shapes], dtype=float) / scale
-    solution, *_ = np.linalg.lstsq(design, np.array(counts, dtype=float), rcond=None)
-    coefficients = solution / scale
-    fitted = np.array([features(i, o) for i, o in shapes], dtype=float) @ coefficients
-    return list(coefficients), float(np.max(np.abs(fitted - counts)) / max(counts))
-
-
-def _polynomial(coefficients: list[float], d_in: int, d_out: int) -> float:
-    return sum(c * f for c, f in zip(coefficients, features(d_in, d_out), strict=True))
+    return config_for(run.peft_type, run.peft_config)
 
 
 def fit(run) -> dict:
-    shapes = [(i, o) for i in WIDTHS for o in WIDTHS]
-    measured = [fixed_bytes(run, i, o) for i, o in shapes]
-    row: dict = {"fit_error": 0.0, "held_out_error": 0.0}
-    checks = {shape: fixed_bytes(run, *shape) for shape in HELD_OUT}
-    for index, part in enumerate(("held", "transient")):
-        coefficients, error = _fit(shapes, [m[index] for m in measured])
-        row[part] = {name: float(f"{value:.6g}") for name, value in zip(FEATURES, coefficients, strict=True)}
-        row["fit_error"] = round(max(row["fit_error"], error), 4)
-        for shape, truth in checks.items():
-            miss = abs(_polynomial(coefficients, *shape) - truth[index]) / max(truth[index], 2**20)  # 1 MiB floor
+    from advisor.memory.adapter_matrices import layer_bytes
+    from advisor.memory.adapter_matrix_count import count_matrices, layer_counts
+
+    config = one_layer_config(run)
+    row = count_matrices(config, WIDTHS)
+    row["held_out_error"] = 0.0
+    for shape in HELD_OUT:
+        truth = layer_counts(config, *shape)
+        for index, part in enumerate(("held", "transient")):
+            miss = abs(layer_bytes(row[part], *shape) - truth[index]) / max(truth[index], 2**20)  # 1 MiB floor
             row["held_out_error"] = round(max(row["held_out_error"], miss), 4)
     return row
 

@@ -274,3 +274,48 @@ def test_held_plus_one_transient_is_a_whole_models_peak(run_id: str) -> None:
     held, transient = held_and_transient(runs[run_id], TINY_SHAPE, grad_checkpointing=False, layer_share=1.0)
     assert held + transient == pytest.approx(measured, rel=0.15), (measured, held, transient)
     assert abs(held + transient - measured) < abs(held + 4 * transient - measured)  # not one per adapted layer
+
+
+def _adapter_config(tmp_path: Path, **fields: object) -> Path:
+    path = tmp_path / "adapter_config.json"
+    path.write_text(__import__("json").dumps(fields))
+    return path
+
+
+def test_your_adapter_config_is_counted_with_its_own_matrices(tmp_path: Path) -> None:
+    """--adapter-config: the method's per-layer matrices are counted for the user's config (as the stored runs'
+    were) and replace the run's on that method's rows, on the layers the user's config targets."""
+    pytest.importorskip("peft")
+    pytest.importorskip("transformers")
+    from advisor.memory.user_adapter import from_adapter_config
+
+    runs = _runs()
+    boft = from_adapter_config(
+        _adapter_config(tmp_path, peft_type="BOFT", boft_block_size=8, boft_n_butterfly_factor=1,
+                        target_modules=["q_proj", "v_proj", "o_proj"]),
+        None, BENCHMARK_SHAPE, None,
+    )  # fmt: skip
+    assert boft.matrices is not None and boft.targets == ["q_proj", "v_proj", "o_proj"]
+    assert (boft.matrices["held"]["in2"], boft.matrices["transient"]["in2"]) == (6, 4)  # as the stored run's
+    run = runs["MetaMathQA/boft/llama-3.2-3B-default"]
+    theirs = held_and_transient(run, BENCHMARK_SHAPE, False, 1.0)[0]
+    mine = held_and_transient(run, BENCHMARK_SHAPE, False, 1.0, boft)[0]
+    o_proj = BENCHMARK_SHAPE.layers * layer_bytes(boft.matrices["held"], 3072, 3072)
+    assert mine == pytest.approx(theirs + o_proj, rel=0.01)  # o_proj added; block size 8 holds what 4 does
+    # A plain LoRA has none, and replaces the DoRA run's on the LoRA rows; a DoRA config brings its transient
+    plain = from_adapter_config(
+        _adapter_config(tmp_path, peft_type="LORA", r=16, target_modules="all-linear"), None, BENCHMARK_SHAPE, None
+    )
+    dora_run = runs["MetaMathQA/lora/llama-3.2-3B-rank32-dora"]
+    assert adapter_matrix_bytes(dora_run, BENCHMARK_SHAPE, False, 1.0) > 0
+    assert adapter_matrix_bytes(dora_run, BENCHMARK_SHAPE, False, 1.0, plain) == 0
+    dora = from_adapter_config(
+        _adapter_config(tmp_path, peft_type="LORA", r=16, use_dora=True, target_modules="all-linear"),
+        None, BENCHMARK_SHAPE, None,
+    )  # fmt: skip
+    lora_run = runs["MetaMathQA/lora/llama-3.2-3B-rank32"]
+    held, transient = held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, dora)
+    # the layer with the widest input (down_proj, 8192 → 3072): an fp32 identity of its input (d_in²) to build ΔW,
+    # and copies of W + ΔW for the norm
+    assert transient == pytest.approx(layer_bytes(dora.matrices["transient"], 8192, 3072))
+    assert transient > 4 * 8192 * 8192 + 4 * 8192 * 3072 and held < 2**20 * BENCHMARK_SHAPE.layers

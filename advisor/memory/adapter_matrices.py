@@ -30,7 +30,7 @@ from functools import lru_cache
 
 from advisor.benchmarks.records import BenchmarkRun
 from advisor.memory.shapes import ModelShape
-from advisor.memory.user_adapter import llama_layer, targets_match
+from advisor.memory.user_adapter import UserAdapter, llama_layer, targets_match
 from advisor.paths import PACKAGE_DATA
 
 # A diffusion transformer's blocks by its diffusers class: each linear's (d_in, d_out) as multiples of (hidden, MLP
@@ -109,20 +109,20 @@ def _table() -> dict[str, dict[str, dict[str, float]]]:
     }
 
 
+# The terms a layer's fixed bytes are a sum of: its weight's shape, squared widths (HRA's d_in × d_in products), and
+# the smaller width's (OSF's and RandLoRA's min(d_in, d_out)-sized factors). min·d_out is left out: it is
+# d_in·d_out + min² − min·d_in, so a fit would not be unique.
+FEATURES = ("in2", "in_out", "out2", "min2", "min_in", "in", "out", "one")
+
+
+def features(d_in: int, d_out: int) -> list[int]:
+    low = min(d_in, d_out)
+    return [d_in * d_in, d_in * d_out, d_out * d_out, low * low, low * d_in, d_in, d_out, 1]
+
+
 def layer_bytes(coefficients: dict[str, float], d_in: int, d_out: int) -> float:
     """What one adapted ``d_in → d_out`` layer keeps beyond its per-token activations."""
-    low = min(d_in, d_out)
-    c = coefficients
-    value = (
-        c["in2"] * d_in * d_in
-        + c["in_out"] * d_in * d_out
-        + c["out2"] * d_out * d_out
-        + c["min2"] * low * low
-        + c["min_in"] * low * d_in
-        + c["in"] * d_in
-        + c["out"] * d_out
-        + c["one"]
-    )
+    value = sum(coefficients[name] * x for name, x in zip(FEATURES, features(d_in, d_out), strict=True))
     return max(0.0, value)
 
 
@@ -149,16 +149,25 @@ def blocks(shape: ModelShape) -> list[tuple[float, dict[str, tuple[int, int]]]]:
 
 
 def held_and_transient(
-    run: BenchmarkRun, shape: ModelShape, grad_checkpointing: bool, layer_share: float
+    run: BenchmarkRun,
+    shape: ModelShape,
+    grad_checkpointing: bool,
+    layer_share: float,
+    adapter: UserAdapter | None = None,
 ) -> tuple[float, float]:
     """What the run's adapted layers on ``shape`` hold from forward to backward at once (the largest block's under
     gradient checkpointing, one block being recomputed at a time; else every adapted layer's, on this GPU's
     ``layer_share`` of the layers), and what the largest of them builds and frees again in its own forward or
-    backward (DoRA's W + ΔW for the norm, FourierFT's complex spectrum), one layer's at a time."""
+    backward (DoRA's W + ΔW for the norm, FourierFT's complex spectrum), one layer's at a time.
+
+    The user's own adapter (``--adapter-config``), counted the same way, replaces the run's on its method's rows,
+    with its own target names."""
     row = _table().get(run.id)
+    targets = (run.peft_config or {}).get("target_modules")
+    if adapter is not None and adapter.matrices is not None and adapter.peft_type == run.peft_type:
+        row, targets = adapter.matrices, adapter.targets or targets
     if not row:
         return 0.0, 0.0
-    targets = (run.peft_config or {}).get("target_modules")
     adapted = [
         (count, [dims for path, dims in layers.items() if targets_match(path, targets)])
         for count, layers in blocks(shape)
@@ -170,9 +179,15 @@ def held_and_transient(
     return sum(count * block for count, block in per_block) * layer_share, transient
 
 
-def adapter_matrix_bytes(run: BenchmarkRun, shape: ModelShape, grad_checkpointing: bool, layer_share: float) -> float:
+def adapter_matrix_bytes(
+    run: BenchmarkRun,
+    shape: ModelShape,
+    grad_checkpointing: bool,
+    layer_share: float,
+    adapter: UserAdapter | None = None,
+) -> float:
     """The run's weight-shaped tensors on ``shape`` at the step's peak: held + one layer's transient."""
-    return sum(held_and_transient(run, shape, grad_checkpointing, layer_share))
+    return sum(held_and_transient(run, shape, grad_checkpointing, layer_share, adapter))
 
 
 def counted(run: BenchmarkRun) -> bool:

@@ -367,7 +367,7 @@ def fixed_bytes(
         "quantised-layer inputs": quantised_input_bytes(shape, setup),
         "attention scores": attention_score_bytes(shape, setup),
         "autocast weight copies": autocast_copy_bytes(run, shape, setup),
-        "adapter matrices": adapter_matrix_bytes(run, shape, setup.grad_checkpointing, setup.layer_share),
+        "adapter matrices": adapter_matrix_bytes(run, shape, setup.grad_checkpointing, setup.layer_share, adapter),
         "gathered layers": gathered_layer_bytes(shape, setup),
     }
 

@@ -35,6 +35,10 @@ class UserAdapter:
     trainable: int
     description: str  # "LoRA r=16 on all-linear (224 layers)"
     counted_by: str  # how the count was made
+    # --adapter-config: what its method builds per adapted layer, counted on one layer with autograd
+    # ({"held": ..., "transient": ...} coefficients, advisor.memory.adapter_matrices), and the names it targets
+    matrices: dict[str, dict[str, float]] | None = None
+    targets: list[str] | str | None = None
 
 
 def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, int]]:
@@ -186,7 +190,16 @@ def from_adapter_config(
         if shape.is_denoiser:
             raise _CannotBuild("a diffusion model is counted from its headers, not built with transformers")
         count = _peft_count(config, model)
-        return UserAdapter(peft_type, count, f"{peft_type} from {Path(path).name}", "PEFT, on the model built on meta")
+        matrices = _count_matrices(peft_type, config)
+        return UserAdapter(
+            peft_type,
+            count,
+            f"{peft_type} from {Path(path).name}",
+            "PEFT, on the model built on meta"
+            + ("; its layer matrices with autograd on one layer" if matrices else ""),
+            matrices,
+            config.get("target_modules"),
+        )
     except _CannotBuild as exc:
         if peft_type != "LORA" or not isinstance(config.get("r"), int):
             raise UserError(
@@ -195,6 +208,18 @@ def from_adapter_config(
         targets = config.get("target_modules") or ["q_proj", "v_proj"]
         adapter = lora_count(linear_layers(shape, tensors), config["r"], targets, use_dora=bool(config.get("use_dora")))
         return UserAdapter("LORA", adapter.trainable, adapter.description, f"{adapter.counted_by} ({exc})")
+
+
+def _count_matrices(peft_type: str, config: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """The config's own per-layer matrices (HRA at its rank, BOFT at its block size, DoRA's norm), counted as the
+    stored runs' were; None where PEFT cannot build the method on one plain linear layer."""
+    from advisor.memory.adapter_matrix_count import count_matrices, one_layer_config, widths_for
+
+    try:
+        counted = count_matrices(one_layer_config(peft_type, config), widths_for(config))
+    except Exception:
+        return None
+    return {"held": counted["held"], "transient": counted["transient"]}
 
 
 class _CannotBuild(Exception):
