@@ -319,3 +319,19 @@ def test_your_adapter_config_is_counted_with_its_own_matrices(tmp_path: Path) ->
     # and copies of W + ΔW for the norm
     assert transient == pytest.approx(layer_bytes(dora.matrices["transient"], 8192, 3072))
     assert transient > 4 * 8192 * 8192 + 4 * 8192 * 3072 and held < 2**20 * BENCHMARK_SHAPE.layers
+
+
+def test_lora_shortcuts_bring_their_matrices() -> None:
+    """--lora-r: a plain LoRA builds nothing layer-sized, on every LoRA row (the DoRA row's too); --use-dora brings
+    DoRA's transient to every LoRA row, on the layers it targets. No torch."""
+    from advisor.memory.user_adapter import shortcut_lora
+
+    runs = _runs()
+    dora_run, lora_run = runs["MetaMathQA/lora/llama-3.2-3B-rank32-dora"], runs["MetaMathQA/lora/llama-3.2-3B-rank32"]
+    plain = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, "all-linear")
+    assert adapter_matrix_bytes(dora_run, BENCHMARK_SHAPE, False, 1.0, plain) == 0
+    dora = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, ["q_proj", "down_proj"], use_dora=True)
+    transient = held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, dora)[1]
+    assert transient == pytest.approx(layer_bytes(_coefficients(dora_run.id)["transient"], 8192, 3072))
+    q_only = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, ["q_proj"], use_dora=True)
+    assert held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, q_only)[1] < transient / 2

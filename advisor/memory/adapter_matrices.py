@@ -190,6 +190,19 @@ def adapter_matrix_bytes(
     return sum(held_and_transient(run, shape, grad_checkpointing, layer_share, adapter))
 
 
+# The stored DoRA run: --use-dora's matrices (DoRA's transient W + ΔW barely depends on the rank)
+DORA_RUN = "MetaMathQA/lora/llama-3.2-3B-rank32-dora"
+
+
+def lora_matrices(use_dora: bool) -> dict[str, dict[str, float]]:
+    """--lora-r/--use-dora: a plain LoRA builds nothing layer-sized (so it replaces the DoRA row's too); DoRA
+    builds what the stored DoRA run's config does."""
+    if use_dora:
+        return _table()[DORA_RUN]
+    nothing = dict.fromkeys(FEATURES, 0.0)
+    return {"held": nothing, "transient": nothing}
+
+
 def counted(run: BenchmarkRun) -> bool:
     """Whether the run keeps any weight-shaped tensors (the term is shown only then)."""
     return run.id in _table()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,6 +146,20 @@ def shortcut_lora(
     them with one LoRA per stacked parameter, the fused one at twice the rank: no count of per-expert linear
     layers reproduces that. There PEFT itself counts on the model built on meta, as ``--adapter-config`` does;
     without torch/peft, or for a model transformers cannot build, the per-layer arithmetic stands, said so."""
+    from advisor.memory.adapter_matrices import lora_matrices
+
+    adapter = _shortcut_count(model, shape, tensors, rank, targets, use_dora)
+    return replace(adapter, matrices=lora_matrices(use_dora), targets=targets)
+
+
+def _shortcut_count(
+    model: str | None,
+    shape: ModelShape,
+    tensors: dict[str, tuple[int, ...]] | None,
+    rank: int,
+    targets: list[str] | str,
+    use_dora: bool,
+) -> UserAdapter:
     layers = linear_layers(shape, tensors)
     try:
         arithmetic: UserAdapter | UserError = lora_count(layers, rank, targets, use_dora=use_dora)
