@@ -296,6 +296,7 @@ def test_your_adapter_config_is_counted_with_its_own_matrices(tmp_path: Path) ->
         None, BENCHMARK_SHAPE, None,
     )  # fmt: skip
     assert boft.matrices is not None and boft.targets == ["q_proj", "v_proj", "o_proj"]
+    assert "autograd" in boft.matrices_from
     assert (boft.matrices["held"]["in2"], boft.matrices["transient"]["in2"]) == (6, 4)  # as the stored run's
     run = runs["MetaMathQA/boft/llama-3.2-3B-default"]
     theirs = held_and_transient(run, BENCHMARK_SHAPE, False, 1.0)[0]
@@ -333,5 +334,6 @@ def test_lora_shortcuts_bring_their_matrices() -> None:
     dora = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, ["q_proj", "down_proj"], use_dora=True)
     transient = held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, dora)[1]
     assert transient == pytest.approx(layer_bytes(_coefficients(dora_run.id)["transient"], 8192, 3072))
+    assert "DoRA" in dora.matrices_from and "none" in plain.matrices_from  # what --explain says
     q_only = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, ["q_proj"], use_dora=True)
     assert held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, q_only)[1] < transient / 2

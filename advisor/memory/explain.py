@@ -86,8 +86,8 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
     if request.adapter is not None:
         lines.append(f"your adapter: {request.adapter.description} ({request.adapter.counted_by})")
         lines.append(
-            "the matrices your method builds per adapted layer ('adapter matrices': HRA's products, BOFT's rotations, "
-            "DoRA's norm, ...) were counted for your config with autograd on one layer, on the layers it targets"
+            f"the matrices your method builds per adapted layer ('adapter matrices'): {request.adapter.matrices_from}, "
+            "on the layers it targets"
             if request.adapter.matrices is not None
             else "the matrices a method builds per adapted layer ('adapter matrices': HRA, BOFT, LoHa, OSF, ...) are "
             "counted for the stored run's configuration (its rank, block sizes and target names), not your adapter's"

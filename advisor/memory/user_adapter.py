@@ -35,10 +35,12 @@ class UserAdapter:
     trainable: int
     description: str  # "LoRA r=16 on all-linear (224 layers)"
     counted_by: str  # how the count was made
-    # --adapter-config: what its method builds per adapted layer, counted on one layer with autograd
-    # ({"held": ..., "transient": ...} coefficients, advisor.memory.adapter_matrices), and the names it targets
+    # What its method builds per adapted layer ({"held": ..., "transient": ...} coefficients of
+    # advisor.memory.adapter_matrices; --adapter-config: counted on one layer with autograd), and the names it
+    # targets; None: the stored runs' own
     matrices: dict[str, dict[str, float]] | None = None
     targets: list[str] | str | None = None
+    matrices_from: str = ""  # where ``matrices`` come from, for --explain
 
 
 def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, int]]:
@@ -149,7 +151,11 @@ def shortcut_lora(
     from advisor.memory.adapter_matrices import lora_matrices
 
     adapter = _shortcut_count(model, shape, tensors, rank, targets, use_dora)
-    return replace(adapter, matrices=lora_matrices(use_dora), targets=targets)
+    return replace(adapter, matrices=lora_matrices(use_dora), targets=targets, matrices_from=_lora_from(use_dora))
+
+
+def _lora_from(use_dora: bool) -> str:
+    return "the stored DoRA run's (DoRA builds W + ΔW per layer)" if use_dora else "none (a plain LoRA builds none)"
 
 
 def _shortcut_count(
@@ -206,22 +212,23 @@ def from_adapter_config(
         count = _peft_count(config, model)
         matrices = _count_matrices(peft_type, config)
         return UserAdapter(
-            peft_type,
-            count,
-            f"{peft_type} from {Path(path).name}",
-            "PEFT, on the model built on meta"
-            + ("; its layer matrices with autograd on one layer" if matrices else ""),
-            matrices,
-            config.get("target_modules"),
-        )
+            peft_type, count, f"{peft_type} from {Path(path).name}", "PEFT, on the model built on meta", matrices,
+            config.get("target_modules"), "your config's, counted with autograd on one layer" if matrices else "",
+        )  # fmt: skip
     except _CannotBuild as exc:
         if peft_type != "LORA" or not isinstance(config.get("r"), int):
             raise UserError(
                 f"--adapter-config: {exc}; only a plain LoRA config can be counted without building the model"
             ) from None
+        from advisor.memory.adapter_matrices import lora_matrices
+
         targets = config.get("target_modules") or ["q_proj", "v_proj"]
-        adapter = lora_count(linear_layers(shape, tensors), config["r"], targets, use_dora=bool(config.get("use_dora")))
-        return UserAdapter("LORA", adapter.trainable, adapter.description, f"{adapter.counted_by} ({exc})")
+        use_dora = bool(config.get("use_dora"))
+        adapter = lora_count(linear_layers(shape, tensors), config["r"], targets, use_dora=use_dora)
+        return UserAdapter(
+            "LORA", adapter.trainable, adapter.description, f"{adapter.counted_by} ({exc})", lora_matrices(use_dora),
+            targets, _lora_from(use_dora),
+        )  # fmt: skip
 
 
 def _count_matrices(peft_type: str, config: dict[str, Any]) -> dict[str, dict[str, float]] | None:
