@@ -337,3 +337,17 @@ def test_lora_shortcuts_bring_their_matrices() -> None:
     assert "DoRA" in dora.matrices_from and "none" in plain.matrices_from  # what --explain says
     q_only = shortcut_lora(None, BENCHMARK_SHAPE, None, 16, ["q_proj"], use_dora=True)
     assert held_and_transient(lora_run, BENCHMARK_SHAPE, False, 1.0, q_only)[1] < transient / 2
+
+
+def test_every_stored_run_is_in_the_table() -> None:
+    """A snapshot refreshed by the importer needs the table re-counted (python benchmarks/adapter_matrices.py):
+    a run missing from it would silently carry its matrices on the per-token factor again."""
+    import json
+
+    from advisor.paths import PACKAGE_DATA
+
+    table = json.loads((PACKAGE_DATA / "adapter_matrices.json").read_text())
+    listed = set(table["runs"]) | set(table["not_counted"])
+    linear = {r.id for r in load_snapshot().runs if r.peft_type and r.peft_type not in _script().NOT_LINEAR}
+    assert linear - listed == set()
+    assert not table["not_counted"]  # every method this PEFT builds on one layer was counted
