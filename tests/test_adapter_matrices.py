@@ -351,3 +351,19 @@ def test_every_stored_run_is_in_the_table() -> None:
     linear = {r.id for r in load_snapshot().runs if r.peft_type and r.peft_type not in _script().NOT_LINEAR}
     assert linear - listed == set()
     assert not table["not_counted"]  # every method this PEFT builds on one layer was counted
+
+
+def test_target_names_of_another_layout_keep_the_runs_positions() -> None:
+    """A decoder is counted in Llama names: a user's GPT-2-style names (c_attn) match none of them, and would
+    count nothing; the run's positions are kept instead, with the user's matrices."""
+    from advisor.memory.user_adapter import UserAdapter
+
+    run = _runs()["MetaMathQA/boft/llama-3.2-3B-default"]
+    theirs = _coefficients(run.id)
+    gpt2 = UserAdapter("BOFT", 1, "BOFT", "test", theirs, ["c_attn"], "test")
+    assert held_and_transient(run, BENCHMARK_SHAPE, False, 1.0, gpt2) == held_and_transient(
+        run, BENCHMARK_SHAPE, False, 1.0
+    )
+    mlp = UserAdapter("BOFT", 1, "BOFT", "test", theirs, ["down_proj"], "test")
+    held = held_and_transient(run, BENCHMARK_SHAPE, False, 1.0, mlp)[0]
+    assert held == pytest.approx(BENCHMARK_SHAPE.layers * layer_bytes(theirs["held"], 8192, 3072))

@@ -160,17 +160,21 @@ def held_and_transient(
     ``layer_share`` of the layers), and what the largest of them builds and frees again in its own forward or
     backward (DoRA's W + ΔW for the norm, FourierFT's complex spectrum), one layer's at a time.
 
-    The user's own adapter (``--adapter-config``), counted the same way, replaces the run's on its method's rows,
-    with its own target names."""
+    The user's own adapter (``--adapter-config``, counted the same way; the LoRA shortcuts) replaces the run's on
+    its method's rows, with its own target names."""
     row = _table().get(run.id)
     targets = (run.peft_config or {}).get("target_modules")
+    layout = blocks(shape)
     if adapter is not None and adapter.matrices is not None and adapter.peft_type == run.peft_type:
-        row, targets = adapter.matrices, adapter.targets or targets
+        row = adapter.matrices
+        # The user's names where they match the layout; names of another layout (GPT-2's c_attn against the Llama
+        # names a decoder is counted in) keep the run's positions rather than count nothing
+        if any(targets_match(path, adapter.targets) for _, layers in layout for path in layers):
+            targets = adapter.targets
     if not row:
         return 0.0, 0.0
     adapted = [
-        (count, [dims for path, dims in layers.items() if targets_match(path, targets)])
-        for count, layers in blocks(shape)
+        (count, [dims for path, dims in layers.items() if targets_match(path, targets)]) for count, layers in layout
     ]
     per_block = [(count, sum(layer_bytes(row["held"], i, o) for i, o in dims)) for count, dims in adapted]
     transient = max((layer_bytes(row["transient"], i, o) for _, dims in adapted for i, o in dims), default=0.0)
