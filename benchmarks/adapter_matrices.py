@@ -1,30 +1,17 @@
-"""What each stored run's adapter keeps for backward that does not grow with the tokens: the weight-shaped term.
+"""What each stored run's adapter builds per adapted layer that does not grow with the tokens: the weight-shaped term.
 
-Many PEFT methods build matrices the size of the layer they adapt, or of its input width squared, and autograd keeps
-them for backward: HRA's chain of Householder reflections ((r + 2) fp32 d_in × d_in products per layer), BOFT's
-butterfly factors, LoHa's and LoKr's full delta weight, FourierFT's and WaveFT's inverse transform, DoRA's weight
-norm, RandLoRA's and PEANuT's products. That memory grows with the layer's shape (and with how many layers are
-held at once), not with the batch or the sequence, so folding it into the per-token activation factor carries it
-wrongly to another model, batch, length or resolution (FLUX.2's HRA run: 44 GiB against LoRA's 10).
+Many PEFT methods build matrices the size of the layer they adapt, or of its input width squared: HRA's chain of
+Householder products, BOFT's butterfly rotations, LoHa's and LoKr's full delta weight, FourierFT's and WaveFT's
+inverse transform, OSF's U and V, DoRA's W + ΔW for its norm. That memory grows with the layer's shape (and with how
+many layers are held at once), not with the batch or the sequence, so folding it into the per-token activation
+factor carries it wrongly to another model, batch, length or resolution (FLUX.2's HRA run: 44 GiB against LoRA's 10).
 
-This script counts it per stored run, on one linear layer wrapped by PEFT with the run's own config (its target
-names replaced by that layer; bf16 base, the adapter in PEFT's default dtype, train mode, an input that needs a
-gradient), at 8 and 16 tokens, so ``2·C(8) − C(16)`` is what does not grow with the tokens, two ways:
-
-- held: the unique non-parameter, non-buffer storages autograd still holds when forward returns
-  (``advisor.memory.saved_tensors``, held only: a detached branch frees what it saved);
-- transient: the peak of new storages over the layer's forward and backward (``peak_new_bytes``) beyond the held
-  part and the adapter's gradients: what it builds and frees again (DoRA's full W + ΔW for its norm, FourierFT's
-  complex spectrum), one layer at a time.
-
-Sixteen (d_in, d_out) shapes in {512, 768, 1024, 1536}² fit each as
-
-    bytes per adapted layer = a·d_in² + b·d_in·d_out + c·d_out² + m·min(d_in, d_out)² + p·min·d_in
-                              + e·d_in + f·d_out + g
-
-by least squares (the min terms: OSF's and RandLoRA's factors of the smaller width); two held-out layers
-(2048 × 1024, 1024 × 3072) check the fit. Writes ``advisor/data/adapter_matrices.json``; the memory model sums
-the held polynomial over the layers each run holds at once and adds the largest layer's transient
+For every stored run of a method that adapts linear layers (the method registry's layer types), this script counts
+the run's config on one PEFT-wrapped layer, held and transient bytes, at 16 (d_in, d_out) shapes in
+{512, 768, 1024, 1536}² and fits the polynomial of :data:`advisor.memory.adapter_matrices.FEATURES`
+(how: :mod:`advisor.memory.adapter_matrix_count`, which ``--adapter-config`` also uses). Two held-out layers
+(2048 × 1024, 1024 × 3072) check the fit. Writes ``advisor/data/adapter_matrices.json``; the memory model sums the
+held polynomial over the layers each run holds at once and adds the largest layer's transient
 (:func:`advisor.memory.adapter_matrices.adapter_matrix_bytes`).
 
     python benchmarks/adapter_matrices.py [--check]
@@ -44,8 +31,14 @@ OUT = REPO / "advisor" / "data" / "adapter_matrices.json"
 
 WIDTHS = (512, 768, 1024, 1536)
 HELD_OUT = ((2048, 1024), (1024, 3072))  # (d_in, d_out)
-# Prompt-style methods adapt no linear layer; LayerNorm tuning trains norms; trainable tokens an embedding.
-NOT_LINEAR = {"PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT", "TRAINABLE_TOKENS", "LN_TUNING"}
+
+
+def adapts_linear(peft_type: str | None) -> bool:
+    """Whether the method puts a layer on linear layers (prompt learning, LayerNorm tuning and trainable tokens do
+    not), as the method registry records its layer types."""
+    from advisor.methods.registry import load_registry
+
+    return bool(peft_type) and load_registry().for_peft_type(peft_type).adapts_linear
 
 
 def one_layer_config(run):
@@ -77,7 +70,7 @@ def measure(progress: bool = True) -> dict:
 
     from advisor.benchmarks.store import load_snapshot
 
-    runs = [r for r in load_snapshot().runs if r.peft_type and r.peft_type not in NOT_LINEAR]
+    runs = [r for r in load_snapshot().runs if adapts_linear(r.peft_type)]
     table, skipped = {}, {}
     for run in track(runs, description="counting adapter matrices", disable=not progress):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -77,7 +78,14 @@ def worktree(ref: str | None) -> Iterator[Path | None]:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+        added = subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), ref],
+            capture_output=True,
+            text=True,
+        )
+        if added.returncode != 0:
+            print(f"error: no commit {ref!r} in this repository; pass a commit or ref git knows", file=sys.stderr)
+            raise SystemExit(2)
         try:
             yield tree
         finally:

@@ -1,6 +1,6 @@
 """Adapters that build matrices the size of the layers they adapt: memory that grows with the layer, not the tokens.
 
-HRA multiplies (r + 2) fp32 d_in × d_in Householder products per layer and keeps them for backward; LoHa, LoKr,
+HRA multiplies r fp32 d_in × d_in Householder reflections per layer and keeps r + 1 products for backward; LoHa, LoKr,
 FourierFT, WaveFT, PEANuT and MiSS's "bat" build the whole delta weight; OSF and RandLoRA factors of the smaller
 width; DoRA builds W + ΔW for its norm and frees it again. What each stored run allocates per adapted layer beyond
 its per-token activations was counted with autograd on one PEFT-wrapped linear layer

@@ -81,6 +81,12 @@ class MethodInfo:
         return "convert" if converted else None
 
     @property
+    def adapts_linear(self) -> bool:
+        """Whether it puts a layer on linear layers (its own ``HRALinear``, or ``Linear``): what the memory model's
+        adapter-matrix term is counted for."""
+        return any(layer.endswith("Linear") for layer in self.layer_types)
+
+    @property
     def lora_convertible(self) -> bool:
         """Exportable to a LoRA adapter by peft or by our converter (LoRA itself trivially)."""
         return self.peft_type == "LORA" or self.peft_to_lora != "no" or self.ours_to_lora
