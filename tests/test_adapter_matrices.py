@@ -234,6 +234,51 @@ def test_table_holds_on_a_whole_peft_model(run_id: str) -> None:
     assert predicted == pytest.approx(fixed, rel=0.03), (fixed, predicted)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["qwen2_moe", "mixtral"])
+def test_a_mixture_of_experts_adapts_attention_and_the_shared_expert(model_type: str) -> None:
+    """OSF on every Llama-named linear of a tiny MoE built by transformers: its routed experts are stacked
+    parameters PEFT cannot put OSF on, so the held matrices are the attention's and (Qwen2-MoE) the shared
+    expert's at its own width, not an MLP at one expert's width (which was 40% off either way)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from peft import get_peft_model
+
+    from advisor.memory.saved_tensors import saved_bytes
+    from advisor.memory.shapes import shape_from_config
+
+    run = _runs()["MetaMathQA/osf/llama-3.2-3B-rank128"]
+    shared = {"shared_expert_intermediate_size": 768} if model_type == "qwen2_moe" else {}
+    config = transformers.AutoConfig.for_model(
+        model_type, hidden_size=512, intermediate_size=1024, moe_intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=8, num_key_value_heads=4, vocab_size=128, max_position_embeddings=64, num_experts=4,
+        num_local_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[], **shared,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    base = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
+    peft_config = _script().one_layer_config(run)
+    peft_config.target_modules = set(run.peft_config["target_modules"])
+    peft_config.rank_pattern = {}
+    model = get_peft_model(base, peft_config)
+    model.train()
+    model.enable_input_require_grads()
+    buffers = {b.untyped_storage().data_ptr() for b in model.buffers()}
+    counts = [
+        saved_bytes(
+            model,
+            input_ids=torch.randint(0, 128, (1, tokens)),
+            keep=lambda t: t.untyped_storage().data_ptr() not in buffers,
+            held_only=True,
+        )
+        for tokens in (8, 16)
+    ]
+    shape = shape_from_config(config.to_dict(), model_type)
+    assert shape.experts == 4
+    predicted = held_and_transient(run, shape, grad_checkpointing=False, layer_share=1.0)[0]
+    assert predicted == pytest.approx(2 * counts[0] - counts[1], rel=0.03)
+
+
 def _tiny_llama_fixed_peak(run) -> int:
     """The peak of new storages over a tiny Llama's forward and backward under the run's adapter, the part that
     does not grow with the tokens, less the adapter's gradients (the trainable-state term)."""

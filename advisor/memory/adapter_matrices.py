@@ -18,9 +18,9 @@ to the byte (integer bytes per element: HRA's 132·d_in² held is its 33 fp32 pr
 The per-token activation factor cannot carry either to another model: FLUX.2's HRA run holds 34 GiB of them in one
 double-stream block, whatever the batch or resolution; OSF's run holds 15.6 GiB of U and V factors on Llama-3.2-3B.
 The layers are the user's model's own where the memory model knows its layout (a decoder's Llama-named linears
-from its shape; a diffusion transformer's blocks by its diffusers class, FLUX.2, FLUX.1 or SD3, scaled to its
-widths; a UNet's transformer layers' attention projections), as the run's target names match them. No torch: this
-runs on the recommend path.
+from its shape, a mixture of experts' attention and shared expert: :func:`decoder_linears`; a diffusion transformer's
+blocks by its diffusers class, FLUX.2, FLUX.1 or SD3, scaled to its widths; a UNet's transformer layers' attention
+projections), as the run's target names match them. No torch: this runs on the recommend path.
 """
 
 from __future__ import annotations
@@ -144,8 +144,34 @@ def blocks(shape: ModelShape) -> list[tuple[float, dict[str, tuple[int, int]]]]:
             for stage in shape.stages
             if stage.transformer_layers
         ]
-    layer = {f"model.layers.0.{name}": (d_in, d_out) for name, (d_out, d_in) in llama_layer(shape).items()}
+    layer = {f"model.layers.0.{name}": (d_in, d_out) for name, (d_out, d_in) in decoder_linears(shape).items()}
     return [(shape.layers, layer)]
+
+
+def decoder_linears(shape: ModelShape) -> dict[str, tuple[int, int]]:
+    """One decoder layer's linear layers, name → (out, in), as PEFT finds them on the model transformers builds.
+
+    A dense model's is the Llama layout. A mixture of experts' routed experts are stacked parameters
+    (``mlp.experts.gate_up_proj`` of [experts, a, b] in transformers 5), not linear layers: the methods that build
+    layer-sized matrices cannot adapt them (PEFT puts only LoRA on parameters), and the router is not a linear
+    layer either. What such a method adapts in the MLP is the always-on shared expert where the model has one
+    (Qwen2-MoE's ``mlp.shared_expert``, DeepSeek's ``mlp.shared_experts``), at its own width; a Mixtral or
+    Qwen3-MoE layer offers only its attention. Counted against PEFT on tiny MoE models in
+    tests/test_adapter_matrices.py."""
+    layer = llama_layer(shape)
+    if shape.experts <= 1:
+        return layer
+    attention = {name: dims for name, dims in layer.items() if name.startswith("self_attn.")}
+    if not shape.shared_intermediate:
+        return attention
+    prefix = "mlp.shared_experts" if shape.model_type.startswith("deepseek") else "mlp.shared_expert"
+    hidden, shared = shape.hidden, shape.shared_intermediate
+    return {
+        **attention,
+        f"{prefix}.gate_proj": (shared, hidden),
+        f"{prefix}.up_proj": (shared, hidden),
+        f"{prefix}.down_proj": (hidden, shared),
+    }
 
 
 def held_and_transient(
