@@ -26,8 +26,9 @@ def setup_assumptions(request: MemoryRequest) -> list[str]:
         "the figure is PyTorch's reserved memory at that step, as PEFT's benchmark records it; on data whose lengths "
         "vary under --seq-len, a long run that never empties "
         "the cache can show more in torch.cuda.max_memory_reserved or nvidia-smi (blocks cut for earlier lengths "
-        "stay cached), which PyTorch frees before it runs out; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
-        "keeps them from piling up"
+        "stay cached; how much depends on the order of the lengths, not on the setup: benchmarks/allocator_growth.py), "
+        "which PyTorch frees before it runs out; PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps them from "
+        "piling up"
     )
     if shape.kind == "unet":
         from advisor.memory.unet import latent_side
