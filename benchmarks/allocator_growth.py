@@ -23,7 +23,8 @@ allocation timeline:
    swift ran it: "truncate" (December: 1000 samples, each cut to the cap) and "delete" (January: the whole dataset,
    longer samples dropped), each in ``--shuffles`` orders.
 3. The figures: the reserved high-water of a fixed-length run (what the memory model predicts, less the weights),
-   and of each scenario; beside them, what swift measured beyond the memory model's prediction for those setups.
+   and how far each scenario's goes beyond it, with the default allocator and with ``expandable_segments:True``;
+   beside them, what swift measured beyond the memory model's prediction for those setups.
 
     python benchmarks/allocator_growth.py [--layers 4] [--shuffles 5] [--json]
 
@@ -176,8 +177,8 @@ def scenario_lengths(strategy: str, cap: int, seed: int) -> list[int]:
     return [min(n, cap) for n in random.Random(seed).sample(data, TRUNCATE_SAMPLES)]
 
 
-def reserved_high_water(events: list[tuple], lengths: list[int]) -> int:
-    allocator = CachingAllocator()
+def reserved_high_water(events: list[tuple], lengths: list[int], expandable: bool = False) -> int:
+    allocator = CachingAllocator(expandable=expandable)
     for length in lengths:
         replay(allocator, events, lambda e, n=length: max(1, round(e[2] + e[3] * n)))
     return allocator.peak_reserved
@@ -218,15 +219,18 @@ def main() -> None:
     jobs = [(cap, strategy) for cap in CAPS for strategy in ("truncate", "delete")]
     for cap, strategy in track(jobs, description="replaying the caching allocator"):
         fixed = reserved_high_water(events, [cap, cap])
-        runs = [reserved_high_water(events, scenario_lengths(strategy, cap, seed)) for seed in range(args.shuffles)]
-        excess = sorted((r - fixed) / GIB for r in runs)
+        orders = [scenario_lengths(strategy, cap, seed) for seed in range(args.shuffles)]
+        excess = sorted((reserved_high_water(events, lengths) - fixed) / GIB for lengths in orders)
         spread = {"min": excess[0], "median": statistics.median(excess), "max": excess[-1]}
+        fixed_expandable = reserved_high_water(events, [cap, cap], expandable=True)
+        expandable = max(reserved_high_water(events, n, expandable=True) - fixed_expandable for n in orders) / GIB
         rows.append(
             {
                 "cap": cap,
                 "strategy": strategy,
                 "fixed_length_gib": round(fixed / GIB, 2),
                 "excess_gib": {key: round(value, 2) for key, value in spread.items()},
+                "expandable_segments_max_excess_gib": round(expandable, 2),
                 "swift_measured_excess_gib": measured[strategy].get(cap),
             }
         )
@@ -234,13 +238,17 @@ def main() -> None:
         print(json.dumps({"layers": args.layers, "shuffles": args.shuffles, "rows": rows}, indent=1))
         return
     print(f"Qwen-7B widths, {args.layers} layers, LoRA r8 q/k/v, checkpointing; {args.shuffles} orders of the data")
-    print("cap    strategy   fixed-length need   reserved beyond it: min / median / max   swift measured beyond")
+    print(
+        "cap    strategy   fixed-length need   beyond it: min / median / max   expandable_segments: max   "
+        "swift measured"
+    )
     for row in rows:
         e = row["excess_gib"]
         swift = row["swift_measured_excess_gib"]
         print(
             f"{row['cap']:5d}  {row['strategy']:9s}  {row['fixed_length_gib']:8.2f} GiB        "
-            f"{e['min']:6.2f} / {e['median']:6.2f} / {e['max']:6.2f} GiB              "
+            f"{e['min']:6.2f} / {e['median']:6.2f} / {e['max']:6.2f} GiB      "
+            f"{row['expandable_segments_max_excess_gib']:6.2f} GiB            "
             f"{'' if swift is None else f'{swift:+.2f} GiB'}"
         )
 

@@ -16,6 +16,10 @@ c10/cuda/CUDACachingAllocator.cpp with ``PYTORCH_CUDA_ALLOC_CONF`` unset (no ``m
 - when a new segment would pass ``capacity``, every wholly free segment is released first (what PyTorch does before
   it reports out-of-memory), and the request fails only if it still does not fit.
 
+With ``expandable=True`` (``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``) each pool is one segment that grows
+at its end: a request no free block holds maps pages (2 MiB in the small pool, 20 MiB in the large one) onto the
+segment's free tail, or after its last block, so every free block can merge with its neighbours.
+
 Used by ``benchmarks/allocator_growth.py``; no torch.
 """
 
@@ -62,12 +66,14 @@ class Block:
 @dataclass
 class CachingAllocator:
     capacity: int | None = None  # bytes the allocator may reserve (the card less what lives outside it)
+    expandable: bool = False  # expandable_segments:True
     reserved: int = 0
     peak_reserved: int = 0
     allocated: int = 0
     peak_allocated: int = 0
     _pools: dict[bool, list[tuple[int, int, Block]]] = field(default_factory=lambda: {True: [], False: []})
     _next_address: int = 0
+    _tails: dict[bool, Block | None] = field(default_factory=lambda: {True: None, False: None})
 
     def malloc(self, size: int) -> Block:
         size = round_size(size)
@@ -75,7 +81,12 @@ class CachingAllocator:
         pool = self._pools[small]
         index = bisect.bisect_left(pool, (size, -1))
         # best fit: the smallest cached block that holds it, else a new segment
-        block = pool.pop(index)[2] if index < len(pool) else self._new_segment(segment_size(size), small)
+        if index < len(pool):
+            block = pool.pop(index)[2]
+        elif self.expandable:
+            block = self._grow(size, small)
+        else:
+            block = self._new_segment(segment_size(size), small)
         remaining = block.size - size
         if (remaining >= MIN_BLOCK) if small else (remaining > SMALL_SIZE):
             rest = Block(block.address + size, remaining, small, prev=block, next=block.next)
@@ -83,6 +94,8 @@ class CachingAllocator:
                 block.next.prev = rest
             block.next, block.size = rest, size
             self._cache(rest)
+            if self._tails[small] is block:
+                self._tails[small] = rest
         block.free = False
         self.allocated += block.size
         self.peak_allocated = max(self.peak_allocated, self.allocated)
@@ -98,6 +111,8 @@ class CachingAllocator:
             before.next = block.next
             if block.next is not None:
                 block.next.prev = before
+            if self._tails[block.small] is block:
+                self._tails[block.small] = before
             block = before
         if block.next is not None and block.next.free:
             after = block.next
@@ -106,6 +121,8 @@ class CachingAllocator:
             block.next = after.next
             if after.next is not None:
                 after.next.prev = block
+            if self._tails[block.small] is after:
+                self._tails[block.small] = block
         self._cache(block)
 
     def _new_segment(self, size: int, small: bool) -> Block:
@@ -116,6 +133,30 @@ class CachingAllocator:
         block = Block(self._next_address, size, small)
         self._next_address += size + ROUND_LARGE  # segments are never adjacent
         self.reserved += size
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        return block
+
+    def _grow(self, size: int, small: bool) -> Block:
+        """expandable_segments: map pages onto the pool's segment, its free tail first."""
+        granule = SMALL_BUFFER if small else LARGE_BUFFER
+        tail = self._tails[small]
+        if tail is not None and tail.free:
+            self._uncache(tail)
+            mapped = granule * -(-(size - tail.size) // granule)
+            block = tail
+            block.size += mapped
+        else:
+            mapped = granule * -(-size // granule)
+            address = tail.address + tail.size if tail is not None else self._next_address
+            block = Block(address, mapped, small, prev=tail)
+            if tail is None:
+                self._next_address += 1 << 50  # the pool's own address range
+            else:
+                tail.next = block
+            self._tails[small] = block
+        if self.capacity is not None and self.reserved + mapped > self.capacity:
+            raise MemoryError(f"out of memory: {mapped} bytes more than the {self.capacity} the card holds")
+        self.reserved += mapped
         self.peak_reserved = max(self.peak_reserved, self.reserved)
         return block
 

@@ -77,6 +77,32 @@ def test_free_blocks_of_different_segments_never_combine() -> None:
         _replay([("alloc", 0, 60 * MIB), ("alloc", 1, 60 * MIB)], capacity=100 * MIB)
 
 
+def test_expandable_segments_grow_one_segment_whose_free_blocks_all_merge() -> None:
+    """expandable_segments:True: the same requests map 80 MiB (pages of 20 MiB onto one segment's tail), not 150."""
+    module = _load("caching_allocator")
+    requests = [
+        ("alloc", 0, 30 * MIB), ("alloc", 1, 5 * MIB), ("free", 0), ("alloc", 2, 40 * MIB), ("free", 1),
+        ("free", 2), ("alloc", 3, 60 * MIB),
+    ]  # fmt: skip
+    allocator, blocks = module.CachingAllocator(expandable=True), {}
+    for request in requests:
+        if request[0] == "alloc":
+            blocks[request[1]] = allocator.malloc(request[2])
+        else:
+            allocator.free(blocks.pop(request[1]))
+    assert allocator.peak_reserved == 80 * MIB
+    allocator.free(blocks.pop(3))
+    assert allocator.malloc(80 * MIB).size == 80 * MIB  # everything merged back into one free block
+    assert allocator.reserved == 80 * MIB
+    # The segment's last block, freed into its free neighbour, leaves that neighbour as the tail pages extend
+    tail = module.CachingAllocator(expandable=True)
+    first, last = tail.malloc(30 * MIB), tail.malloc(10 * MIB)  # 40 MiB mapped; the 10 MiB takes its free tail
+    tail.free(first)
+    tail.free(last)
+    assert tail.malloc(60 * MIB).size == 60 * MIB
+    assert tail.reserved == 60 * MIB
+
+
 def test_a_fixed_length_run_stops_growing_after_its_first_step_and_varied_lengths_do_not() -> None:
     module = _load("caching_allocator")
     step = [("alloc", 0, 4, 0), ("alloc", 1, 8, 0), ("free", 0), ("alloc", 2, 2, 0), ("free", 1), ("free", 2)]
