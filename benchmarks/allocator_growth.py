@@ -3,7 +3,7 @@ much: the same setup, the same data, only the order of the samples changed, rese
 
 The memory model predicts what the worst step needs. ms-swift published the same setups twice (see
 ``benchmarks/data/published_memory.json``): in December 2023 on 1000 samples cut to the length cap (most steps at
-the cap), predicted within 2%; in January 2024 on the whole dataset with longer samples dropped (every length under
+the cap), predicted with a median error of 2.2%; in January 2024 on the whole dataset with longer samples dropped (every length under
 the cap), up to 2× as much for the same setup (Qwen-7B, LoRA, 2048 tokens: 18.9 against 27.7 GiB), figures
 read from ``torch.cuda.max_memory_reserved`` at the end of training.
 
