@@ -105,25 +105,22 @@ class CachingAllocator:
         self.allocated -= block.size
         block.free = True
         if block.prev is not None and block.prev.free:
-            before = block.prev
-            self._uncache(before)
-            before.size += block.size
-            before.next = block.next
-            if block.next is not None:
-                block.next.prev = before
-            if self._tails[block.small] is block:
-                self._tails[block.small] = before
-            block = before
+            self._uncache(block.prev)
+            block = self._merge(block.prev, block)
         if block.next is not None and block.next.free:
-            after = block.next
-            self._uncache(after)
-            block.size += after.size
-            block.next = after.next
-            if after.next is not None:
-                after.next.prev = block
-            if self._tails[block.small] is after:
-                self._tails[block.small] = block
+            self._uncache(block.next)
+            block = self._merge(block, block.next)
         self._cache(block)
+
+    def _merge(self, left: Block, right: Block) -> Block:
+        """``right`` joins ``left``, its neighbour in the same segment (an expandable segment's tail moves too)."""
+        left.size += right.size
+        left.next = right.next
+        if right.next is not None:
+            right.next.prev = left
+        if self._tails[left.small] is right:
+            self._tails[left.small] = left
+        return left
 
     def _new_segment(self, size: int, small: bool) -> Block:
         if self.capacity is not None and self.reserved + size > self.capacity:
