@@ -20,6 +20,7 @@ from advisor.memory.adapter_matrices import (
     adapter_matrix_bytes,
     blocks,
     counted,
+    decoder_linears,
     held_and_transient,
     layer_bytes,
 )
@@ -232,6 +233,19 @@ def test_table_holds_on_a_whole_peft_model(run_id: str) -> None:
     predicted = held_and_transient(run, TINY_SHAPE, grad_checkpointing=False, layer_share=1.0)[0]
     # Attention's T×T parts make the intercept a little negative; they are a few kB against the matrices' MBs
     assert predicted == pytest.approx(fixed, rel=0.03), (fixed, predicted)
+
+
+def test_an_moe_layer_offers_its_attention_and_shared_expert_by_its_own_names() -> None:
+    """Routed experts are stacked parameters, not linear layers: a dense layer keeps its MLP, an MoE layer only the
+    shared expert's, at the shared width, under the name its family gives it."""
+    dense = decoder_linears(BENCHMARK_SHAPE)
+    assert "mlp.gate_proj" in dense and dense["mlp.down_proj"] == (BENCHMARK_SHAPE.hidden, BENCHMARK_SHAPE.intermediate)
+    mixtral = replace(BENCHMARK_SHAPE, experts=8, active_experts=2, model_type="mixtral")
+    assert set(decoder_linears(mixtral)) == {f"self_attn.{n}_proj" for n in "qkvo"}
+    qwen = replace(mixtral, shared_intermediate=5632, model_type="qwen2_moe")
+    assert decoder_linears(qwen)["mlp.shared_expert.up_proj"] == (5632, BENCHMARK_SHAPE.hidden)
+    deepseek = replace(qwen, model_type="deepseek_v3")
+    assert "mlp.shared_experts.down_proj" in decoder_linears(deepseek)
 
 
 @pytest.mark.slow
