@@ -50,6 +50,7 @@ from measure import worktree  # noqa: E402
 from advisor.benchmarks.records import GIB  # noqa: E402
 from advisor.benchmarks.store import load_snapshot  # noqa: E402
 from advisor.memory.denoiser import denoiser_shape, image_tokens  # noqa: E402
+from advisor.memory.layer_layouts import layout_targets  # noqa: E402
 from advisor.memory.model import (  # noqa: E402
     BENCHMARK_SHAPE,
     MemorySetup,
@@ -118,7 +119,8 @@ def published() -> list[dict]:
         )
         adapter = None
         if "lora" in row:  # the row's own LoRA, counted on the model's linear layers (fused qkv = q, k, v)
-            adapter = lora_count(linear_layers(shape, None), row["lora"]["r"], row["lora"]["targets"])
+            targets = layout_targets(shape, row["lora"]["targets"])  # q/k/v onto a fused qkv (Qwen's c_attn)
+            adapter = lora_count(linear_layers(shape, None), row["lora"]["r"], targets)
         elif "trainable" in row:  # the source's own count
             adapter = UserAdapter("LORA", row["trainable"], "as published", "the source's count")
         predicted = predict(runs[row["run"]], shape, setup, adapter=adapter).total

@@ -29,6 +29,7 @@ import json
 from functools import lru_cache
 
 from advisor.benchmarks.records import BenchmarkRun
+from advisor.memory.layer_layouts import decoder_layout, layout_targets
 from advisor.memory.shapes import ModelShape
 from advisor.memory.user_adapter import UserAdapter, llama_layer, targets_match
 from advisor.paths import PACKAGE_DATA
@@ -151,16 +152,17 @@ def blocks(shape: ModelShape) -> list[tuple[float, dict[str, tuple[int, int]]]]:
 def decoder_linears(shape: ModelShape) -> dict[str, tuple[int, int]]:
     """One decoder layer's linear layers, name → (out, in), as PEFT finds them on the model transformers builds.
 
-    A dense model's is the Llama layout. A mixture of experts' routed experts are stacked parameters
-    (``mlp.experts.gate_up_proj`` of [experts, a, b] in transformers 5), not linear layers: the methods that build
-    layer-sized matrices cannot adapt them (PEFT puts only LoRA on parameters), and the router is not a linear
-    layer either. What such a method adapts in the MLP is the always-on shared expert where the model has one
-    (Qwen2-MoE's ``mlp.shared_expert``, DeepSeek's ``mlp.shared_experts``), at its own width; a Mixtral or
+    A dense model's is its model type's layout (:mod:`advisor.memory.layer_layouts`: the Llama layout unless its
+    code names or fuses them otherwise, as Qwen (v1)'s ``c_attn`` does). A mixture of experts' routed experts are
+    stacked parameters (``mlp.experts.gate_up_proj`` of [experts, a, b] in transformers 5), not linear layers: the
+    methods that build layer-sized matrices cannot adapt them (PEFT puts only LoRA on parameters), and the router is
+    not a linear layer either. What such a method adapts in the MLP is the always-on shared expert where the model
+    has one (Qwen2-MoE's ``mlp.shared_expert``, DeepSeek's ``mlp.shared_experts``), at its own width; a Mixtral or
     Qwen3-MoE layer offers only its attention. Counted against PEFT on tiny MoE models in
     tests/test_adapter_matrices.py."""
-    layer = llama_layer(shape)
     if shape.experts <= 1:
-        return layer
+        return decoder_layout(shape).per_layer()
+    layer = llama_layer(shape)
     attention = {name: dims for name, dims in layer.items() if name.startswith("self_attn.")}
     if not shape.shared_intermediate:
         return attention
@@ -190,6 +192,8 @@ def held_and_transient(
     its method's rows, with its own target names."""
     row = _table().get(run.id)
     targets = (run.peft_config or {}).get("target_modules")
+    if not shape.is_denoiser:  # the run's Llama names carried onto the fused modules that hold them (Qwen's c_attn)
+        targets = layout_targets(shape, targets)
     layout = blocks(shape)
     if adapter is not None and adapter.matrices is not None and adapter.peft_type == run.peft_type:
         row = adapter.matrices

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,11 +46,11 @@ class UserAdapter:
 
 def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None) -> dict[str, tuple[int, int]]:
     """Every linear layer of the model's block stack: path → (out, in) (GPT-2's Conv1D: (in, out), which a
-    LoRA count does not mind). From the headers when read, else the Llama layout of ``shape``."""
+    LoRA count does not mind). From the headers when read, else the layout of ``shape``'s model type
+    (:mod:`advisor.memory.layer_layouts`: its own names and fused projections; the Llama layout by default)."""
     if shape.is_denoiser:  # several block stacks (double/single blocks, a UNet's stages): every block's linears
         if not tensors:
             raise UserError("counting your adapter on an image model needs its safetensors headers (--model FOLDER)")
-        import re
 
         block = re.compile(r"\.\d+\.")
         return {
@@ -79,9 +80,32 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
                     if name.startswith(prefixes) and len(shape_) == 3 and ".experts." in name
                 }
             )
+            layers.update(_outside_linears(shape, tensors, prefixes))
             return layers
-    per_layer = llama_layer(shape)
-    return {f"model.layers.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
+    from advisor.memory.layer_layouts import decoder_layout
+
+    layout = decoder_layout(shape) if shape.experts <= 1 else None
+    prefix, per_layer = (layout.prefix, layout.per_layer()) if layout else ("model.layers", llama_layer(shape))
+    return {f"{prefix}.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
+
+
+# A 2-D weight outside the block stacks that is no Linear: token and position embeddings (``embed_tokens``,
+# ``wte``/``wpe``, OPT's ``embed_positions``, a tower's ``position_embedding``) and the output head.
+_NOT_A_LINEAR = re.compile(r"(^|\.)([^.]*emb[^.]*|wte|wpe|lm_head|output_layer|embed_out|output)\.weight$")
+
+
+def _outside_linears(
+    shape: ModelShape, tensors: dict[str, tuple[int, ...]], prefixes: tuple[str, ...]
+) -> dict[str, tuple[int, int]]:
+    """The linear layers outside every block stack, which PEFT's all-linear adapts too (it leaves out only the
+    output head): OPT's ``project_in``/``project_out``, a vision-language model's projector, a vision tower's
+    pooling head. Told from embeddings by name and by a vocabulary-wide side; a named target reaches them too."""
+    return {
+        name.removesuffix(".weight"): (dims[0], dims[1])
+        for name, dims in tensors.items()
+        if not name.startswith(prefixes) and name.endswith(".weight") and len(dims) == 2
+        and not _NOT_A_LINEAR.search(name) and shape.vocab not in dims
+    }  # fmt: skip
 
 
 def llama_layer(shape: ModelShape) -> dict[str, tuple[int, int]]:
@@ -106,8 +130,6 @@ def targets_match(path: str, targets: list[str] | str | None) -> bool:
     if targets == "all-linear":
         return True
     if isinstance(targets, str):
-        import re
-
         return re.fullmatch(targets, path) is not None
     return any(path == t or path.endswith("." + t) for t in targets)
 
