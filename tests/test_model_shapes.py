@@ -236,6 +236,29 @@ def test_remote_code_layouts_from_config_alone_match_their_headers(
         lora_count(from_config, 16, ["q_proj", "v_proj"])
 
 
+@pytest.mark.parametrize(("model_type", "stale"), [("gpt2", "attn"), ("gpt_neox", "attention"), ("llama", "self_attn")])
+def test_buffers_older_checkpoints_saved_are_not_counted_as_parameters(
+    model_type: str, stale: str, tmp_path: Path
+) -> None:
+    """GPT-2's Hub checkpoint stores a [1, 1, 1024, 1024] causal mask per layer (12.6M elements beside 124M
+    parameters), Pythia's a [1, 1, 2048, 2048] one, older Llama conversions each layer's rotary inv_freq: buffers
+    transformers now skips on load. The count is the model's parameters, and the note says what was left out. A
+    GPT-2 Conv1D MLP's width is read from its transposed projection, not assumed."""
+    config, tensors, real = _transformers_model(model_type)
+    layers = sorted({m.group(1) for n in tensors for m in [re.match(r"^(.*\.\d+)\.", n)] if m})
+    for layer in layers:
+        tensors[f"{layer}.{stale}.bias"] = [1, 1, 64, 64]
+        tensors[f"{layer}.{stale}.masked_bias"] = []
+        tensors[f"{layer}.{stale}.rotary_emb.inv_freq"] = [32]
+    folder = _header_only_checkpoint(tmp_path / model_type, json.loads(json.dumps(config, default=str)), tensors)
+    shape = read_shape(str(folder))
+    assert shape.total_params == real
+    assert any(f"left out {3 * len(layers)} stored buffers" in a for a in shape.assumptions)
+    assert not any("MLP width not stated" in a for a in shape.assumptions)
+    expected_width = config.get("intermediate_size") or config.get("n_inner") or 4 * config.get("n_embd", 0)
+    assert shape.intermediate == expected_width
+
+
 def test_a_checkpoint_that_also_stores_a_tied_head_counts_it_once(tmp_path: Path) -> None:
     """Some exports write lm_head.weight although tie_word_embeddings is true; transformers ties it to the
     embeddings on load, so the model holds one matrix, and that is said."""

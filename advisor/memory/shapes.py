@@ -323,14 +323,16 @@ def shape_from_tensors(tensors: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     for name in sorted(tensors):
         shape = tensors[name]
         is_down = name.startswith(prefix + ".") and len(shape) == 2 and _DOWN.search(name) and _MLP.search(name)
-        if not is_down or (hidden is not None and not (shape[0] == hidden and shape[1] != hidden)):
+        if not is_down or (hidden is not None and (hidden not in shape or shape[0] == shape[1])):
             continue
+        # (hidden, width) for a Linear; GPT-2's Conv1D stores it transposed, (width, hidden)
+        width = shape[0] if hidden is not None and shape[1] == hidden else shape[1]
         if "shared_expert" in name:
-            found.setdefault("shared_intermediate", shape[1])
+            found.setdefault("shared_intermediate", width)
         elif _EXPERT.search(name):
-            found.setdefault("expert_intermediate", shape[1])
+            found.setdefault("expert_intermediate", width)
         elif name.startswith(first):
-            found.setdefault("intermediate", shape[1])
+            found.setdefault("intermediate", width)
     if "expert_intermediate" in found and "intermediate" not in found:
         found["intermediate"] = found["expert_intermediate"]
     return found
@@ -380,11 +382,36 @@ def read_shape_and_tensors(
         if not entries:
             return with_saved_quant(shape_from_config(config, model), quant, []), None
         bnb_shapes = read_bnb_shapes(entries) if quant == "4bit" else None
-        stored = {name: entry.shape for name, entry in entries.items()}
-        tensors, params, notes = logical_shapes(stored, quant, bnb_shapes)
+        stored, notes = loaded_tensors({name: entry.shape for name, entry in entries.items()})
+        tensors, params, more = logical_shapes(stored, quant, bnb_shapes)
+        notes += more
         shape = shape_from_config(config, model, params, "safetensors headers", tensors)
         return with_saved_quant(shape, quant, notes), tensors
     return _hub_shape(model, config, revision)
+
+
+# Buffers older checkpoints saved beside the weights, which transformers now makes non-persistent and skips on
+# load: GPT-2/GPT-J/GPT-Neo/GPT-NeoX/CodeGen causal masks (``attn.bias`` of [1, 1, n, n]: 12.6M elements in GPT-2's
+# 124M checkpoint, 50M in Pythia-160M's), their ``masked_bias`` scalars, and rotary ``inv_freq`` / cos / sin caches.
+_ROTARY_CACHE = re.compile(r"(^|\.)(inv_freq|masked_bias|cos_cached|sin_cached|_float_tensor)$")
+
+
+def loaded_tensors(stored: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The stored tensors transformers loads into the model, and a note naming any it would skip (stale buffers)."""
+    skipped = {
+        name
+        for name, dims in stored.items()
+        if _ROTARY_CACHE.search(name)
+        or (name.endswith(("bias", "causal_mask")) and len(dims) == 4 and dims[:2] == (1, 1) and dims[2] == dims[3])
+    }
+    if not skipped:
+        return stored, []
+    kinds = sorted({name.rsplit(".", 1)[-1] for name in skipped})
+    note = (
+        f"left out {len(skipped)} stored buffers transformers does not load as parameters ({', '.join(kinds)}: causal "
+        f"masks and rotary caches saved by older versions; {sum(math.prod(stored[n]) for n in skipped):,} elements)"
+    )
+    return {name: dims for name, dims in stored.items() if name not in skipped}, [note]
 
 
 def saved_storage(config: dict[str, Any], model: str) -> str | None:
@@ -395,9 +422,10 @@ def saved_storage(config: dict[str, Any], model: str) -> str | None:
 
 
 def with_saved_quant(shape: ModelShape, storage: str | None, notes: list[str]) -> ModelShape:
-    """The shape of a checkpoint saved quantised: which --quant it loads as, and what its headers could not say."""
+    """The shape of a checkpoint saved quantised: which --quant it loads as, and what its headers could not say
+    (``notes``, which are added whatever the storage: the stored buffers left out of the count, for example)."""
     if storage is None:
-        return shape
+        return replace(shape, assumptions=(*shape.assumptions, *notes)) if notes else shape
     quant = trains_as(storage)
     if quant is None:  # stored quantised, trained dequantised (gpt-oss's MXFP4 experts)
         said = (f"saved in {storage.upper()}: counted as the weights it holds and priced as the bf16 base it is "
@@ -478,11 +506,11 @@ def _hub_shape(
     params, source, tensors, notes = None, "", None, []
     try:
         metadata = HfApi().get_safetensors_metadata(repo_id, revision=revision)
-        stored = {
-            name: tuple(info.shape) for file in metadata.files_metadata.values() for name, info in file.tensors.items()
-        }
+        files = metadata.files_metadata.values()
+        stored, notes = loaded_tensors({name: tuple(i.shape) for file in files for name, i in file.tensors.items()})
         source = "Hub safetensors metadata"
-        tensors, params, notes = logical_shapes(stored, quant)  # the Hub's count would count packed storage
+        tensors, params, more = logical_shapes(stored, quant)  # the Hub's count would count packed storage
+        notes += more
     except Exception:  # offline, no safetensors, or an old endpoint: the config's arithmetic, said so
         params, tensors, notes = None, None, []
     shape = with_saved_quant(shape_from_config(config, repo_id, params, source, tensors), quant, notes)
