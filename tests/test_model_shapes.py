@@ -259,6 +259,30 @@ def test_buffers_older_checkpoints_saved_are_not_counted_as_parameters(
     assert shape.intermediate == expected_width
 
 
+HYBRIDS = ["jamba", "falcon_h1", "bamba", "qwen3_next", "recurrent_gemma"]
+
+
+@pytest.mark.parametrize("model_type", [*HYBRIDS, "llama", "gpt_oss"])
+def test_a_hybrids_other_layers_are_said_to_be_priced_as_attention(model_type: str, tmp_path: Path) -> None:
+    """Mamba, linear-attention and recurrent layers keep other tensors for backward than attention layers do; a
+    hybrid is read (its parameters exactly) and priced with attention layers of its widths, which is said. A plain
+    transformer (sliding-window layers included) says nothing of the kind."""
+    config, tensors, real = _transformers_model(model_type)
+    folder = _header_only_checkpoint(tmp_path / model_type, json.loads(json.dumps(config, default=str)), tensors)
+    shape = read_shape(str(folder))
+    assert shape.total_params == real
+    said = [a for a in shape.assumptions if a.startswith("a hybrid model")]
+    assert bool(said) == (model_type in HYBRIDS)
+
+
+def test_a_state_space_model_is_refused_even_with_ssm_heads(tmp_path: Path) -> None:
+    """Mamba-2's config has num_heads (its SSM heads), so it does not lack attention fields; it has no attention."""
+    config, tensors, _ = _transformers_model("mamba2")
+    folder = _header_only_checkpoint(tmp_path / "mamba2", json.loads(json.dumps(config, default=str)), tensors)
+    with pytest.raises(UserError, match="state-space or recurrent model without attention layers"):
+        read_shape(str(folder))
+
+
 def test_a_checkpoint_that_also_stores_a_tied_head_counts_it_once(tmp_path: Path) -> None:
     """Some exports write lm_head.weight although tie_word_embeddings is true; transformers ties it to the
     embeddings on load, so the model holds one matrix, and that is said."""
@@ -321,14 +345,14 @@ def test_a_checkpoint_missing_a_shard_is_refused_not_undercounted(tmp_path: Path
 
 def test_an_unknown_layout_without_headers_is_refused_with_the_reason() -> None:
     config = {
-        "model_type": "rwkv",
-        "hidden_size": 2048,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 32,
-        "vocab_size": 50277,
+        "model_type": "codegen",
+        "n_embd": 2048,
+        "n_layer": 24,
+        "n_head": 32,
+        "vocab_size": 51200,
     }
-    with pytest.raises(UserError, match=r"rwkv is not a layout the memory model can count from config\.json alone"):
-        shape_from_config(config, "RWKV/rwkv-4-1b5")
+    with pytest.raises(UserError, match=r"codegen is not a layout the memory model can count from config\.json alone"):
+        shape_from_config(config, "Salesforce/codegen-350M-mono")
 
 
 @pytest.mark.parametrize(

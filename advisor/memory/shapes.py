@@ -178,7 +178,8 @@ def shape_from_config(
             f"--model {name}: {model_type or 'this model'} is an encoder-decoder (seq2seq) model; the memory model "
             "prices decoder-only language models and FLUX/SD3/SDXL denoisers"
         )
-    if missing and values["heads"] is None and (model_type in RECURRENT_MODEL_TYPES or RECURRENT_KEYS & set(cfg)):
+    recurrent_keys = values["heads"] is None and bool(RECURRENT_KEYS & set(cfg))
+    if model_type in RECURRENT_MODEL_TYPES or (missing and recurrent_keys):  # Mamba-2 has SSM "heads"; no attention
         raise UserError(
             f"--model {name}: {model_type or 'this model'} is a state-space or recurrent model without attention "
             "layers; the memory model prices transformer layers (decoder-only language models, denoisers)"
@@ -209,6 +210,12 @@ def shape_from_config(
         )
     elif stated is None:
         assumptions.append("tie_word_embeddings not stated: the LM head is assumed to share the embeddings")
+    hybrid = _non_attention_layers(cfg)
+    if hybrid:
+        assumptions.append(
+            f"a hybrid model: its {hybrid} layers are priced as attention layers of the same widths (state-space, "
+            "linear-attention and convolution layers keep other tensors for backward: not modelled)"
+        )
     experts, active, shared = _experts(cfg, values, read, assumptions)
     if experts > 1:
         intermediate = read.get("expert_intermediate") or values["expert_intermediate"] or intermediate
@@ -235,6 +242,29 @@ def shape_from_config(
         sdpa=model_type not in NO_SDPA_MODEL_TYPES,
         model_type=model_type,
     )  # fmt: skip
+
+
+# Layer kinds a hybrid's config lists (``layer_types``, ``layers_block_type``, ``block_types``) that are attention
+# under another name, a block that holds attention (Zamba's "hybrid"), or an MLP kind (Nemotron-H's "mlp", "moe").
+_ATTENTION_KINDS = frozenset({"attention", "global", "local", "full", "sliding", "hybrid", "dense", "moe", "mlp"})
+
+
+def _non_attention_layers(cfg: dict[str, Any]) -> str:
+    """The kinds of a hybrid's layers that are not attention ("mamba", "linear_attention", "conv"), as one phrase;
+    "" for a transformer. Jamba, Zamba, Bamba, Granite 4 and Nemotron-H mix Mamba layers in; Falcon-H1 runs Mamba
+    beside attention in every layer; Qwen3-Next and MiniMax mix linear attention in; LFM2 convolutions."""
+    kinds: set[str] = set()
+    for key in ("layer_types", "layers_block_type", "block_types"):
+        listed = cfg.get(key)
+        if isinstance(listed, list):
+            kinds |= {str(k).lower() for k in listed}
+    other = {k for k in kinds if k == "linear_attention" or not ("attention" in k or k in _ATTENTION_KINDS)}
+    pattern = cfg.get("hybrid_override_pattern")
+    if (isinstance(pattern, str) and "M" in pattern) or any(k.startswith(("mamba_", "ssm_")) for k in cfg):
+        other.add("mamba")
+    if isinstance(cfg.get("attn_layer_period"), int) and cfg["attn_layer_period"] > 1:  # Jamba: one in N attends
+        other.add("mamba")
+    return ", ".join(sorted(other))
 
 
 def _experts(
