@@ -112,6 +112,21 @@ def test_a_flux_pipeline_folder_is_read_from_its_headers(tmp_path: Path) -> None
     assert rows and all(r["trainable_params"] == 5 * 4 * (HIDDEN + HIDDEN) for r in rows)
 
 
+def test_a_diffusion_transformer_of_another_family_says_what_it_is_priced_as(tmp_path: Path) -> None:
+    """A DiT the model has no family for (Qwen-Image's MMDiT here: 2×2 patches over an 8× VAE) is read from its
+    headers and priced with FLUX.2-klein's blocks of its widths; the assumptions say so, and which token size."""
+    folder, params = flux_pipeline(tmp_path / "qwen-image")
+    config_path = folder / "transformer" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update({"_class_name": "QwenImageTransformer2DModel", "patch_size": 2, "in_channels": 16})
+    config_path.write_text(json.dumps(config))
+    shape, _ = read_denoiser_shape(str(folder))
+    assert shape.total_params == params and shape.pixels_per_token == 16
+    said = " ".join(shape.assumptions)
+    assert "QwenImageTransformer2DModel is not FLUX or SD3" in said and "16×16 px" in said
+    assert "256 text tokens assumed" in said
+
+
 @pytest.mark.parametrize(
     ("setup", "args", "message"),
     [

@@ -113,6 +113,11 @@ def denoiser_shape(
     text = TEXT_TOKENS.get(family, 256)
     if not family:
         assumptions.append("prompt length not known for this pipeline: 256 text tokens assumed (--seq-len sets it)")
+        assumptions.append(
+            f"{cls or 'this diffusion transformer'} is not FLUX or SD3: its blocks are priced as FLUX.2-klein's of the "
+            f"same widths, and a latent token as {pixels}×{pixels} px (an 8× VAE and {patch}×{patch} patches; a VAE "
+            "that compresses more, as SANA's does, makes fewer tokens)"
+        )
     hidden = heads * head_dim
     return ModelShape(
         name, cls or None, hidden, int(hidden * ratio), layers, heads, heads, head_dim, 0, True, params,
