@@ -275,6 +275,17 @@ def test_a_hybrids_other_layers_are_said_to_be_priced_as_attention(model_type: s
     assert bool(said) == (model_type in HYBRIDS)
 
 
+def test_multi_head_latent_attention_is_priced_at_its_query_and_key_width(tmp_path: Path) -> None:
+    """DeepSeek's config says head_dim = the rotary part (64); a head's queries and keys are nope + rope (192) wide.
+    The shape uses the latter, and says how MLA is priced."""
+    config, tensors, real = _transformers_model("deepseek_v3")
+    folder = _header_only_checkpoint(tmp_path / "dsv3", json.loads(json.dumps(config, default=str)), tensors)
+    shape = read_shape(str(folder))
+    assert shape.total_params == real
+    assert shape.head_dim == config["qk_nope_head_dim"] + config["qk_rope_head_dim"] != config["head_dim"]
+    assert any(a.startswith("multi-head latent attention") for a in shape.assumptions)
+
+
 def test_a_state_space_model_is_refused_even_with_ssm_heads(tmp_path: Path) -> None:
     """Mamba-2's config has num_heads (its SSM heads), so it does not lack attention fields; it has no attention."""
     config, tensors, _ = _transformers_model("mamba2")

@@ -197,6 +197,16 @@ def shape_from_config(
         assumptions.append(f"MLP width not stated: assumed 4 × hidden = {intermediate}")
     kv_heads = values["kv_heads"] or heads
     head_dim = values["head_dim"] or hidden // heads
+    nope, rope = cfg.get("qk_nope_head_dim"), cfg.get("qk_rope_head_dim")
+    if cfg.get("kv_lora_rank") and isinstance(nope, int) and isinstance(rope, int):
+        # Multi-head latent attention (DeepSeek-V2/V3, Kimi): head_dim in its config is the rotary part only; a
+        # head's queries and keys are nope + rope wide, which is what its attention computes and keeps
+        head_dim = nope + rope
+        assumptions.append(
+            f"multi-head latent attention: priced as {heads} heads of {head_dim} (qk_nope_head_dim + "
+            "qk_rope_head_dim) with a Llama layer's activations; its compressed q/kv projections are counted from "
+            "the headers for parameters, not for what they keep"
+        )
     stated = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
     tied = bool(stated) if stated is not None else True
     if "tied" in read and not (read["tied"] is False and stated is True):
