@@ -118,7 +118,7 @@ def published() -> list[dict]:
             offload=row.get("offload", "none"),
         )
         adapter = None
-        if "lora" in row:  # the row's own LoRA, counted on the model's linear layers (fused qkv = q, k, v)
+        if "lora" in row:  # the row's own LoRA, on the model's own linear layers
             targets = layout_targets(shape, row["lora"]["targets"])  # q/k/v onto a fused qkv (Qwen's c_attn)
             adapter = lora_count(linear_layers(shape, None), row["lora"]["r"], targets)
         elif "trainable" in row:  # the source's own count
