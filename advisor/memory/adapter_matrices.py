@@ -29,9 +29,9 @@ import json
 from functools import lru_cache
 
 from advisor.benchmarks.records import BenchmarkRun
-from advisor.memory.layer_layouts import decoder_layout, layout_targets
+from advisor.memory.layer_layouts import ATTENTION_NAMES, decoder_layout, layout_targets
 from advisor.memory.shapes import ModelShape
-from advisor.memory.user_adapter import UserAdapter, llama_layer, targets_match
+from advisor.memory.user_adapter import UserAdapter, targets_match
 from advisor.paths import PACKAGE_DATA
 
 # A diffusion transformer's blocks by its diffusers class: each linear's (d_in, d_out) as multiples of (hidden, MLP
@@ -160,10 +160,10 @@ def decoder_linears(shape: ModelShape) -> dict[str, tuple[int, int]]:
     has one (Qwen2-MoE's ``mlp.shared_expert``, DeepSeek's ``mlp.shared_experts``), at its own width; a Mixtral or
     Qwen3-MoE layer offers only its attention. Counted against PEFT on tiny MoE models in
     tests/test_adapter_matrices.py."""
+    layout = decoder_layout(shape)
     if shape.experts <= 1:
-        return decoder_layout(shape).per_layer()
-    layer = llama_layer(shape)
-    attention = {name: dims for name, dims in layer.items() if name.startswith("self_attn.")}
+        return layout.per_layer()
+    attention = {lin.name: (lin.out, lin.inp) for lin in layout.linears if set(lin.covers) <= ATTENTION_NAMES}
     if not shape.shared_intermediate:
         return attention
     prefix = "mlp.shared_experts" if shape.model_type.startswith("deepseek") else "mlp.shared_expert"

@@ -10,7 +10,7 @@ models do (``c_attn`` for Qwen (v1), ``query_key_value`` for ChatGLM, ``W_pack``
 
 The layouts are read from each model's modeling code (Qwen (v1), ChatGLM2/3, InternLM2 and Baichuan 2 remote code;
 transformers' Phi-3, GLM/GLM-4 and Starcoder2); every other known type is the Llama layout. Checked against the
-headers of the same models and against PEFT's all-linear count in tests/test_layer_layouts.py.
+headers of the same models and against PEFT's all-linear count in tests/test_model_shapes.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from advisor.memory.shapes import ModelShape
+
+
+# The Llama names of a layer's attention projections: what a mixture of experts' layer offers besides a shared expert
+ATTENTION_NAMES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
 
 
 @dataclass(frozen=True)

@@ -433,7 +433,7 @@ def read_shape_and_tensors(
 # Buffers older checkpoints saved beside the weights, which transformers now makes non-persistent and skips on
 # load: GPT-2/GPT-J/GPT-Neo/GPT-NeoX/CodeGen causal masks (``attn.bias`` of [1, 1, n, n]: 12.6M elements in GPT-2's
 # 124M checkpoint, 50M in Pythia-160M's), their ``masked_bias`` scalars, and rotary ``inv_freq`` / cos / sin caches.
-_ROTARY_CACHE = re.compile(r"(^|\.)(inv_freq|masked_bias|cos_cached|sin_cached|_float_tensor)$")
+_STALE_BUFFER = re.compile(r"(^|\.)(inv_freq|masked_bias|cos_cached|sin_cached|_float_tensor)$")
 
 
 def loaded_tensors(stored: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
@@ -441,7 +441,7 @@ def loaded_tensors(stored: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[
     skipped = {
         name
         for name, dims in stored.items()
-        if _ROTARY_CACHE.search(name)
+        if _STALE_BUFFER.search(name)
         or (name.endswith(("bias", "causal_mask")) and len(dims) == 4 and dims[:2] == (1, 1) and dims[2] == dims[3])
     }
     if not skipped:

@@ -84,9 +84,9 @@ def linear_layers(shape: ModelShape, tensors: dict[str, tuple[int, ...]] | None)
             return layers
     from advisor.memory.layer_layouts import decoder_layout
 
-    layout = decoder_layout(shape) if shape.experts <= 1 else None
-    prefix, per_layer = (layout.prefix, layout.per_layer()) if layout else ("model.layers", llama_layer(shape))
-    return {f"{prefix}.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
+    layout = decoder_layout(shape)  # a mixture of experts: one expert's width, which PEFT's own count replaces
+    per_layer = layout.per_layer()
+    return {f"{layout.prefix}.{i}.{name}": dims for i in range(shape.layers) for name, dims in per_layer.items()}
 
 
 # A 2-D weight outside the block stacks that is no Linear: token and position embeddings (``embed_tokens``,
@@ -106,20 +106,6 @@ def _outside_linears(
         if not name.startswith(prefixes) and name.endswith(".weight") and len(dims) == 2
         and not _NOT_A_LINEAR.search(name) and shape.vocab not in dims
     }  # fmt: skip
-
-
-def llama_layer(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    """One decoder layer's linears in the Llama layout of ``shape``: name → (out, in)."""
-    heads, kv, dim, hidden, mlp = shape.heads, shape.kv_heads, shape.head_dim, shape.hidden, shape.intermediate
-    return {
-        "self_attn.q_proj": (heads * dim, hidden),
-        "self_attn.k_proj": (kv * dim, hidden),
-        "self_attn.v_proj": (kv * dim, hidden),
-        "self_attn.o_proj": (hidden, heads * dim),
-        "mlp.gate_proj": (mlp, hidden),
-        "mlp.up_proj": (mlp, hidden),
-        "mlp.down_proj": (hidden, mlp),
-    }
 
 
 def targets_match(path: str, targets: list[str] | str | None) -> bool:
